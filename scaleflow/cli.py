@@ -1,0 +1,244 @@
+"""Command line: `python -m scaleflow [group=option ...] [key=value ...] [-m] [--cfg job] [--help]`.
+
+Hydra parses and composes; scaleflow adds two things around it:
+1. Plugins' config group files join Hydra's search path (from the registry).
+2. Every config error (Hydra's own included) is found before TensorFlow is imported and reported as
+   one message naming the key, the value and what is allowed, with exit status 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from typing import Any, Sequence
+
+from scaleflow.errors import ConfigError, ScaleflowError, did_you_mean, one_of
+
+CONFIG_MODULE = "scaleflow.conf"
+CONFIG_NAME = "config"
+log = logging.getLogger("scaleflow")
+
+
+def _fail(error: BaseException, code: int) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
+    kind = "config error" if isinstance(error, ConfigError) else "error"
+    print(f"scaleflow: {kind}: {error}", file=sys.stderr)
+    sys.exit(code)
+
+
+# ------------------------------------------------------------------------ Hydra error translation
+def _chain(exc: BaseException):
+    while exc is not None:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _options(group: str) -> list[str]:
+    from hydra.core.global_hydra import GlobalHydra
+
+    loader = GlobalHydra.instance().config_loader()
+    return [o for o in loader.get_group_options(group) if not group.startswith("schema")]
+
+
+def _groups() -> list[str]:
+    from hydra.core.global_hydra import GlobalHydra
+
+    return [g for g in GlobalHydra.instance().config_loader().list_groups("")
+            if g not in ("hydra", "schema")]
+
+
+def _node_keys(key: str) -> list[str]:
+    """Keys the schema allows beside `key` (for did-you-mean)."""
+    from scaleflow.config import schema
+    from scaleflow.config.store import schema_for
+
+    parent = key.rsplit(".", 1)[0] if "." in key else ""
+    try:
+        cls = schema_for(parent, _override_value(parent)) if parent else schema.Config
+    except Exception:  # noqa: BLE001 - best effort: a hint, not a check
+        return []
+    return list(cls.__dataclass_fields__)
+
+
+_current_overrides: list[str] = []
+
+
+def _override_value(group: str) -> Any:
+    """The option chosen for `group`: from the overrides, else the default in conf/config.yaml."""
+    for o in reversed(_current_overrides):
+        k, _, v = o.lstrip("+~").partition("=")
+        if k == group:
+            return v
+    return {"model": "mlp", "data": "synthetic", "strategy": "auto", "hardware": "cpu",
+            "export": "saved_model"}.get(group)
+
+
+def translate(exc: BaseException) -> ConfigError:
+    """Turn a Hydra / OmegaConf composition error into a ConfigError naming key, value, allowed."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
+
+    for e in _chain(exc):
+        if isinstance(e, ConfigError):
+            return e
+    for e in _chain(exc):
+        msg = str(e)
+        if isinstance(e, MissingConfigException):
+            m = re.search(r"Could not find '([^']+)/([^'/]+)'", msg)
+            if m:
+                group, value = m.group(1), m.group(2)
+                options = _options(group)
+                return ConfigError(group, value, one_of(options), did_you_mean(value, options))
+            m = re.search(r"Could not load '([^']+)'", msg)
+            if m:
+                return ConfigError("config", m.group(1), "an existing config")
+        if isinstance(e, OverrideParseException):
+            return ConfigError(e.override or "override", getattr(e, "override", ""),
+                               "key=value, group=option, +key=value or a sweep a,b,c", msg.splitlines()[0])
+        if isinstance(e, OmegaConfBaseException):
+            key = getattr(e, "full_key", None) or ""
+            first = str(getattr(e, "msg", msg)).splitlines()[0]
+            m = re.search(r"Value '(.*)' of type '(\w+)' could not be converted to (\w+)", first)
+            if m:
+                return ConfigError(key, m.group(1), f"a value of type {m.group(3).lower()}")
+            m = re.search(r"Key '([^']+)' (?:not in|is not in struct)", first)
+            if m:
+                keys = _node_keys(key)
+                return ConfigError(key, "<unknown key>", "a known key: " + ", ".join(sorted(keys)) if keys
+                                   else "a known key", did_you_mean(m.group(1), keys))
+            if "Missing mandatory value" in first:
+                return ConfigError(key, "???", "a value", "Set it on the command line")
+            return ConfigError(key or "config", "", "a valid value", first)
+        m = re.search(r"Could not override '([^']+)'\.\s*No match in the defaults list", msg) or \
+            re.search(r"Could not (?:override|delete|append to) '([^']+)'", msg)
+        if m:
+            key = m.group(1)
+            candidates = _groups() + list(_node_keys(key)) if "." not in key else _node_keys(key)
+            return ConfigError(key, "", "a config group (" + ", ".join(_groups()) + ") or a known key",
+                               did_you_mean(key.split(".")[-1], candidates))
+        m = re.search(r"Key '([^']+)' (?:not in|is not in struct)", msg)
+        if m:
+            return ConfigError(m.group(1), "<unknown key>", "a known key")
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ConfigError("config", "", "a valid configuration", first)
+
+
+# ------------------------------------------------------------------------------- pre-validation
+def search_path_override(existing: Sequence[str]) -> list[str]:
+    """`hydra.searchpath=[...]` carrying plugins' config dirs, unless the user set one."""
+    from scaleflow import registry
+
+    paths = registry.conf_search_paths()
+    if not paths or any(o.startswith("hydra.searchpath") for o in existing):
+        return []
+    return ["hydra.searchpath=[" + ",".join(paths) + "]"]
+
+
+def compose(overrides: Sequence[str]):
+    """Compose and validate the job config (no TensorFlow): what `python -m scaleflow ...` runs."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from scaleflow.config import store
+    from scaleflow.config.validate import validate
+
+    store.register()
+    global _current_overrides
+    _current_overrides = list(overrides)
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        try:
+            cfg = hydra_compose(CONFIG_NAME, overrides=list(overrides) + search_path_override(overrides))
+        except Exception as exc:  # noqa: BLE001 - every composition error becomes a ConfigError
+            error = translate(exc)
+            error.composition = True
+            raise error from None
+    validate(cfg)
+    return cfg
+
+
+def prevalidate(overrides: Sequence[str], multirun: bool) -> None:
+    """Find config errors before Hydra launches anything. In a sweep, each swept value is composed
+    on its own, so one bad value is named instead of crashing the launcher mid-sweep."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except Exception as exc:  # noqa: BLE001
+        raise translate(exc) from None
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override() and not o.is_hydra_override()]
+    sweeps = [o for o in parsed if o.is_sweep_override() and not o.is_hydra_override()]
+    if sweeps and not multirun:
+        o = sweeps[0]
+        raise ConfigError(o.get_key_element(), o.input_line.split("=", 1)[1], "a single value",
+                          "Add -m (--multirun) to sweep over several values")
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not sweeps:
+        compose(fixed)
+        return
+    # Composition errors (unknown keys, options, types) would stop Hydra's launcher mid-sweep, so
+    # they are reported now; value errors (ranges, paths) fail only their own job, recorded as failed.
+    for o in sweeps:
+        if o.value_type is not None and "CHOICE" not in str(o.value_type) and "SIMPLE" not in str(o.value_type):
+            continue  # ranges/intervals for sweepers: nothing to enumerate
+        for value in o.sweep_string_iterator():
+            try:
+                compose(fixed + [f"{o.get_key_element()}={value}"])
+            except ConfigError as e:
+                if e.composition:
+                    raise  # value errors fail only their own job, recorded as failed
+            except OmegaConfBaseException as exc:
+                raise translate(exc) from None
+
+
+# ------------------------------------------------------------------------------------- the task
+def task(cfg) -> Any:
+    """What Hydra runs for each job: validate, then dispatch on `mode`."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from scaleflow.config.validate import validate
+    from scaleflow.modes import run_mode
+
+    multirun = HydraConfig.get().mode.name == "MULTIRUN"
+    run_dir = HydraConfig.get().runtime.output_dir
+    try:
+        validate(cfg)
+        return run_mode(cfg, run_dir)
+    except ConfigError as e:
+        if multirun:
+            raise  # the launcher records the job as failed; the sweep goes on
+        _fail(e, 2)
+    except ScaleflowError as e:
+        if multirun:
+            raise
+        _fail(e, e.exit_code)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        from hydra._internal.utils import get_args_parser
+
+        args, _ = get_args_parser().parse_known_args(argv)
+        informational = args.help or args.hydra_help or args.info or args.shell_completion
+        if not informational:
+            prevalidate(args.overrides, multirun=bool(args.multirun))
+        extra = search_path_override(args.overrides)
+    except ConfigError as e:
+        _fail(e, 2)
+    except SystemExit:
+        raise
+    except ScaleflowError as e:
+        _fail(e, e.exit_code)
+
+    import hydra
+
+    from scaleflow.config import store
+
+    store.register()
+    sys.argv = [sys.argv[0] if sys.argv else "scaleflow"] + argv + extra
+    hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name=CONFIG_NAME, version_base="1.3")(task)()

@@ -1,0 +1,1 @@
+"""Config schema (structured dataclasses), Hydra ConfigStore registration and validation."""

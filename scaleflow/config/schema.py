@@ -1,0 +1,139 @@
+"""The structured config schema: types and defaults for every key scaleflow reads.
+
+Hydra checks types and unknown keys at composition; `validate.py` checks what types cannot say
+(choices, ranges, paths, cross-field rules). Field metadata carries those constraints so the schema
+stays the single place that says what a key accepts:
+
+    choices=[...]   allowed values           min / max      inclusive numeric range
+    path="file"     must be an existing file  path="exists"  file, directory or glob that matches
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from omegaconf import MISSING
+
+
+def choice(default: Any, *choices: Any, **meta: Any) -> Any:
+    return field(default=default, metadata={"choices": list(choices), **meta})
+
+
+def bounded(default: Any, min: Any = None, max: Any = None, **meta: Any) -> Any:  # noqa: A002
+    return field(default=default, metadata={"min": min, "max": max, **meta})
+
+
+def items(default: list, **meta: Any) -> Any:
+    return field(default_factory=lambda: list(default), metadata=meta)
+
+
+# ----------------------------------------------------------------------------------------- model
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    activation: str = choice("relu", "relu", "gelu", "swish", "tanh", "sigmoid", "elu", "selu")
+    dropout: float = bounded(0.0, min=0.0, max=0.95)
+
+
+# ------------------------------------------------------------------------------------------ data
+SHARD_POLICIES = ("sequential", "random", "hash")
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    path: Optional[str] = None
+    batch_size: int = bounded(64, min=1, max=1 << 20)  # global batch, over all replicas
+    validation_split: float = bounded(0.1, min=0.0, max=0.9)
+    shuffle_buffer: int = bounded(10000, min=0)  # 0 disables shuffling
+    cache: bool = True
+    shard: str = choice("sequential", *SHARD_POLICIES)
+    shard_key: Optional[str] = None
+    shard_level: str = choice("auto", "auto", "file", "record")
+    uneven: str = choice("repeat", "repeat", "drop")
+    reshuffle_each_epoch: bool = False
+    seed: int = 0
+
+
+# -------------------------------------------------------------------------------------- strategy
+@dataclass
+class StrategyConfig:
+    name: str = MISSING
+    num_workers: int = bounded(1, min=1, max=1024)
+    timeout_s: float = bounded(120.0, min=1.0)
+    cluster: str = choice("local", "local", "env", "slurm")
+    fallback: bool = False
+    hosts: List[str] = items([])
+
+
+# -------------------------------------------------------------------------------------- hardware
+@dataclass
+class HardwareConfig:
+    name: str = MISSING
+    logical_devices: int = bounded(1, min=1, max=64)  # CPU replicas for Mirrored on one CPU
+    num_gpus: int = bounded(-1, min=-1)  # -1: all visible
+    memory_growth: bool = True
+    tpu: Optional[str] = None
+    topology: Optional[str] = None
+    hosts: List[str] = items([])
+    devices_per_host: int = bounded(1, min=1)
+    # What the planner needs to predict a step time (per device / per link).
+    peak_flops: float = bounded(5.0e10, min=0.0)
+    memory_bytes: float = bounded(8.0e9, min=0.0)
+    bandwidth_bytes_s: float = bounded(5.0e9, min=0.0)  # within a host
+    latency_s: float = bounded(2.0e-5, min=0.0)
+    inter_host_bandwidth_bytes_s: float = bounded(1.25e9, min=0.0)
+    inter_host_latency_s: float = bounded(1.0e-4, min=0.0)
+    precision: str = choice("float32", "float32", "bfloat16", "float16")
+
+
+# --------------------------------------------------------------------------------------- trainer
+@dataclass
+class TrainerConfig:
+    epochs: int = bounded(5, min=1, max=1_000_000)
+    steps_per_epoch: Optional[int] = bounded(None, min=1)  # None: one pass over this worker's shard
+    optimizer: str = choice("adam", "adam", "sgd", "rmsprop", "adamw", "adagrad", "nadam")
+    learning_rate: float = bounded(1e-3, min=0.0, max=10.0)
+    momentum: float = bounded(0.0, min=0.0, max=1.0)
+    weight_decay: float = bounded(0.0, min=0.0)
+    seed: int = 0
+    steps_per_execution: Any = "auto"  # "auto" or a positive integer
+    mixed_precision: str = choice("off", "off", "bf16", "fp16")
+    jit_compile: Any = "auto"  # "auto" | true | false
+    resume: bool = True
+    verbose: str = choice("line", "line", "progress", "quiet")
+    callbacks: List[str] = items([])  # extra registered callbacks (scaleflow.callbacks), by name
+
+
+# ---------------------------------------------------------------------------------------- export
+@dataclass
+class ExportConfig:
+    format: str = MISSING  # the exporter: saved_model | tflite | none (or a plugin's)
+    dir: str = "export"  # relative paths are inside the run dir
+    name: str = "${model.name}"  # <dir>/<name>/<version>/, TensorFlow Serving's layout
+    version: Any = "auto"  # "auto" (next integer, TF Serving style) or a positive integer
+    verify: bool = True
+    tolerance: float = bounded(1e-4, min=0.0)
+
+
+# --------------------------------------------------------------------------------------- profile
+@dataclass
+class ProfileConfig:
+    name: str = MISSING
+    batches: List[int] = items([10, 20])
+
+
+# ---------------------------------------------------------------------------------------- config
+@dataclass
+class Config:
+    mode: str = "train"  # one of scaleflow.modes.MODES: train, plan, shards, plugins, ...
+    # Group nodes are typed by their option's own schema (e.g. MLPConfig for model=mlp),
+    # so the top level only says they must be present.
+    model: Any = MISSING
+    data: Any = MISSING
+    strategy: Any = MISSING
+    hardware: Any = MISSING
+    trainer: Any = MISSING
+    export: Any = MISSING
+    profile: Any = MISSING

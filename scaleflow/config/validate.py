@@ -1,0 +1,95 @@
+"""Semantic validation of a composed config, before TensorFlow is imported.
+
+Hydra and the structured schema already reject unknown keys and wrong types. This module checks what
+types cannot express, using the metadata in `schema.py` (choices, ranges, paths), then the
+cross-field rules each registered object declares in its `validate(cfg)` classmethod.
+Every failure is one `ConfigError` naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from scaleflow import registry
+from scaleflow.config.store import schema_for
+from scaleflow.errors import ConfigError, did_you_mean, one_of
+
+GROUPS = ("model", "data", "strategy", "hardware", "trainer", "export", "profile")
+
+
+def _check_field(key: str, value: Any, meta: dict) -> None:
+    if value is None:
+        return
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(key, value, one_of(choices), did_you_mean(value, choices))
+    lo, hi = meta.get("min"), meta.get("max")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if lo is not None and value < lo:
+            raise ConfigError(key, value, f"a number >= {lo}")
+        if hi is not None and value > hi:
+            raise ConfigError(key, value, f"a number <= {hi}")
+
+
+def check_path(key: str, value: Any, kind: str) -> None:
+    """kind: 'file', 'dir' or 'exists' (a file, a directory, or a glob that matches something)."""
+    if value in (None, ""):
+        raise ConfigError(key, value, f"the path of an existing {kind if kind != 'exists' else 'file or directory'}",
+                          f"Set it on the command line, e.g. {key}=/path/to/data")
+    path = os.path.expanduser(str(value))
+    ok = {"file": os.path.isfile, "dir": os.path.isdir}.get(kind, lambda p: bool(glob.glob(p)))(path)
+    if not ok:
+        raise ConfigError(key, value, f"an existing {'file or directory' if kind == 'exists' else kind}",
+                          "Nothing exists at that path")
+
+
+def _check_node(prefix: str, node: DictConfig, schema_cls: type) -> None:
+    for f in dataclasses.fields(schema_cls):
+        if f.name not in node:
+            continue
+        value = OmegaConf.select(node, f.name, throw_on_missing=False)
+        _check_field(f"{prefix}.{f.name}", value, dict(f.metadata))
+
+
+def _auto_or_positive_int(key: str, value: Any) -> None:
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return
+    raise ConfigError(key, value, "'auto' or an integer >= 1")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError for the first invalid value in `cfg`."""
+    from scaleflow.modes import MODES
+
+    _check_field("mode", cfg.mode, {"choices": sorted(MODES)})
+    if cfg.mode == "plugins":
+        return
+    selected: dict[str, Any] = {}
+    for group in GROUPS:
+        node = cfg[group]
+        selector = registry.SELECTOR_KEY.get(group, "name")
+        name = node.get(selector) if group in registry.CONFIG_GROUP.values() else None
+        if name is not None:
+            kind = {v: k for k, v in registry.CONFIG_GROUP.items()}[group]
+            selected[kind] = registry.get(kind, name)  # unknown name -> ConfigError, did-you-mean
+        _check_node(group, node, schema_for(group, name))
+
+    t = cfg.trainer
+    _auto_or_positive_int("trainer.steps_per_execution", t.steps_per_execution)
+    if t.jit_compile not in ("auto", True, False):
+        raise ConfigError("trainer.jit_compile", t.jit_compile, "'auto', true or false")
+    _auto_or_positive_int("export.version", cfg.export.version)
+    batches = list(cfg.profile.batches)
+    if len(batches) != 2 or not all(isinstance(b, int) for b in batches) or not 1 <= batches[0] <= batches[1]:
+        raise ConfigError("profile.batches", batches, "[start, stop] with 1 <= start <= stop")
+
+    # Cross-field rules owned by each selected object (no TensorFlow import allowed there).
+    for obj in selected.values():
+        rule = getattr(obj, "validate", None)
+        if rule is not None:
+            rule(cfg)

@@ -1,0 +1,1 @@
+"""Datasets (each registered in `scaleflow.datasets`), train/validation split, sharding, tf.data input."""

@@ -1,0 +1,149 @@
+"""The dataset extension point.
+
+A dataset plugin describes its records without TensorFlow (for `mode=plan`, `mode=shards` and
+sharding decisions) and reads them with tf.data. Records have a global index 0..N-1 in a fixed,
+documented order; sharding and the train/validation split are decided on those indices, so every
+process computes the same assignment.
+
+Small in-memory datasets subclass `InMemoryDataset` and implement only `arrays`.
+File-backed datasets implement `describe` and `read` (and `keys` to support `data.shard=hash`
+with a `data.shard_key`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+from scaleflow.config.schema import DataConfig
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    num_examples: int
+    input_shape: tuple[int, ...]
+    num_classes: int
+    fingerprint: str
+    files: tuple[str, ...] = ()  # file-backed sources, in global read order
+    file_records: tuple[int, ...] = ()  # records in each file; global index runs file by file
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def file_offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.file_records, dtype=np.int64)])
+
+
+class Dataset:
+    name: ClassVar[str]
+    Config: ClassVar[type] = DataConfig
+    path_kind: ClassVar[str | None] = None  # "file" | "dir" | "exists": data.path is checked
+
+    @classmethod
+    def validate(cls, cfg) -> None:
+        if cls.path_kind:
+            from scaleflow.config.validate import check_path
+
+            check_path("data.path", cfg.data.path, cls.path_kind)
+
+    def describe(self, config) -> DataInfo:
+        """Size, shapes, classes and files, without TensorFlow."""
+        raise NotImplementedError
+
+    def keys(self, config, key: str) -> np.ndarray:
+        """The value of feature/column `key` for every record in global order (for hash sharding)."""
+        from scaleflow.errors import ConfigError
+
+        raise ConfigError("data.shard_key", key, f"a key the {self.name} dataset provides",
+                          f"The {self.name} dataset cannot shard by key; use data.shard_key=null")
+
+    def read(self, config, files: Sequence[str] | None = None) -> Any:
+        """A tf.data.Dataset of (features, label) over `files` (all when None), in global order."""
+        raise NotImplementedError
+
+    def take(self, config, indices: np.ndarray) -> Any:
+        """(features, label) for the records at `indices`, in that order. The default filters a full
+        read; in-memory datasets gather directly."""
+        import tensorflow as tf
+
+        info = self.describe(config)
+        mask = np.zeros(info.num_examples, dtype=bool)
+        mask[indices] = True
+        order = np.argsort(np.argsort(indices))  # rank of each index, to restore `indices` order
+        keep = tf.constant(mask)
+        ds = self.read(config).enumerate().filter(lambda i, record: keep[i]).map(lambda i, record: record)
+        if np.all(np.diff(indices) > 0) or len(indices) < 2:
+            return ds
+        del order  # callers shuffle anyway; a file-backed read stays in file order
+        return ds
+
+
+class InMemoryDataset(Dataset):
+    """A dataset held as NumPy arrays: `arrays(config) -> (features, labels)`."""
+
+    _cache: ClassVar[dict] = {}
+
+    def arrays(self, config) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def _arrays(self, config) -> tuple[np.ndarray, np.ndarray]:
+        key = (self.name, repr(sorted((k, repr(v)) for k, v in dict(config).items())))
+        if key not in self._cache:
+            x, y = self.arrays(config)
+            self._cache.clear()  # hold one dataset at a time
+            self._cache[key] = (np.ascontiguousarray(x), np.asarray(y).astype(np.int32))
+        return self._cache[key]
+
+    def describe(self, config) -> DataInfo:
+        x, y = self._arrays(config)
+        digest = hashlib.sha256()
+        digest.update(str((x.shape, x.dtype.str)).encode())
+        digest.update(x.tobytes())
+        digest.update(y.tobytes())
+        return DataInfo(num_examples=len(x), input_shape=tuple(x.shape[1:]),
+                        num_classes=int(y.max()) + 1 if len(y) else 0,
+                        fingerprint=digest.hexdigest()[:16])
+
+    def read(self, config, files=None):
+        import tensorflow as tf
+
+        return tf.data.Dataset.from_tensor_slices(self._arrays(config))
+
+    def take(self, config, indices: np.ndarray):
+        import tensorflow as tf
+
+        x, y = self._arrays(config)
+        return tf.data.Dataset.from_tensor_slices((x[indices], y[indices]))
+
+    def gather_arrays(self, config, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x, y = self._arrays(config)
+        return x[indices], y[indices]
+
+
+def file_fingerprint(paths: Sequence[str]) -> str:
+    """Cheap fingerprint of files: names, sizes and modification times."""
+    import os
+
+    digest = hashlib.sha256()
+    for p in paths:
+        st = os.stat(p)
+        digest.update(f"{os.path.basename(p)}:{st.st_size}:{int(st.st_mtime)}".encode())
+    return digest.hexdigest()[:16]
+
+
+def label_ids(labels: Sequence[Any]) -> tuple[np.ndarray, list]:
+    """Integer class ids for labels: integers are kept, anything else is mapped in sorted order."""
+    arr = np.asarray(labels)
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int32), sorted(set(arr.tolist()))
+    try:
+        as_float = arr.astype(np.float64)
+        if np.all(as_float == np.round(as_float)):
+            return as_float.astype(np.int32), sorted(set(as_float.astype(int).tolist()))
+    except ValueError:
+        pass
+    classes = sorted(set(arr.tolist()))
+    index = {c: i for i, c in enumerate(classes)}
+    return np.array([index[v] for v in arr.tolist()], dtype=np.int32), classes

@@ -1,0 +1,105 @@
+"""TFRecord files of tf.train.Example."""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from scaleflow.config.schema import DataConfig
+from scaleflow.data.base import DataInfo, Dataset, file_fingerprint
+from scaleflow.data.tfrecord_format import count_records, feature_value, iter_records
+from scaleflow.errors import ConfigError, one_of
+
+DTYPES = ("float32", "int64", "string")
+
+
+@dataclass
+class TFRecordConfig(DataConfig):
+    # name -> {shape: [..], dtype: float32|int64}; several features are flattened and concatenated.
+    features: Dict[str, Any] = field(default_factory=lambda: {"x": {"shape": [32], "dtype": "float32"}})
+    label: str = "label"
+    num_classes: Optional[int] = None  # None: max label + 1, found by scanning the files
+    compression: str = ""  # "" | GZIP | ZLIB
+
+
+def list_files(path: str) -> list[str]:
+    """A file, every file in a directory, or a glob; sorted so every process agrees on the order."""
+    path = os.path.expanduser(path)
+    if os.path.isdir(path):
+        files = [os.path.join(path, f) for f in os.listdir(path) if not f.startswith(".")]
+    else:
+        files = glob.glob(path)
+    return sorted(f for f in files if os.path.isfile(f))
+
+
+class TFRecord(Dataset):
+    """tf.train.Example records; record order is file by file (files sorted), then record order.
+
+    Example: `python -m scaleflow data=tfrecord data.path='data/train-*.tfrecord'
+    data.features='{pixels: {shape: [784], dtype: float32}}' data.label=digit`
+    """
+
+    name = "tfrecord"
+    Config = TFRecordConfig
+    path_kind = "exists"
+
+    @classmethod
+    def validate(cls, cfg) -> None:
+        super().validate(cfg)
+        for fname, spec in cfg.data.features.items():
+            dtype = spec.get("dtype", "float32")
+            if dtype not in ("float32", "int64"):
+                raise ConfigError(f"data.features.{fname}.dtype", dtype, one_of(("float32", "int64")))
+            shape = list(spec.get("shape", []))
+            if any(not isinstance(d, int) or d < 1 for d in shape):
+                raise ConfigError(f"data.features.{fname}.shape", shape, "a list of integers >= 1")
+
+    def describe(self, config) -> DataInfo:
+        files = list_files(config.path)
+        counts = tuple(count_records(f) for f in files)
+        num_classes = config.num_classes
+        if num_classes is None:
+            labels = [feature_value(r, config.label) for f in files for r in iter_records(f)]
+            if any(v is None for v in labels):
+                raise ConfigError("data.label", config.label, "an int64 feature present in every record")
+            num_classes = int(max(labels)) + 1 if labels else 0
+        shapes = [list(spec.get("shape", [])) for spec in config.features.values()]
+        if len(shapes) == 1 and shapes[0]:
+            input_shape = tuple(shapes[0])
+        else:
+            input_shape = (sum(max(1, math.prod(s)) for s in shapes),)
+        return DataInfo(num_examples=sum(counts), input_shape=input_shape, num_classes=num_classes,
+                        fingerprint=file_fingerprint(files), files=tuple(files), file_records=counts)
+
+    def keys(self, config, key):
+        files = list_files(config.path)
+        values = [feature_value(r, key) for f in files for r in iter_records(f)]
+        if values and all(v is None for v in values):
+            raise ConfigError("data.shard_key", key, "a feature present in the records")
+        return np.array([v.decode() if isinstance(v, bytes) else v for v in values], dtype=object)
+
+    def read(self, config, files=None):
+        import tensorflow as tf
+
+        files = list(files) if files is not None else list_files(config.path)
+        spec = {name: tf.io.FixedLenFeature(list(s.get("shape", [])), getattr(tf, s.get("dtype", "float32")))
+                for name, s in config.features.items()}
+        spec[config.label] = tf.io.FixedLenFeature([], tf.int64)
+        names = list(config.features)
+        single = len(names) == 1 and list(config.features[names[0]].get("shape", []))
+
+        def parse(record):
+            example = tf.io.parse_single_example(record, spec)
+            label = tf.cast(example[config.label], tf.int32)
+            if single:
+                return tf.cast(example[names[0]], tf.float32), label
+            parts = [tf.reshape(tf.cast(example[n], tf.float32), [-1]) for n in names]
+            return tf.concat(parts, axis=0), label
+
+        ds = tf.data.TFRecordDataset(files, compression_type=config.compression or None)
+        return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

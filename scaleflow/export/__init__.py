@@ -1,0 +1,1 @@
+"""Exporters. Each is registered in the `scaleflow.exporters` entry-point group."""

@@ -1,0 +1,1 @@
+"""Hardware targets. Each is registered in the `scaleflow.hardware` entry-point group."""

@@ -1,0 +1,91 @@
+"""run.json: the run manifest, rewritten atomically at every change (never half-written)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import tempfile
+from typing import Any
+
+import scaleflow
+
+
+def atomic_write_json(path: str, data: Any) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".run.", suffix=".json.tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False, default=_json_default)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def versions() -> dict:
+    import sys
+
+    out = {"scaleflow": scaleflow.__version__, "python": platform.python_version()}
+    if "tensorflow" in sys.modules:
+        import keras
+        import tensorflow as tf
+
+        out.update(tensorflow=tf.__version__, keras=keras.__version__)
+    return out
+
+
+class Manifest:
+    """The fields of run.json (see DESIGN.md): status, config, versions, strategy, data, metrics,
+    throughput, export, started, ended, error."""
+
+    def __init__(self, run_dir: str, config: dict, enabled: bool = True):
+        self.path = os.path.join(run_dir, "run.json")
+        self.enabled = enabled
+        previous = self.load(run_dir) or {}
+        self.data: dict[str, Any] = {
+            "status": "running", "config": config, "versions": versions(), "strategy": None, "data": None,
+            "metrics": None, "throughput": None, "export": None, "started": now(), "ended": None,
+            "error": None,
+        }
+        if previous.get("status") in ("running", "failed"):
+            self.data["previous_attempts"] = previous.get("previous_attempts", 0) + 1
+        self.write()
+
+    @staticmethod
+    def load(run_dir: str) -> dict | None:
+        try:
+            with open(os.path.join(run_dir, "run.json")) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def update(self, **fields: Any) -> None:
+        self.data.update(fields)
+        self.write()
+
+    def finish(self, status: str, error: str | None = None) -> None:
+        self.data["versions"] = versions()
+        self.update(status=status, error=error, ended=now())
+
+    def write(self) -> None:
+        if self.enabled:
+            atomic_write_json(self.path, self.data)

@@ -1,0 +1,69 @@
+"""Small convolutional network."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List
+
+from scaleflow.config.schema import ModelConfig, bounded, items
+from scaleflow.models.base import InputSpec, Model, classifier_head
+from scaleflow.models.conv import conv_input, in_channels, spatial_size
+
+
+@dataclass
+class CNNConfig(ModelConfig):
+    filters: List[int] = items([32, 64])
+    kernel_size: int = bounded(3, min=1, max=15)
+    dense_units: int = bounded(128, min=1)
+
+
+class CNN(Model):
+    """Conv -> pool blocks of `filters` channels, global average pooling, a dense layer.
+
+    Works on images (H, W, C) with Conv2D and on vectors or sequences with Conv1D.
+    Example: `python -m scaleflow model=cnn data=image_folder data.path=images/`
+    """
+
+    name = "cnn"
+    Config = CNNConfig
+
+    @classmethod
+    def validate(cls, cfg) -> None:
+        from scaleflow.errors import ConfigError
+
+        filters = list(cfg.model.filters)
+        if not filters or any(not isinstance(f, int) or f < 1 for f in filters):
+            raise ConfigError("model.filters", filters, "a non-empty list of integers >= 1")
+
+    def build(self, config, spec: InputSpec):
+        import keras
+
+        inputs, x, Conv, Pool, GlobalPool = conv_input(spec)
+        for i, filters in enumerate(config.filters):
+            x = Conv(filters, config.kernel_size, padding="same", activation=config.activation,
+                     name=f"conv_{i}")(x)
+            if x.shape[1] is not None and x.shape[1] >= 4:
+                x = Pool(2)(x)
+        x = GlobalPool()(x)
+        x = keras.layers.Dense(config.dense_units, activation=config.activation)(x)
+        if config.dropout:
+            x = keras.layers.Dropout(config.dropout)(x)
+        return keras.Model(inputs, classifier_head(x, spec), name="cnn")
+
+    def num_parameters(self, config, spec: InputSpec) -> int:
+        k = config.kernel_size ** (2 if len(spec.input_shape) == 3 else 1)
+        channels, total = in_channels(spec), 0
+        for f in config.filters:
+            total += k * channels * f + f
+            channels = f
+        return total + channels * config.dense_units + config.dense_units + \
+            config.dense_units * spec.num_classes + spec.num_classes
+
+    def flops_per_example(self, config, spec: InputSpec) -> float:
+        k = config.kernel_size ** (2 if len(spec.input_shape) == 3 else 1)
+        pool = 4 if len(spec.input_shape) == 3 else 2
+        size, channels, flops = spatial_size(spec), in_channels(spec), 0.0
+        for f in config.filters:
+            flops += 2.0 * size * k * channels * f
+            channels, size = f, max(1, size // pool)
+        return flops + 2.0 * (channels * config.dense_units + config.dense_units * spec.num_classes)

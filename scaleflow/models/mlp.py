@@ -1,0 +1,61 @@
+"""Multi-layer perceptron."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import List
+
+from scaleflow.config.schema import ModelConfig, items
+from scaleflow.models.base import InputSpec, Model, classifier_head
+
+
+@dataclass
+class MLPConfig(ModelConfig):
+    hidden_units: List[int] = items([128, 128])
+    batch_norm: bool = False
+
+
+class MLP(Model):
+    """Dense layers of `hidden_units` widths over the flattened input.
+
+    Example: `python -m scaleflow model=mlp model.hidden_units=[256,256,128] model.dropout=0.1`
+    """
+
+    name = "mlp"
+    Config = MLPConfig
+
+    @classmethod
+    def validate(cls, cfg) -> None:
+        from scaleflow.errors import ConfigError
+
+        units = list(cfg.model.hidden_units)
+        if not units or any(not isinstance(u, int) or u < 1 for u in units):
+            raise ConfigError("model.hidden_units", units, "a non-empty list of integers >= 1")
+
+    def build(self, config, spec: InputSpec):
+        import keras
+
+        inputs = keras.Input(spec.input_shape, name="features")
+        x = keras.layers.Flatten()(inputs) if len(spec.input_shape) > 1 else inputs
+        for i, units in enumerate(config.hidden_units):
+            x = keras.layers.Dense(units, activation=None if config.batch_norm else config.activation,
+                                   name=f"dense_{i}")(x)
+            if config.batch_norm:
+                # synchronized: moving statistics drift between Mirrored replicas otherwise.
+                x = keras.layers.BatchNormalization(synchronized=True)(x)
+                x = keras.layers.Activation(config.activation)(x)
+            if config.dropout:
+                x = keras.layers.Dropout(config.dropout)(x)
+        return keras.Model(inputs, classifier_head(x, spec), name="mlp")
+
+    def _widths(self, config, spec: InputSpec) -> list[int]:
+        return [math.prod(spec.input_shape), *config.hidden_units, spec.num_classes]
+
+    def num_parameters(self, config, spec: InputSpec) -> int:
+        w = self._widths(config, spec)
+        return sum(a * b + b for a, b in zip(w, w[1:]))
+
+    def flops_per_example(self, config, spec: InputSpec) -> float:
+        w = self._widths(config, spec)
+        return float(sum(2 * a * b for a, b in zip(w, w[1:])))

@@ -1,0 +1,81 @@
+"""Small residual network."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from scaleflow.config.schema import ModelConfig, bounded
+from scaleflow.models.base import InputSpec, Model, classifier_head
+from scaleflow.models.conv import conv_input, in_channels, spatial_size
+
+
+@dataclass
+class ResNetConfig(ModelConfig):
+    width: int = bounded(32, min=1, max=4096)  # channels of the first stage; doubles per stage
+    stages: int = bounded(2, min=1, max=6)
+    depth: int = bounded(2, min=1, max=32)  # residual blocks per stage
+    kernel_size: int = bounded(3, min=1, max=15)
+
+
+class ResNet(Model):
+    """Pre-activation residual blocks (BN -> act -> conv, twice) in `stages` stages.
+
+    BatchNormalization is synchronized across replicas so Mirrored replicas agree.
+    Example: `python -m scaleflow model=resnet model.width=16 model.depth=1`
+    """
+
+    name = "resnet"
+    Config = ResNetConfig
+
+    def build(self, config, spec: InputSpec):
+        import keras
+
+        L = keras.layers
+        inputs, x, Conv, Pool, GlobalPool = conv_input(spec)
+        x = Conv(config.width, config.kernel_size, padding="same", name="stem")(x)
+        for stage in range(config.stages):
+            width = config.width * 2**stage
+            if stage > 0:
+                x = Pool(2, padding="same")(x)
+            for block in range(config.depth):
+                shortcut = x if x.shape[-1] == width else Conv(width, 1, name=f"proj_{stage}_{block}")(x)
+                for j in range(2):
+                    x = L.BatchNormalization(synchronized=True)(x)
+                    x = L.Activation(config.activation)(x)
+                    x = Conv(width, config.kernel_size, padding="same", name=f"conv_{stage}_{block}_{j}")(x)
+                x = L.Add()([shortcut, x])
+        x = L.BatchNormalization(synchronized=True)(x)
+        x = L.Activation(config.activation)(x)
+        x = GlobalPool()(x)
+        if config.dropout:
+            x = L.Dropout(config.dropout)(x)
+        return keras.Model(inputs, classifier_head(x, spec), name="resnet")
+
+    def flops_per_example(self, config, spec: InputSpec) -> float:
+        k = config.kernel_size ** (2 if len(spec.input_shape) == 3 else 1)
+        pool = 4 if len(spec.input_shape) == 3 else 2
+        size, channels = spatial_size(spec), in_channels(spec)
+        flops = 2.0 * size * k * channels * config.width
+        channels = config.width
+        for stage in range(config.stages):
+            width = config.width * 2**stage
+            if stage > 0:
+                size = max(1, size // pool)
+            for _ in range(config.depth):
+                flops += 2 * 2.0 * size * k * channels * width + 2.0 * size * channels * width * (channels != width)
+                channels = width
+        return flops + 2.0 * channels * spec.num_classes
+
+    def num_parameters(self, config, spec: InputSpec) -> int:
+        k = config.kernel_size ** (2 if len(spec.input_shape) == 3 else 1)
+        channels = in_channels(spec)
+        total = k * channels * config.width + config.width
+        channels = config.width
+        for stage in range(config.stages):
+            width = config.width * 2**stage
+            for _ in range(config.depth):
+                if channels != width:
+                    total += channels * width + width
+                total += 2 * channels * 2 + k * channels * width + width + 2 * width * 2 + k * width * width + width
+                channels = width
+        return total + 4 * channels + channels * spec.num_classes + spec.num_classes

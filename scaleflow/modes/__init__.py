@@ -1,0 +1,18 @@
+"""What `mode=` runs. Only `train` imports TensorFlow."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+# mode -> "module:function"; each function takes (cfg, run_dir) and returns the job's result.
+MODES: dict[str, str] = {
+    "train": "scaleflow.modes.train:run",
+    "plugins": "scaleflow.modes.plugins:run",
+}
+
+
+def run_mode(cfg, run_dir: str) -> Any:
+    module, _, function = MODES[cfg.mode].partition(":")
+    runner: Callable[[Any, str], Any] = getattr(importlib.import_module(module), function)
+    return runner(cfg, run_dir)

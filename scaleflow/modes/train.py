@@ -1,0 +1,22 @@
+"""mode=train: launch the strategy's processes if it needs several, else train in this process."""
+
+from __future__ import annotations
+
+import logging
+
+from scaleflow import registry
+from scaleflow.errors import ScaleflowError
+
+log = logging.getLogger("scaleflow")
+
+
+def run(cfg, run_dir: str):
+    status = registry.get("strategy", cfg.strategy.name)().launch(cfg, run_dir)
+    if status is not None:  # the strategy ran the job in other processes
+        if status != 0:
+            raise ScaleflowError(f"strategy={cfg.strategy.name}: the job failed (exit status {status}); "
+                                 f"see the log above and {run_dir}/run.json")
+        return None
+    from scaleflow.training.train import run as train
+
+    return train(cfg, run_dir)

@@ -1,0 +1,1 @@
+"""Parallel strategies. Each is registered in the `scaleflow.strategies` entry-point group."""

@@ -1,0 +1,1 @@
+"""The training run: config -> data -> model -> fit -> export (see `train.run`)."""

@@ -1,0 +1,38 @@
+"""Keras callbacks the run always uses: TensorBoard (with optional profiling) and a one-line log."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger("scaleflow")
+
+
+def tensorboard_dir(run_dir: str, distribution) -> str:
+    """Each worker writes its own event files: TensorBoard's callback has no chief logic."""
+    base = os.path.join(run_dir, "tensorboard")
+    return base if distribution.num_workers == 1 else os.path.join(base, f"worker-{distribution.worker_index}")
+
+
+def tensorboard_callback(cfg, run_dir: str, distribution):
+    import keras
+
+    profile_batch = tuple(cfg.profile.batches) if cfg.profile.name == "tensorboard" else 0
+    return keras.callbacks.TensorBoard(log_dir=tensorboard_dir(run_dir, distribution), update_freq="epoch",
+                                       profile_batch=profile_batch, write_graph=False)
+
+
+def epoch_logger(epochs: int, throughput):
+    import keras
+
+    class EpochLine(keras.callbacks.Callback):
+        """One concise line per epoch: metrics, examples/s and seconds."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            metrics = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "learning_rate")
+            last = throughput.epochs[-1] if throughput.epochs else {}
+            speed = f"  {last['examples_per_sec']:,.0f} ex/s  {last['seconds']:.2f}s" if last else ""
+            log.info("epoch %d/%d  %s%s", epoch + 1, epochs, metrics, speed)
+
+    return EpochLine()

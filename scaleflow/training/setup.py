@@ -1,0 +1,75 @@
+"""Small pieces of the training run: seeds, precision, optimizer, steps_per_execution, resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+
+log = logging.getLogger("scaleflow")
+
+OPTIMIZERS = {"adam": "Adam", "sgd": "SGD", "rmsprop": "RMSprop", "adamw": "AdamW", "adagrad": "Adagrad",
+              "nadam": "Nadam"}
+PRECISION_POLICY = {"off": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+
+def seed_everything(seed: int) -> None:
+    import keras
+
+    keras.utils.set_random_seed(seed)  # Python, NumPy and TensorFlow
+
+
+def set_precision(mode: str) -> str:
+    import keras
+
+    policy = PRECISION_POLICY[mode]
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+def make_optimizer(trainer):
+    import keras
+
+    cls = getattr(keras.optimizers, OPTIMIZERS[trainer.optimizer])
+    kwargs = {"learning_rate": trainer.learning_rate}
+    if trainer.optimizer in ("sgd", "rmsprop") and trainer.momentum:
+        kwargs["momentum"] = trainer.momentum
+    if trainer.weight_decay:
+        kwargs["weight_decay"] = trainer.weight_decay
+    optimizer = cls(**kwargs)
+    if trainer.mixed_precision == "fp16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def steps_per_execution(value, steps_per_epoch: int, hardware: str) -> int:
+    """`auto`: run many steps per tf.function call (the largest speed lever on CPU: ~2.4x on a small
+    MLP), capped by the epoch length so that epoch boundaries (validation, checkpoints) stay exact."""
+    if value != "auto":
+        return min(int(value), steps_per_epoch)
+    target = 128 if hardware == "tpu" else 32
+    return max(1, min(target, steps_per_epoch))
+
+
+BACKUP_META = "training_metadata.json"
+
+
+def backup_dir(run_dir: str, worker_index: int) -> str:
+    return os.path.join(run_dir, "backup", f"worker-{worker_index}")
+
+
+def completed_epochs(directory: str) -> int:
+    """Epochs completed by an interrupted run, from Keras' BackupAndRestore metadata (0 if none)."""
+    try:
+        with open(os.path.join(directory, BACKUP_META)) as f:
+            return int(json.load(f).get("epoch", -1)) + 1
+    except (OSError, ValueError, TypeError):
+        return 0
+
+
+def prepare_resume(directory: str, resume: bool) -> int:
+    if not resume and os.path.isdir(directory):
+        shutil.rmtree(directory)
+        return 0
+    return completed_epochs(directory)

@@ -1,0 +1,141 @@
+"""One training run, from a validated config to a trained, exported model and run.json.
+
+Read `run` top to bottom: it is the whole job, each step one call deep.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from scaleflow import registry
+from scaleflow.data.pipeline import input_fn, plan_input
+from scaleflow.manifest import Manifest
+from scaleflow.models.base import InputSpec
+from scaleflow.training import setup
+from scaleflow.training.callbacks import epoch_logger, tensorboard_callback
+
+log = logging.getLogger("scaleflow")
+
+
+def run(cfg, run_dir: str) -> dict:
+    """Train `cfg` in `run_dir`; returns the final metrics. Raises on failure (run.json says why)."""
+    started = time.perf_counter()
+    os.makedirs(run_dir, exist_ok=True)
+    # 1. Hardware first: device configuration must happen before TensorFlow runs any op.
+    hardware = registry.get("hardware", cfg.hardware.name)().configure(cfg)
+    distribution = registry.get("strategy", cfg.strategy.name)().create(cfg)
+    manifest = Manifest(run_dir, OmegaConf.to_container(cfg, resolve=True), enabled=distribution.is_chief)
+    try:
+        result = _train(cfg, run_dir, distribution, hardware, manifest)
+    except BaseException as e:
+        manifest.update(error_traceback=traceback.format_exc(limit=20))
+        manifest.finish("failed", error=f"{type(e).__name__}: {e}")
+        raise
+    manifest.update(duration_s=round(time.perf_counter() - started, 3))
+    manifest.finish("ok")
+    return result
+
+
+def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest) -> dict:
+    import keras
+
+    t = cfg.trainer
+    setup.seed_everything(t.seed)
+    policy = setup.set_precision(t.mixed_precision)
+    strategy_info = {**distribution.describe(), **hardware}
+    manifest.update(strategy=strategy_info)
+    log.info("strategy %s: %d worker(s), %d replica(s), %d input pipeline(s)", distribution.name,
+             distribution.num_workers, distribution.num_replicas, distribution.num_pipelines)
+
+    # 2. Data: describe (no TF), plan the exact shard of every pipeline, build this pipeline's input.
+    dataset = registry.get("dataset", cfg.data.name)()
+    info = dataset.describe(cfg.data)
+    plan = plan_input(dataset, cfg.data, info, distribution.num_pipelines)
+    steps = t.steps_per_epoch or plan.train.steps
+    manifest.update(data={**plan.report(), "name": cfg.data.name, "input_shape": list(info.input_shape),
+                          "num_classes": info.num_classes})
+    log.info("data %s: %d records (%s), %d train steps/epoch of %d", cfg.data.name, info.num_examples,
+             info.fingerprint, steps, cfg.data.batch_size)
+
+    # 3. Resume: an interrupted run in this run dir continues from its last completed epoch.
+    backup = setup.backup_dir(run_dir, distribution.worker_index)
+    initial_epoch = setup.prepare_resume(backup, t.resume)
+    if initial_epoch:
+        log.info("resuming from epoch %d/%d (checkpoint in %s)", initial_epoch, t.epochs, backup)
+    manifest.update(resumed_from_epoch=initial_epoch or None)
+
+    train_ds = distribution.distribute(input_fn(dataset, cfg.data, plan.train, training=True,
+                                                seed=cfg.data.seed, initial_epoch=initial_epoch))
+    val_ds = None
+    if plan.validation is not None:
+        val_ds = distribution.distribute(input_fn(dataset, cfg.data, plan.validation, training=False,
+                                                  seed=cfg.data.seed))
+
+    # 4. Model, optimizer and compile, under the strategy's scope.
+    spec = InputSpec(tuple(info.input_shape), info.num_classes)
+    model_plugin = registry.get("model", cfg.model.name)()
+    spe = setup.steps_per_execution(t.steps_per_execution, steps, cfg.hardware.name)
+    with distribution.scope():
+        model = model_plugin.build(cfg.model, spec)
+        optimizer = distribution.wrap_optimizer(setup.make_optimizer(t))
+        jit = distribution.jit_compile if distribution.jit_compile is not None else t.jit_compile
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                      steps_per_execution=spe, jit_compile=jit)
+    log.info("model %s: %s parameters, precision %s, steps_per_execution %d", cfg.model.name,
+             f"{model.count_params():,}", policy, spe)
+
+    # 5. Fit.
+    throughput = registry.get("callback", "throughput").create(cfg, run_dir, distribution,
+                                                              cfg.data.batch_size, steps)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(backup, save_freq="epoch", delete_checkpoint=False),
+        tensorboard_callback(cfg, run_dir, distribution),
+        throughput,
+        *distribution.callbacks(),
+        *[registry.get("callback", name).create(cfg, run_dir, distribution, cfg.data.batch_size, steps)
+          for name in cfg.trainer.get("callbacks", [])],
+    ]
+    if t.verbose == "line":
+        callbacks.append(epoch_logger(t.epochs, throughput))
+    history = model.fit(train_ds, epochs=t.epochs, steps_per_epoch=steps, validation_data=val_ds,
+                        validation_steps=plan.validation.steps if plan.validation else None,
+                        callbacks=callbacks, verbose=1 if t.verbose == "progress" else 0, shuffle=False)
+    final = {k: float(v[-1]) for k, v in history.history.items() if v}
+    previous = (Manifest.load(run_dir) or {}).get("metrics") or {}
+    manifest.update(metrics={"final": final, "history": _merge_history(previous.get("history"),
+                                                                        history.history, initial_epoch)},
+                    throughput=throughput.summary(), epochs_completed=t.epochs)
+
+    # 6. Export and verify (only the chief writes the real path).
+    sample = _sample_batch(dataset, cfg.data, plan)
+    exporter = registry.get("exporter", cfg.export.format)()
+    exported = exporter.export(model, cfg, run_dir, sample, is_chief=distribution.is_chief)
+    manifest.update(export=exported)
+    setup.set_precision("off")
+    return final
+
+
+def _merge_history(previous: dict | None, current: dict, initial_epoch: int) -> dict:
+    """Metric history over all epochs, including those run before a resume."""
+    out = {}
+    for key, values in current.items():
+        before = list((previous or {}).get(key, []))[:initial_epoch] if initial_epoch else []
+        out[key] = before + [float(v) for v in values]
+    return out
+
+
+def _sample_batch(dataset, config, plan, size: int = 64) -> np.ndarray:
+    """A few real inputs to compare the export against the trained model."""
+    import tensorflow as tf
+
+    source = plan.validation.shards[0] if plan.validation is not None and len(plan.validation.shards[0]) \
+        else plan.train.shards[0]
+    indices = np.sort(source[:size])
+    x, _ = next(iter(dataset.take(config, indices).batch(len(indices))))
+    return tf.cast(x, tf.float32).numpy()
