@@ -3,18 +3,35 @@
 `plan_input` is pure NumPy (shared with `mode=shards` and `mode=plan`); `input_fn` returns the
 function a strategy hands to `distribute_datasets_from_function`, so the records a pipeline reads are
 exactly the ones the plan assigned to it (TensorFlow's own auto-sharding is never relied on).
+
+Shard level (`data.shard_level`):
+- `file` needs a file-backed source (tfrecord, image_folder: `DataInfo.files`) with at least as many
+  *training* files as pipelines, and no `data.shard_key` (a record key can't follow a file) and not
+  `data.reshuffle_each_epoch` (a per-epoch file partition would change the steps per epoch). The
+  validation split is then a seeded set of whole files (round(files x validation_split), at least
+  one): validation files are sharded by file too when there are at least as many as pipelines, else by
+  record over the validation files only (its read amplification is reported).
+- `record` works on every source; file-backed pipelines open only the files holding their records.
+- `auto` picks `file` when it is possible, else `record`, and says why in the log and run.json.
+
+The number of input pipelines is the strategy's `Distribution.num_pipelines` (one per worker process
+for tf.distribute strategies and per rank for Horovod); `mode=shards` uses `strategy.num_workers`.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from scaleflow.data.base import DataInfo, Dataset
-from scaleflow.data.sharding import ShardPlan, assign, even, split_indices
+from scaleflow.data.sharding import (ShardPlan, files_of, records_of, shard_files, shard_records, split_files,
+                                     split_indices, validation_file_count)
 from scaleflow.errors import ConfigError
+
+log = logging.getLogger("scaleflow")
 
 
 @dataclass
@@ -24,14 +41,54 @@ class InputPlan:
     global_batch: int
     train: ShardPlan
     validation: ShardPlan | None
+    shard: str = "sequential"
+    shard_key: str | None = None
+    level: str = "record"
+    level_reason: str = ""
 
     def report(self) -> dict:
+        """The `data` section of run.json (and the body of shards.json)."""
         out = {"num_examples": self.info.num_examples, "fingerprint": self.info.fingerprint,
                "num_pipelines": self.num_pipelines, "global_batch": self.global_batch,
+               "shard": self.shard, "shard_key": self.shard_key, "shard_level": self.level,
+               "shard_level_reason": self.level_reason, "num_files": len(self.info.files),
                "train": self.train.report()}
         if self.validation is not None:
             out["validation"] = self.validation.report()
         return out
+
+    def log_summary(self) -> None:
+        for name, plan in (("train", self.train), ("validation", self.validation)):
+            if plan is None:
+                continue
+            report = plan.report()
+            log.info("shards (%s, %s level, %s): records per pipeline %s, read %s, amplification %s; %s",
+                     name, plan.level, self.shard, report["records"], report["records_read"],
+                     report["read_amplification"], plan.describe_uneven())
+
+
+def resolve_level(config, info: DataInfo, num_pipelines: int) -> tuple[str, str]:
+    """('file' | 'record', why) for `data.shard_level`; an impossible `file` is a ConfigError."""
+    files = len(info.files)
+    train_files = files - validation_file_count(files, config.validation_split)
+    blocker = None
+    if not files:
+        blocker = "the source is not file-backed (no files to assign)"
+    elif config.shard_key:
+        blocker = f"data.shard_key={config.shard_key} keys records, not files"
+    elif config.reshuffle_each_epoch and config.shard == "random":
+        blocker = "data.reshuffle_each_epoch redraws records each epoch"
+    elif train_files < num_pipelines:
+        blocker = (f"{train_files} training file(s) of {files} (after holding out validation files) "
+                   f"for {num_pipelines} pipelines")
+    if config.shard_level == "record":
+        return "record", "data.shard_level=record"
+    if blocker is None:
+        return "file", f"{train_files} training files >= {num_pipelines} pipelines"
+    if config.shard_level == "file":
+        raise ConfigError("data.shard_level", "file", "record or auto for this source",
+                          f"File-level sharding is impossible: {blocker}")
+    return "record", blocker
 
 
 def plan_input(dataset: Dataset, config, info: DataInfo, num_pipelines: int) -> InputPlan:
@@ -39,64 +96,154 @@ def plan_input(dataset: Dataset, config, info: DataInfo, num_pipelines: int) -> 
     if config.batch_size % num_pipelines:
         raise ConfigError("data.batch_size", config.batch_size,
                           f"a multiple of the number of input pipelines ({num_pipelines})")
-    train_idx, val_idx = split_indices(info.num_examples, config.validation_split, config.seed)
-    keys = dataset.keys(config, config.shard_key) if config.shard == "hash" and config.shard_key else None
+    if config.reshuffle_each_epoch and config.shard != "random":
+        raise ConfigError("data.reshuffle_each_epoch", True, "false unless data.shard=random",
+                          f"data.shard={config.shard} assigns the same records every epoch by definition")
+    level, reason = resolve_level(config, info, num_pipelines)
     b = config.batch_size // num_pipelines
+    files = dict(paths=info.files, file_records=info.file_records)
 
-    def shard(indices: np.ndarray) -> ShardPlan:
-        parts = assign(config.shard, indices, num_pipelines, config.seed,
-                       keys=None if keys is None else np.asarray(keys)[indices])
-        return even(parts, b, config.uneven)
+    if level == "file":
+        train_files, val_files = split_files(len(info.files), config.validation_split, config.seed)
+        train = shard_files(config.shard, train_files, num_pipelines, b, config.uneven, seed=config.seed, **files)
+        if len(val_files) >= num_pipelines:
+            validation = shard_files(config.shard, val_files, num_pipelines, b, config.uneven, seed=config.seed,
+                                     **files)
+        else:
+            validation = shard_records(config.shard, records_of(val_files, info.file_records), num_pipelines, b,
+                                       config.uneven, seed=config.seed, **files) if len(val_files) else None
+    else:
+        train_idx, val_idx = split_indices(info.num_examples, config.validation_split, config.seed)
+        keys = None
+        if config.shard == "hash" and config.shard_key:
+            keys = np.asarray(dataset.keys(config, config.shard_key))
+        source = {} if info.files else {"source_records": info.num_examples}
+        if not info.files:
+            files = {}
 
-    train = shard(train_idx)
+        def shard(indices: np.ndarray, reshuffle: bool) -> ShardPlan:
+            return shard_records(config.shard, indices, num_pipelines, b, config.uneven, seed=config.seed,
+                                 keys=None if keys is None else keys[indices], reshuffle_each_epoch=reshuffle,
+                                 **files, **source)
+
+        train = shard(train_idx, bool(config.reshuffle_each_epoch))
+        validation = shard(val_idx, False) if len(val_idx) else None
+
     if train.steps == 0:
         raise ConfigError("data.batch_size", config.batch_size,
                           f"at most the records per input pipeline ({min(len(s) for s in train.shards)} "
-                          f"training records for the smallest of {num_pipelines} pipelines)")
-    validation = shard(val_idx) if len(val_idx) else None
+                          f"training records for the smallest of {num_pipelines} pipelines)",
+                          "An empty shard cannot be evened; use fewer workers, a smaller batch, more data, "
+                          "or data.shard=sequential|random" if min(len(s) for s in train.shards) == 0 else None)
     if validation is not None and validation.steps == 0:
         validation = None
-    return InputPlan(info, num_pipelines, config.batch_size, train, validation)
+    return InputPlan(info, num_pipelines, config.batch_size, train, validation, shard=config.shard,
+                     shard_key=config.shard_key, level=level, level_reason=reason)
 
 
 def input_fn(dataset: Dataset, config, shard_plan: ShardPlan, *, training: bool, seed: int,
              initial_epoch: int = 0) -> Callable[[Any], Any]:
     """fn(input_context) -> per-replica batches of this pipeline's records, repeating forever, one
-    epoch = `shard_plan.steps` steps. Training reshuffles every epoch (seeded)."""
+    epoch = `shard_plan.steps` steps. Training reshuffles the order every epoch (seeded); with
+    `data.reshuffle_each_epoch` the pipeline's records themselves are redrawn every epoch."""
     import tensorflow as tf
 
     def fn(ctx) -> Any:
         pipeline = ctx.input_pipeline_id if ctx is not None else 0
+        if ctx is not None and ctx.num_input_pipelines != shard_plan.num_pipelines:
+            from scaleflow.errors import ScaleflowError
+
+            raise ScaleflowError(f"the strategy runs {ctx.num_input_pipelines} input pipelines but the shard "
+                                 f"plan has {shard_plan.num_pipelines}")
         per_replica = ctx.get_per_replica_batch_size(config.batch_size) if ctx is not None else config.batch_size
-        records = shard_plan.epoch_records[pipeline]
         shuffle = training and config.shuffle_buffer > 0
+        need = shard_plan.steps * shard_plan.batch_per_pipeline
+        per_epoch = shard_plan.repartition is not None
+
+        def epoch_records(epoch) -> np.ndarray:
+            return shard_plan.for_epoch(int(epoch)).epoch_records[pipeline].astype(np.int64)
+
         if hasattr(dataset, "gather_arrays"):
-            # In memory: shuffle index vectors per epoch and gather whole batches (vectorised).
-            x, y = dataset.gather_arrays(config, records)
+            # In memory: gather this pipeline's candidates once, then index whole batches per epoch.
+            candidates = np.unique(np.concatenate(shard_plan.shards)) if per_epoch else \
+                np.unique(shard_plan.epoch_records[pipeline])
+            x, y = dataset.gather_arrays(config, candidates)
             x, y = tf.constant(x), tf.constant(y)
-            n = len(records)
-            base = tf.range(n, dtype=tf.int64)
+            fixed = tf.constant(np.searchsorted(candidates, shard_plan.epoch_records[pipeline]), tf.int64)
+
+            def positions(epoch):
+                if not per_epoch:
+                    return fixed
+                ids = tf.numpy_function(epoch_records, [epoch], tf.int64, stateful=False)
+                return tf.reshape(tf.searchsorted(tf.constant(candidates), ids), [need])
 
             def epoch_batches(epoch):
-                order = tf.random.experimental.stateless_shuffle(base, seed=tf.stack([seed + pipeline, epoch])) \
-                    if shuffle else base
+                order = positions(epoch)
+                if shuffle:
+                    order = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([seed + pipeline, epoch]))
                 return tf.data.Dataset.from_tensor_slices(tf.reshape(order, [-1, per_replica]))
 
             ds = tf.data.Dataset.range(initial_epoch, 2**62).flat_map(epoch_batches)
             ds = ds.map(lambda i: (tf.gather(x, i), tf.gather(y, i)), num_parallel_calls=tf.data.AUTOTUNE)
         else:
-            ds = dataset.take(config, np.sort(np.unique(records)))
-            if config.cache:
-                ds = ds.cache()
-            if len(np.unique(records)) != len(records) or len(records) != len(shard_plan.shards[pipeline]):
-                ds = ds.repeat().take(len(records))  # the evened epoch: cycle (repeat) or trim (drop)
-            if shuffle:
-                ds = ds.shuffle(min(config.shuffle_buffer, max(1, len(records))), seed=seed + pipeline,
-                                reshuffle_each_iteration=True)
-            ds = ds.batch(per_replica, drop_remainder=True).repeat()
+            def finish(one_epoch, epoch=None):
+                # Shuffle within the epoch only, so every epoch holds exactly the plan's records.
+                if shuffle:
+                    one_epoch = one_epoch.shuffle(min(config.shuffle_buffer, max(1, need)),
+                                                  seed=seed + 7919 * pipeline if epoch is None else None,
+                                                  reshuffle_each_iteration=True)
+                return one_epoch.batch(per_replica, drop_remainder=True)
+
+            ds = _file_pipeline(dataset, config, shard_plan, pipeline, initial_epoch, epoch_records, finish)
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         options.deterministic = not training or config.shuffle_buffer == 0
         return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
     return fn
+
+
+def _file_pipeline(dataset: Dataset, config, plan: ShardPlan, pipeline: int, initial_epoch: int,
+                   epoch_records: Callable[[int], np.ndarray], finish: Callable[..., Any]) -> Any:
+    """One epoch of this pipeline's records from a file-backed source, repeated: open only the files
+    the plan lists for this pipeline, keep its records (record level), then cycle or trim to the
+    evened epoch. Records come in global id order, so `np.resize`/truncation in `even` match exactly."""
+    import tensorflow as tf
+
+    need = plan.steps * plan.batch_per_pipeline
+    if not plan.files:  # a dataset without files but without gather_arrays: filter a full read
+        ds = dataset.take(config, np.unique(plan.epoch_records[pipeline]))
+        if config.cache:
+            ds = ds.cache()
+        return finish(ds.repeat().take(need)).repeat()
+    opened = np.asarray(plan.reads[pipeline], dtype=np.int64)
+    ds = dataset.read(config, files=[plan.files[f] for f in opened])
+    if plan.level == "file":
+        if config.cache:
+            ds = ds.cache()
+        # Its own files, whole: cycle (repeat) or trim (drop) to the evened epoch.
+        return finish(ds.repeat().take(need)).repeat()
+    all_ids = records_of(opened, plan.file_records)  # global id of each record the opened files hold
+    if config.cache:
+        ds = ds.cache()
+    if plan.repartition is None:
+        keep = np.zeros(len(all_ids), dtype=bool)
+        keep[np.searchsorted(all_ids, np.unique(plan.epoch_records[pipeline]))] = True
+        keep_t = tf.constant(keep)
+        ds = ds.enumerate().filter(lambda i, record: tf.gather(keep_t, i)).map(lambda i, record: record)
+        return finish(ds.repeat().take(need)).repeat()
+
+    def keep_mask(epoch) -> np.ndarray:
+        mask = np.zeros(len(all_ids), dtype=bool)
+        mask[np.searchsorted(all_ids, np.unique(epoch_records(epoch)))] = True
+        return mask
+
+    def one_epoch(epoch):
+        keep_t = tf.reshape(tf.numpy_function(keep_mask, [epoch], tf.bool, stateful=False), [len(all_ids)])
+        mine = ds.enumerate().filter(lambda i, record: tf.gather(keep_t, i)).map(lambda i, record: record)
+        return finish(mine.repeat().take(need), epoch)
+
+    return tf.data.Dataset.range(initial_epoch, 2**62).flat_map(one_epoch)
+
+
+__all__ = ["InputPlan", "plan_input", "input_fn", "resolve_level", "files_of"]

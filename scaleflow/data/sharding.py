@@ -5,22 +5,34 @@ from the config alone, and `mode=shards` / `mode=plan` can show it without train
 
 Policies (`data.shard`):
   sequential  contiguous blocks; block sizes differ by at most one
-  random      a partition drawn from `data.seed` (sizes differ by at most one)
+  random      a partition drawn from `data.seed` (sizes differ by at most one); with
+              `data.reshuffle_each_epoch=true` a new partition is drawn for every epoch
   hash        pipeline = stable_hash(key) % num_pipelines; same key -> same pipeline, on any host
+
+Levels (`data.shard_level`, resolved by `pipeline.plan_input`):
+  file        the policy partitions *files*; a pipeline opens only its own files (no read
+              amplification). hash keys on the file's path relative to the data root.
+  record      the policy partitions record ids; a pipeline opens every file holding one of its
+              records and keeps its own (records read / kept = read amplification, reported).
 
 Every pipeline must run the same number of steps, or a collective waits forever on one that ran out.
 `data.uneven` evens the shards: `repeat` tops short shards up with their own records (nothing is
-lost; the repeats are counted), `drop` trims long shards (the dropped records are listed).
+lost; the repeats are counted and listed), `drop` trims long shards (the dropped records are counted
+and listed). An empty shard cannot be topped up: the epoch then has no step (plan_input refuses it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import os
 from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
 import numpy as np
 
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+# Record ids are listed in run.json / shards.json only up to this many (counts are always given).
+MAX_LISTED_IDS = 64
 
 
 def split_indices(num_examples: int, validation_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -30,6 +42,33 @@ def split_indices(num_examples: int, validation_split: float, seed: int) -> tupl
         n_val = min(max(n_val, 1), num_examples - 1)
     perm = np.random.default_rng([seed, 0x5EED]).permutation(num_examples)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def validation_file_count(num_files: int, validation_split: float) -> int:
+    """Files held out for validation at file level: round(files * split), at least one when split > 0."""
+    if validation_split <= 0 or num_files < 2:
+        return 0
+    return min(max(int(round(num_files * validation_split)), 1), num_files - 1)
+
+
+def split_files(num_files: int, validation_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) file indices: at file level the validation split is a seeded set of whole
+    files, so no pipeline opens a file to keep only part of it."""
+    n_val = validation_file_count(num_files, validation_split)
+    perm = np.random.default_rng([seed, 0xF11E]).permutation(num_files)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def file_keys(paths: Sequence[str]) -> np.ndarray:
+    """Hash keys of files: the path relative to the files' common root ('cat/001.png',
+    'train-00003.tfrecord'), so the assignment does not depend on where a host mounts the data."""
+    if not len(paths):
+        return np.array([], dtype=object)
+    absolute = [os.path.abspath(p) for p in paths]
+    root = os.path.commonpath(absolute) if len(absolute) > 1 else os.path.dirname(absolute[0])
+    if len(absolute) > 1 and root in absolute:  # a single-file glob: the root is the file itself
+        root = os.path.dirname(root)
+    return np.array([os.path.relpath(p, root).replace(os.sep, "/") for p in absolute], dtype=object)
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -55,9 +94,9 @@ def stable_hash(keys: np.ndarray) -> np.ndarray:
 
 def assign(policy: str, indices: np.ndarray, num_pipelines: int, seed: int = 0,
            keys: np.ndarray | None = None, epoch: int = 0) -> list[np.ndarray]:
-    """Split `indices` (global record ids) into `num_pipelines` disjoint sorted arrays covering them.
+    """Split `indices` (global record or file ids) into `num_pipelines` disjoint sorted arrays covering them.
 
-    `keys[i]` is the shard key of record `indices[i]` (hash only; None hashes the record id).
+    `keys[i]` is the shard key of `indices[i]` (hash only; None hashes the id itself).
     `epoch` draws a new random partition per epoch (random only, with data.reshuffle_each_epoch).
     """
     indices = np.asarray(indices, dtype=np.int64)
@@ -77,21 +116,99 @@ def assign(policy: str, indices: np.ndarray, num_pipelines: int, seed: int = 0,
 
 @dataclass
 class ShardPlan:
-    """What each pipeline reads in one epoch of one split (train or validation)."""
+    """What each pipeline reads in one epoch of one split (train or validation).
 
-    shards: list[np.ndarray]  # assigned records per pipeline (a partition of the split)
-    epoch_records: list[np.ndarray]  # what each pipeline actually reads per epoch, after evening
-    steps: int  # steps per epoch, the same on every pipeline
+    Args:
+        shards: assigned record ids per pipeline (an exact partition of the split).
+        epoch_records: what each pipeline trains on per epoch after evening (all the same length).
+        steps: steps per epoch, the same on every pipeline.
+        batch_per_pipeline: records per pipeline per step.
+        dropped / repeated: per pipeline, the record ids the uneven policy dropped or repeated.
+        level: "file" or "record".
+        uneven: the uneven policy that produced `epoch_records`.
+        files / file_records: the source's files and their record counts (empty in memory).
+        reads: per pipeline, the file indices it opens (file-backed sources only).
+        source_records: records an in-memory source loads in every pipeline (its whole size).
+        repartition: epoch -> ShardPlan, when every epoch draws a new partition (reshuffle_each_epoch).
+
+    Example:
+        >>> plan = even(assign("sequential", np.arange(10), 3), 2, "repeat")
+        >>> plan.steps, [len(r) for r in plan.epoch_records]
+        (2, [4, 4, 4])
+    """
+
+    shards: list[np.ndarray]
+    epoch_records: list[np.ndarray]
+    steps: int
     batch_per_pipeline: int
     dropped: list[np.ndarray] = field(default_factory=list)
     repeated: list[np.ndarray] = field(default_factory=list)
+    level: str = "record"
+    uneven: str = "repeat"
+    files: tuple[str, ...] = ()
+    file_records: tuple[int, ...] = ()
+    reads: list[np.ndarray] = field(default_factory=list)
+    source_records: int = 0
+    repartition: Callable[[int], "ShardPlan"] | None = None
+
+    @property
+    def num_pipelines(self) -> int:
+        return len(self.shards)
+
+    def for_epoch(self, epoch: int) -> "ShardPlan":
+        """The plan of `epoch` (the same plan every epoch unless the partition is redrawn per epoch)."""
+        return self.repartition(epoch) if self.repartition is not None and epoch else self
+
+    def kept(self, pipeline: int) -> int:
+        """Distinct records the pipeline trains on per epoch."""
+        return int(len(np.unique(self.epoch_records[pipeline])))
+
+    def records_read(self, pipeline: int) -> int:
+        """Records the pipeline reads per epoch to get its own: its files at file level; every record
+        of each file it opens at record level; the whole source when the source is in memory."""
+        if self.level == "file":
+            return self.kept(pipeline)
+        if self.files:
+            return int(np.sum(np.asarray(self.file_records, dtype=np.int64)[self.reads[pipeline]]))
+        return int(self.source_records)
 
     def report(self) -> dict:
         counts = [len(s) for s in self.shards]
         mean = (sum(counts) / len(counts)) if counts else 0
-        return {"records": counts, "steps": self.steps, "batch_per_pipeline": self.batch_per_pipeline,
-                "skew": round(max(counts) / mean, 4) if mean else None,
-                "dropped": sum(len(d) for d in self.dropped), "repeated": sum(len(r) for r in self.repeated)}
+        read = [self.records_read(p) for p in range(self.num_pipelines)]
+        kept = [self.kept(p) for p in range(self.num_pipelines)]
+        out = {"level": self.level, "records": counts, "steps": self.steps,
+               "batch_per_pipeline": self.batch_per_pipeline,
+               "skew": round(max(counts) / mean, 4) if mean else None,
+               "records_read": read, "records_kept": kept,
+               "read_amplification": [round(r / k, 4) if k else None for r, k in zip(read, kept)],
+               "dropped": sum(len(d) for d in self.dropped), "repeated": sum(len(r) for r in self.repeated),
+               "uneven": self.uneven_report(),
+               "reshuffle_each_epoch": self.repartition is not None}
+        if self.files:
+            out["files"] = [len(r) for r in self.reads]
+        return out
+
+    def uneven_report(self) -> dict:
+        """Exactly what the uneven policy did: counts per pipeline, and the ids when few."""
+        out = {"policy": self.uneven,
+               "dropped_per_pipeline": [len(d) for d in self.dropped],
+               "repeated_per_pipeline": [len(r) for r in self.repeated]}
+        for name, parts in (("dropped", self.dropped), ("repeated", self.repeated)):
+            total = sum(len(p) for p in parts)
+            if 0 < total <= MAX_LISTED_IDS:
+                out[f"{name}_ids"] = [np.asarray(p).tolist() for p in parts]
+        return out
+
+    def describe_uneven(self) -> str:
+        """One line saying what evening does, for logs and the shard table."""
+        dropped, repeated = sum(len(d) for d in self.dropped), sum(len(r) for r in self.repeated)
+        every = "every epoch" if self.repartition is None else "in epoch 0 (redrawn each epoch)"
+        if self.uneven == "repeat":
+            return (f"repeat: {repeated} record(s) repeated {every} so each pipeline runs {self.steps} "
+                    f"step(s) of {self.batch_per_pipeline}" + (f"; {dropped} dropped (empty shard)" if dropped else ""))
+        return (f"drop: {dropped} record(s) dropped {every} so each pipeline runs {self.steps} step(s) "
+                f"of {self.batch_per_pipeline}")
 
 
 def even(shards: list[np.ndarray], batch_per_pipeline: int, policy: str) -> ShardPlan:
@@ -128,5 +245,55 @@ def even(shards: list[np.ndarray], batch_per_pipeline: int, policy: str) -> Shar
             repeated.append(filled[len(s):])
     if steps and any(len(r) < need for r in records):
         steps, records = 0, [s[:0] for s in shards]
-        dropped = list(shards)
-    return ShardPlan(shards, records, steps, b, dropped, repeated)
+        dropped, repeated = list(shards), [s[:0] for s in shards]
+    return ShardPlan(shards, records, steps, b, dropped, repeated, uneven=policy)
+
+
+def files_of(records: np.ndarray, file_records: Sequence[int]) -> np.ndarray:
+    """Indices of the files that hold `records` (global ids run file by file)."""
+    ends = np.cumsum(np.asarray(file_records, dtype=np.int64))
+    return np.unique(np.searchsorted(ends, np.asarray(records, dtype=np.int64), side="right"))
+
+
+def records_of(files: np.ndarray, file_records: Sequence[int]) -> np.ndarray:
+    """Global record ids of `files`, in order."""
+    counts = np.asarray(file_records, dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    files = np.asarray(files, dtype=np.int64)
+    if not len(files):
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate([np.arange(offsets[f], offsets[f + 1]) for f in files])
+
+
+def shard_files(policy: str, files: np.ndarray, num_pipelines: int, batch_per_pipeline: int, uneven: str, *,
+                paths: Sequence[str], file_records: Sequence[int], seed: int = 0) -> ShardPlan:
+    """File level: the policy partitions the files `files` (indices into `paths`); each pipeline
+    reads all records of its own files, evened to the same number of steps."""
+    keys = file_keys(paths)[np.asarray(files, dtype=np.int64)] if policy == "hash" else None
+    owned = assign(policy, files, num_pipelines, seed, keys=keys)
+    owned = [np.sort(f) for f in owned]  # read in global order: record ids stay ascending
+    plan = even([records_of(f, file_records) for f in owned], batch_per_pipeline, uneven)
+    return dataclasses.replace(plan, level="file", files=tuple(paths), file_records=tuple(file_records),
+                               reads=owned)
+
+
+def shard_records(policy: str, indices: np.ndarray, num_pipelines: int, batch_per_pipeline: int, uneven: str,
+                  *, keys: np.ndarray | None = None, seed: int = 0, reshuffle_each_epoch: bool = False,
+                  paths: Sequence[str] = (), file_records: Sequence[int] = (), source_records: int = 0,
+                  epoch: int = 0) -> ShardPlan:
+    """Record level: the policy partitions record ids `indices` (`keys[i]` keys `indices[i]` for hash).
+    A file-backed pipeline opens each file holding one of its records; with `reshuffle_each_epoch`
+    (random only) it opens every file of the split, since its records change every epoch."""
+    plan = even(assign(policy, indices, num_pipelines, seed, keys=keys, epoch=epoch), batch_per_pipeline, uneven)
+    reads = []
+    if paths:
+        split_files_ = files_of(indices, file_records)
+        reads = [split_files_ if reshuffle_each_epoch else files_of(r, file_records) for r in plan.epoch_records]
+    repartition = None
+    if reshuffle_each_epoch and policy == "random":
+        def repartition(e: int) -> ShardPlan:
+            return shard_records(policy, indices, num_pipelines, batch_per_pipeline, uneven, seed=seed,
+                                 reshuffle_each_epoch=True, paths=paths, file_records=file_records,
+                                 source_records=source_records, epoch=e)
+    return dataclasses.replace(plan, level="record", files=tuple(paths), file_records=tuple(file_records),
+                               reads=reads, source_records=source_records, repartition=repartition)
