@@ -9,6 +9,7 @@ from typing import Any, Callable
 MODES: dict[str, str] = {
     "train": "scaleflow.modes.train:run",
     "plugins": "scaleflow.modes.plugins:run",
+    "shards": "scaleflow.modes.shards:run",
 }
 
 
