@@ -33,11 +33,46 @@ def resolve(cfg, num_gpus: int | None = None) -> tuple[str, str]:
         return "horovod", "running under horovodrun/mpirun"
     if cfg.strategy.num_workers > 1 and "multi_worker" in available:
         return "multi_worker", f"strategy.num_workers={cfg.strategy.num_workers}"
+    if hw.name == "cluster" and len(hw.get("hosts", [])) > 1 and "multi_worker" in available:
+        return "multi_worker", f"hardware=cluster with {len(hw.hosts)} hosts"
+    if hw.name == "cluster" and hw.get("devices_per_host", 1) > 1:
+        return "mirrored", f"hardware=cluster: one host with {hw.devices_per_host} devices"
     if hw.name == "cpu" and hw.logical_devices > 1:
         return "mirrored", f"hardware.logical_devices={hw.logical_devices} CPU replicas"
     if num_gpus and num_gpus > 1:
         return "mirrored", f"{num_gpus} GPUs visible"
     return "default", "one device" + (" (1 GPU)" if num_gpus == 1 else "")
+
+
+def fallback_strategy(cfg) -> tuple[str, str]:
+    """What to train with when the requested accelerator is absent (strategy.fallback=true):
+    `resolve` as if hardware were the host CPU (logical_devices as configured) or its GPUs."""
+    from omegaconf import OmegaConf
+
+    num_gpus = None
+    if "tensorflow" in __import__("sys").modules:
+        import tensorflow as tf
+
+        num_gpus = len(tf.config.list_logical_devices("GPU"))
+    as_cpu = OmegaConf.create({"hardware": {"name": "gpu" if num_gpus else "cpu",
+                                            "logical_devices": cfg.hardware.get("logical_devices", 1)},
+                               "strategy": {"num_workers": 1}})
+    return resolve(as_cpu, num_gpus)
+
+
+def implied_overrides(overrides: list[str]) -> list[str]:
+    """Overrides a chosen strategy implies (its `implies` dict) for keys the user did not set.
+
+    `strategy=tpu` implies `hardware=tpu`: Hydra forbids a group file from overriding another group
+    (PITFALLS), so the choice is added to the command line before composing, where `--cfg job`,
+    `.hydra/overrides.yaml` and run.json all show it. Sweeps over strategy imply nothing.
+    """
+    given = {o.lstrip("+~").partition("=")[0]: o.partition("=")[2] for o in overrides if "=" in o}
+    name = given.get("strategy")
+    if not name or "," in name or name not in registry.names("strategy"):
+        return []
+    implies = getattr(registry.get("strategy", name), "implies", None) or {}
+    return [f"{key}={value}" for key, value in implies.items() if key not in given]
 
 
 class Auto(Strategy):
