@@ -15,6 +15,7 @@ import sys
 from typing import Any, Sequence
 
 from scaleflow.errors import ConfigError, ScaleflowError, did_you_mean, one_of
+from scaleflow.strategies.auto import implied_overrides
 
 CONFIG_MODULE = "scaleflow.conf"
 CONFIG_NAME = "config"
@@ -146,6 +147,7 @@ def compose(overrides: Sequence[str]):
 
     store.register()
     global _current_overrides
+    overrides = list(overrides) + implied_overrides(overrides)  # e.g. strategy=tpu -> hardware=tpu
     _current_overrides = list(overrides)
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
@@ -224,6 +226,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         from hydra._internal.utils import get_args_parser
 
         args, _ = get_args_parser().parse_known_args(argv)
+        implied = implied_overrides(args.overrides)  # e.g. strategy=tpu -> hardware=tpu
+        if implied:  # right after the user's overrides: argparse takes them as one group
+            end = len(argv) - argv[::-1].index(args.overrides[-1])
+            args.overrides, argv = args.overrides + implied, argv[:end] + implied + argv[end:]
         informational = args.help or args.hydra_help or args.info or args.shell_completion
         if not informational:
             prevalidate(args.overrides, multirun=bool(args.multirun))

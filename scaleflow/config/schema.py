@@ -86,6 +86,9 @@ class HardwareConfig:
     inter_host_bandwidth_bytes_s: float = bounded(1.25e9, min=0.0)
     inter_host_latency_s: float = bounded(1.0e-4, min=0.0)
     precision: str = choice("float32", "float32", "bfloat16", "float16")
+    # Fixed cost of one training step beyond its FLOPs (dispatch, optimizer update, input), per replica
+    # when replicas share one CPU; `mode=calibrate` measures it.
+    step_overhead_s: float = bounded(5.0e-4, min=0.0)
 
 
 # --------------------------------------------------------------------------------------- trainer
@@ -124,6 +127,16 @@ class ProfileConfig:
     batches: List[int] = items([10, 20])
 
 
+# ------------------------------------------------------------------------------------------ plan
+@dataclass
+class PlanConfig:
+    """Options of `mode=plan` (and the step-time prediction recorded in run.json)."""
+
+    max_replicas: int = bounded(0, min=0, max=65536)  # scaling curve up to this; 0: the hardware's devices
+    plot: bool = False  # also save the predicted scaling curve as plan_scaling.png
+    profile: Optional[str] = None  # a hardware profile YAML written by mode=calibrate (overrides figures)
+
+
 # ---------------------------------------------------------------------------------------- config
 @dataclass
 class Config:
@@ -137,3 +150,4 @@ class Config:
     trainer: Any = MISSING
     export: Any = MISSING
     profile: Any = MISSING
+    plan: PlanConfig = field(default_factory=PlanConfig)
