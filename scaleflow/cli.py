@@ -75,6 +75,27 @@ def _override_value(group: str) -> Any:
             "export": "saved_model"}.get(group)
 
 
+def _given(key: str) -> Any:
+    for o in reversed(_current_overrides):
+        k, _, v = o.lstrip("+~").partition("=")
+        if k == key:
+            return v
+    return None
+
+
+def _unknown_key(key: str) -> ConfigError:
+    """An override naming a key or group that does not exist."""
+    value = _given(key)
+    if "." not in key:
+        groups = _groups()
+        return ConfigError(key, value, "a config group (" + ", ".join(groups) + ") or a top-level key (mode)",
+                           did_you_mean(key, groups + ["mode"]))
+    keys = _node_keys(key)
+    parent = key.rsplit(".", 1)[0]
+    return ConfigError(key, value, f"a key of {parent}: " + ", ".join(sorted(keys)) if keys else "a known key",
+                       did_you_mean(key.rsplit(".", 1)[1], keys))
+
+
 def translate(exc: BaseException) -> ConfigError:
     """Turn a Hydra / OmegaConf composition error into a ConfigError naming key, value, allowed."""
     from hydra.errors import MissingConfigException, OverrideParseException
@@ -95,8 +116,8 @@ def translate(exc: BaseException) -> ConfigError:
             if m:
                 return ConfigError("config", m.group(1), "an existing config")
         if isinstance(e, OverrideParseException):
-            return ConfigError(e.override or "override", getattr(e, "override", ""),
-                               "key=value, group=option, +key=value or a sweep a,b,c", msg.splitlines()[0])
+            return ConfigError("override", e.override, "key=value, group=option, +key=value or a sweep a,b,c",
+                               msg.splitlines()[0].rstrip("."))
         if isinstance(e, OmegaConfBaseException):
             key = getattr(e, "full_key", None) or ""
             first = str(getattr(e, "msg", msg)).splitlines()[0]
@@ -105,22 +126,16 @@ def translate(exc: BaseException) -> ConfigError:
                 return ConfigError(key, m.group(1), f"a value of type {m.group(3).lower()}")
             m = re.search(r"Key '([^']+)' (?:not in|is not in struct)", first)
             if m:
-                keys = _node_keys(key)
-                return ConfigError(key, "<unknown key>", "a known key: " + ", ".join(sorted(keys)) if keys
-                                   else "a known key", did_you_mean(m.group(1), keys))
+                return _unknown_key(key or m.group(1))
             if "Missing mandatory value" in first:
                 return ConfigError(key, "???", "a value", "Set it on the command line")
             return ConfigError(key or "config", "", "a valid value", first)
-        m = re.search(r"Could not override '([^']+)'\.\s*No match in the defaults list", msg) or \
-            re.search(r"Could not (?:override|delete|append to) '([^']+)'", msg)
+        m = re.search(r"Could not (?:override|delete|append to) '([^']+)'", msg)
         if m:
-            key = m.group(1)
-            candidates = _groups() + list(_node_keys(key)) if "." not in key else _node_keys(key)
-            return ConfigError(key, "", "a config group (" + ", ".join(_groups()) + ") or a known key",
-                               did_you_mean(key.split(".")[-1], candidates))
+            return _unknown_key(m.group(1))
         m = re.search(r"Key '([^']+)' (?:not in|is not in struct)", msg)
         if m:
-            return ConfigError(m.group(1), "<unknown key>", "a known key")
+            return _unknown_key(m.group(1))
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return ConfigError("config", "", "a valid configuration", first)
 

@@ -49,6 +49,11 @@ def check_path(key: str, value: Any, kind: str) -> None:
 
 
 def _check_node(prefix: str, node: DictConfig, schema_cls: type) -> None:
+    known = [f.name for f in dataclasses.fields(schema_cls)]
+    for key in node.keys():
+        if key not in known:  # `+group.key=...` bypasses Hydra's struct check
+            raise ConfigError(f"{prefix}.{key}", OmegaConf.select(node, str(key), throw_on_missing=False),
+                              f"a key of {prefix}: " + ", ".join(sorted(known)), did_you_mean(key, known))
     for f in dataclasses.fields(schema_cls):
         if f.name not in node:
             continue

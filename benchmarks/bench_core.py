@@ -1,0 +1,176 @@
+"""Core benchmark (issue 2): scaleflow against plain Keras, measured in the same run.
+
+    .venv/bin/python benchmarks/bench_core.py [--epochs 8] [--repeats 5]
+
+1. Config-only commands (`--help`, `--cfg job`, a validation error): wall time of `python -m scaleflow`
+   against a bare Hydra app with the same number of config files; and that scaleflow imported no TensorFlow.
+2. Training throughput of the default job (examples/s, median epoch after the first, validation excluded)
+   against (a) a plain Keras script with Keras' defaults (`fit(x, y, batch_size=64)`) and (b) a hand-tuned
+   Keras script (tf.data + shuffle + batch + prefetch, the same steps_per_execution), same model, data and
+   batch. Each in its own process, so peak memory (max RSS) is compared too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO / "benchmarks")}
+
+
+def wall(cmd: list[str], cwd: str, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def bare_hydra_app(root: Path, num_files: int) -> Path:
+    """A plain Hydra app with `num_files` YAML files in groups, like scaleflow's conf/."""
+    conf = root / "conf"
+    groups = ["model", "data", "strategy", "hardware", "trainer", "export", "profile"]
+    defaults = []
+    for i in range(num_files - 1):
+        group = groups[i % len(groups)]
+        (conf / group).mkdir(parents=True, exist_ok=True)
+        (conf / group / f"opt{i}.yaml").write_text(f"name: opt{i}\nvalue: {i}\n")
+        if f"- {group}:" not in "".join(defaults):
+            defaults.append(f"  - {group}: opt{i}\n")
+    (conf / "config.yaml").write_text("defaults:\n" + "".join(defaults) + "  - _self_\nmode: train\n")
+    app = root / "app.py"
+    app.write_text(textwrap.dedent("""
+        import hydra
+        from omegaconf import OmegaConf
+
+        @hydra.main(config_path="conf", config_name="config", version_base="1.3")
+        def main(cfg):
+            print(OmegaConf.to_yaml(cfg))
+
+        main()
+    """))
+    return app
+
+
+def config_only(repeats: int) -> dict:
+    num_files = sum(1 for _ in (REPO / "conf").rglob("*.yaml"))
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        app = bare_hydra_app(Path(tmp), num_files)
+        cases = {"--help": (["--help"], ["--help"]), "--cfg job": (["--cfg", "job"], ["--cfg", "job"]),
+                 "validation error": (["trainer.epochs=x"], ["mode=1", "+x.y=1", "nope=1"])}
+        for name, (sf_args, bare_args) in cases.items():
+            sf = wall([PY, "-m", "scaleflow", *sf_args], tmp, repeats)
+            bare = wall([PY, str(app), *bare_args], tmp, repeats)
+            results[name] = {"scaleflow_s": sf, "bare_hydra_s": bare, "ratio": sf / bare}
+        probe = subprocess.run([PY, "-X", "importtime", "-m", "scaleflow", "--cfg", "job"], cwd=tmp, env=ENV,
+                               capture_output=True, text=True)
+        results["imports_tensorflow"] = "tensorflow" in probe.stderr.split("import time:")[-1] and any(
+            line.rstrip().endswith("| tensorflow") for line in probe.stderr.splitlines())
+        results["num_config_files"] = num_files
+    return results
+
+
+TRAIN_SCRIPT = r"""
+import json, statistics, sys
+import numpy as np
+from _timing import epoch_timer, peak_rss_mb
+mode, epochs, spe = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+
+def arrays():
+    from omegaconf import OmegaConf
+    from scaleflow.cli import compose
+    from scaleflow.data.sharding import split_indices
+    from scaleflow.data.synthetic import Synthetic
+    cfg = compose([])
+    x, y = Synthetic().arrays(cfg.data)
+    train, val = split_indices(len(x), cfg.data.validation_split, cfg.data.seed)
+    return x[train], y[train], x[val], y[val]
+
+if mode == "scaleflow":
+    import tempfile
+    from scaleflow.cli import compose
+    from scaleflow.training.train import run
+    run_dir = tempfile.mkdtemp()
+    run(compose([f"trainer.epochs={epochs}", "export=none"]), run_dir)
+    manifest = json.load(open(run_dir + "/run.json"))
+    per_epoch = manifest["throughput"]["per_epoch"]
+    eps = [e["examples_per_sec"] for e in per_epoch[1:]]
+    print(json.dumps({"examples_per_sec": statistics.median(eps), "peak_rss_mb": peak_rss_mb(),
+                      "val_accuracy": manifest["metrics"]["final"].get("val_accuracy")}))
+    sys.exit(0)
+
+import keras, tensorflow as tf
+xt, yt, xv, yv = arrays()
+keras.utils.set_random_seed(0)
+inputs = keras.Input((xt.shape[1],))
+h = keras.layers.Dense(128, activation="relu")(inputs)
+h = keras.layers.Dense(128, activation="relu")(h)
+model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(h))
+timer = epoch_timer()
+if mode == "plain":  # Keras' defaults
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    hist = model.fit(xt, yt, batch_size=64, epochs=epochs, validation_data=(xv, yv), verbose=0, callbacks=[timer])
+else:  # hand-tuned: tf.data + prefetch + the same steps_per_execution as scaleflow's auto
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"], steps_per_execution=spe)
+    ds = tf.data.Dataset.from_tensor_slices((xt, yt)).shuffle(10000).batch(64).prefetch(tf.data.AUTOTUNE)
+    vds = tf.data.Dataset.from_tensor_slices((xv, yv)).batch(64).prefetch(tf.data.AUTOTUNE)
+    hist = model.fit(ds, epochs=epochs, validation_data=vds, verbose=0, callbacks=[timer])
+steps = -(-len(xt) // 64)
+eps = [len(xt) / s for s in timer.seconds[1:]]
+print(json.dumps({"examples_per_sec": statistics.median(eps), "peak_rss_mb": peak_rss_mb(),
+                  "val_accuracy": hist.history["val_accuracy"][-1]}))
+"""
+
+
+def throughput(epochs: int, spe: int) -> dict:
+    out = {}
+    for mode in ("plain", "tuned", "scaleflow"):
+        result = subprocess.run([PY, "-c", TRAIN_SCRIPT, mode, str(epochs), str(spe)], env=ENV, capture_output=True,
+                                text=True, cwd=str(REPO))
+        if result.returncode:
+            raise SystemExit(f"{mode} failed:\n{result.stderr[-3000:]}")
+        out[mode] = json.loads(result.stdout.strip().splitlines()[-1])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-config", action="store_true")
+    args = parser.parse_args()
+
+    if not args.skip_config:
+        c = config_only(args.repeats)
+        print(f"config-only commands ({c['num_config_files']} config files; median of {args.repeats}; target <= 3x)")
+        for name in ("--help", "--cfg job", "validation error"):
+            r = c[name]
+            print(f"  {name:<18} scaleflow {r['scaleflow_s']:.3f}s  bare hydra {r['bare_hydra_s']:.3f}s  "
+                  f"ratio {r['ratio']:.2f}x")
+        print(f"  TensorFlow imported by --cfg job: {c['imports_tensorflow']}")
+
+    t = throughput(args.epochs, spe=32)
+    sf, plain, tuned = t["scaleflow"], t["plain"], t["tuned"]
+    print(f"training throughput, default job (examples/s, median epoch after the first; {args.epochs} epochs)")
+    for name, r in t.items():
+        print(f"  {name:<10} {r['examples_per_sec']:>10,.0f} ex/s   peak RSS {r['peak_rss_mb']:7.0f} MB   "
+              f"val_accuracy {r['val_accuracy']:.3f}")
+    print(f"  scaleflow / plain Keras defaults : {sf['examples_per_sec'] / plain['examples_per_sec']:.2f}x (target >= 2x)")
+    print(f"  scaleflow / hand-tuned Keras     : {sf['examples_per_sec'] / tuned['examples_per_sec']:.2f}x (target >= 0.97x)")
+    print(f"  peak memory scaleflow / plain    : {sf['peak_rss_mb'] / plain['peak_rss_mb']:.2f}x (target <= 1.2x)")
+
+
+if __name__ == "__main__":
+    main()

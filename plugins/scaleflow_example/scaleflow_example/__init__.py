@@ -1,0 +1,1 @@
+"""Example scaleflow plugin: a model and a dataset, registered through entry points."""
