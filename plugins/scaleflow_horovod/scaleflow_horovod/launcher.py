@@ -1,0 +1,107 @@
+"""Start a Horovod job with horovodrun over Gloo and wait for it.
+
+The launching process never imports TensorFlow: it hands the resolved config to
+`python -m scaleflow_horovod.worker` on every rank (inline, base64, so remote hosts need no shared
+copy of it) and returns horovodrun's exit status. Horovod's own timeouts bound every wait:
+`--start-timeout` (ranks that never start), `--gloo-timeout-seconds` (rendezvous and collectives) and
+the stall check (a rank stuck while the others wait in an all-reduce), all set from
+`strategy.timeout_s`; when one rank fails, horovodrun ends the others.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+from omegaconf import OmegaConf
+
+from scaleflow.errors import ConfigError
+
+log = logging.getLogger("scaleflow")
+
+JOINED_ENV = "HOROVOD_RANK"  # set by horovodrun (Gloo) on every rank it starts
+MPI_ENV = ("OMPI_COMM_WORLD_RANK", "PMI_RANK")
+
+
+def parse_hosts(hosts, num_workers: int) -> list[tuple[str, int]]:
+    """[(host, slots)] from strategy.hosts ("host" or "host:slots"), or localhost:num_workers."""
+    if not hosts:
+        return [("localhost", num_workers)]
+    parsed = []
+    for entry in hosts:
+        host, _, slots = str(entry).partition(":")
+        if not host or (slots and not slots.isdigit()) or slots == "0":
+            raise ConfigError("strategy.hosts", list(hosts), "a list of host or host:slots entries",
+                              "Example: strategy.hosts=[node1:2,node2:2]")
+        parsed.append((host, int(slots) if slots else 1))
+    total = sum(slots for _, slots in parsed)
+    if total < num_workers:
+        raise ConfigError("strategy.num_workers", num_workers,
+                          f"at most the {total} slots of strategy.hosts={list(hosts)}")
+    return parsed
+
+
+def horovodrun_command(cfg, run_dir: str) -> list[str]:
+    """The horovodrun command line that runs this job on strategy.num_workers ranks."""
+    s = cfg.strategy
+    hosts = parse_hosts(s.hosts, s.num_workers)
+    timeout = max(1, int(s.timeout_s))
+    script = os.path.join(os.path.dirname(sys.executable), "horovodrun")
+    launcher = [script] if os.path.exists(script) else \
+        [sys.executable, "-c", "from horovod.runner.launch import run_commandline; run_commandline()"]
+    config = base64.b64encode(OmegaConf.to_yaml(cfg, resolve=True).encode()).decode()
+    command = [*launcher, "--gloo", "-np", str(s.num_workers), "-H", ",".join(f"{h}:{n}" for h, n in hosts),
+               "--start-timeout", str(timeout), "--gloo-timeout-seconds", str(timeout),
+               "--stall-check-warning-time-seconds", str(max(1, min(60, timeout // 2))),
+               "--stall-check-shutdown-time-seconds", str(timeout)]
+    if s.get("network_interfaces"):
+        command += ["--network-interfaces", str(s.network_interfaces)]
+    return command + [sys.executable, "-m", "scaleflow_horovod.worker", "--run-dir", os.path.abspath(run_dir),
+                      "--config", config]
+
+
+def worker_env(cfg) -> dict:
+    """The ranks' environment: on one host, the cores are shared out so ranks do not oversubscribe."""
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not cfg.strategy.hosts:
+        threads = str(max(1, (os.cpu_count() or 1) // cfg.strategy.num_workers))
+        for name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
+            env.setdefault(name, threads)
+    return env
+
+
+def run(cfg, run_dir: str) -> int:
+    """Run the job under horovodrun; returns its exit status (0: every rank succeeded)."""
+    if shutil.which("ssh") is None and any(h not in ("localhost", "127.0.0.1") for h, _ in
+                                           parse_hosts(cfg.strategy.hosts, cfg.strategy.num_workers)):
+        log.warning("strategy.hosts names remote hosts but ssh is not installed; horovodrun needs it")
+    command = horovodrun_command(cfg, run_dir)
+    log.info("horovod: %d ranks on %s, run dir %s", cfg.strategy.num_workers,
+             command[command.index("-H") + 1], run_dir)
+    # A session of its own, so that the whole job (horovodrun and its ranks) can be ended together.
+    process = subprocess.Popen(command, env=worker_env(cfg), start_new_session=True)
+    try:
+        return process.wait()
+    except BaseException:
+        _end(process)
+        raise
+
+
+def _end(process: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM the job, then SIGKILL what is left after grace_s."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=grace_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue

@@ -1,0 +1,105 @@
+"""`strategy=horovod`: synchronous data parallelism across processes with Horovod over Gloo."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+from scaleflow.config.schema import StrategyConfig
+from scaleflow.errors import ConfigError, ScaleflowError
+from scaleflow.strategies.base import Distribution, Strategy
+from scaleflow_horovod import install, launcher
+
+log = logging.getLogger("scaleflow")
+
+
+@dataclass
+class HorovodConfig(StrategyConfig):
+    network_interfaces: Optional[str] = None  # horovodrun --network-interfaces, e.g. "eth0" (multi-host)
+
+
+class Horovod(Strategy):
+    """Horovod data parallelism: one process (rank) per worker, each reading its own shard, gradients
+    averaged with Horovod's grouped all-reduce before every optimizer step.
+
+    `python -m scaleflow strategy=horovod strategy.num_workers=2` starts horovodrun over Gloo on this
+    machine; with `strategy.hosts=[a:2,b:2]` it starts ranks on those hosts over ssh; under an existing
+    `horovodrun --gloo ... python -m scaleflow strategy=horovod` each process joins as its rank.
+    Needs Horovod built for the installed TensorFlow (`make horovod`).
+
+    Args (config keys):
+        strategy.num_workers: number of ranks.
+        strategy.hosts: `host:slots` entries; empty means localhost.
+        strategy.timeout_s: bound on start-up, rendezvous and a stalled all-reduce.
+        strategy.network_interfaces: NICs horovodrun may use (multi-host).
+
+    Example:
+        python -m scaleflow strategy=horovod strategy.num_workers=2 trainer.epochs=3
+    """
+
+    name = "horovod"
+    Config = HorovodConfig
+    conf = "pkg://scaleflow_horovod.conf"
+
+    @classmethod
+    def validate(cls, cfg) -> None:
+        s = cfg.strategy
+        launcher.parse_hosts(s.hosts, s.num_workers)
+        workers = _joined_size() or s.num_workers
+        if cfg.data.batch_size % workers:
+            raise ConfigError("data.batch_size", cfg.data.batch_size,
+                              f"a multiple of the number of Horovod ranks ({workers})")
+
+    def launch(self, cfg, run_dir: str) -> int | None:
+        # A missing or mismatched Horovod ends the job here, before TensorFlow is imported or any
+        # process starts (config-only commands such as --cfg job still work without Horovod).
+        install.check()
+        if launcher.JOINED_ENV in os.environ:
+            return None  # started by horovodrun: this process is one rank
+        if any(v in os.environ for v in launcher.MPI_ENV):
+            raise ScaleflowError("strategy=horovod: started by mpirun, but this Horovod is built with Gloo "
+                                 "only (no MPI); launch with `horovodrun --gloo -np N -H host:N python -m "
+                                 "scaleflow strategy=horovod ...` or let scaleflow launch it "
+                                 "(strategy.num_workers=N)")
+        if cfg.strategy.num_workers == 1 and not cfg.strategy.hosts:
+            return None  # one rank: train here
+        status = launcher.run(cfg, run_dir)
+        if status != 0:
+            _mark_failed(run_dir, f"a Horovod rank failed (horovodrun exit status {status})")
+        return status
+
+    def create(self, cfg) -> Distribution:
+        from scaleflow_horovod.distribution import HorovodDistribution
+
+        hvd = install.import_horovod()
+        hvd.init()
+        expected = _joined_size() or 1
+        if hvd.size() != expected:
+            raise ScaleflowError(f"strategy=horovod: Horovod started {hvd.size()} rank(s), expected {expected}")
+        if hvd.size() != cfg.strategy.num_workers and launcher.JOINED_ENV in os.environ:
+            log.info("horovod: %d ranks from horovodrun (strategy.num_workers=%d is ignored when joining)",
+                     hvd.size(), cfg.strategy.num_workers)
+        return HorovodDistribution(hvd)
+
+
+def _joined_size() -> int | None:
+    size = os.environ.get("HOROVOD_SIZE") if launcher.JOINED_ENV in os.environ else None
+    return int(size) if size and size.isdigit() else None
+
+
+def _mark_failed(run_dir: str, error: str) -> None:
+    """A rank killed by horovodrun (because another failed) cannot say so: record it in run.json."""
+    from scaleflow.manifest import atomic_write_json, now
+
+    path = os.path.join(run_dir, "run.json")
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError):
+        return
+    if manifest.get("status") == "running":
+        manifest.update(status="failed", error=error, ended=now())
+        atomic_write_json(path, manifest)
