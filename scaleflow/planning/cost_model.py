@@ -1,0 +1,99 @@
+"""Predicts one training step's time from FLOPs, gradient bytes and the hardware's figures.
+
+    step = compute + all-reduce + overhead
+    compute    = 3 x FLOPs/example x per-replica batch / per-replica FLOP/s   (forward + backward ~ 3x forward)
+    all-reduce = 2(R-1)/R x gradient bytes / bandwidth + 2(R-1) x latency     (ring all-reduce, R replicas)
+    overhead   = the fixed cost of a step (dispatch, optimizer update, input), per replica where
+                 replicas share one CPU, else once
+
+Replicas on one CPU (logical devices, or several workers on one machine) share its FLOP/s.
+The links are the slowest the ring crosses: between hosts when it spans several, else within one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from scaleflow.planning.topology import Figures, Layout
+
+GRADIENT_BYTES = 4  # Keras keeps float32 variables (and gradients) under mixed precision
+ACTIVATION_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+OPTIMIZER_SLOTS = {"adam": 2, "adamw": 2, "nadam": 2, "rmsprop": 1, "adagrad": 1, "sgd": 0}
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The model and batch as the cost model sees them.
+
+    Args:
+        flops_per_example: forward-pass FLOPs of one example (the model plugin's flops_per_example).
+        parameters: trainable parameters (the model plugin's num_parameters).
+        global_batch: examples per step over all replicas (data.batch_size).
+        activations_per_example: values kept for the backward pass per example (estimate).
+    """
+
+    flops_per_example: float
+    parameters: int
+    global_batch: int
+    activations_per_example: float
+    optimizer: str = "adam"
+
+
+@dataclass(frozen=True)
+class StepTime:
+    compute_s: float
+    allreduce_s: float
+    overhead_s: float
+    per_replica_batch: float
+
+    @property
+    def total_s(self) -> float:
+        return self.compute_s + self.allreduce_s + self.overhead_s
+
+    @property
+    def dominant(self) -> str:
+        terms = {"compute": self.compute_s, "all-reduce": self.allreduce_s, "overhead": self.overhead_s}
+        return max(terms, key=terms.get)
+
+    def report(self) -> dict:
+        return {**{k: float(f"{v:.6g}") for k, v in asdict(self).items()}, "total_s": float(f"{self.total_s:.6g}"),
+                "dominant": self.dominant}
+
+
+def ring_allreduce_s(replicas: int, nbytes: float, bandwidth: float, latency: float) -> float:
+    """Ring all-reduce of `nbytes` over `replicas`: 2(R-1)/R x bytes / bandwidth + 2(R-1) x latency."""
+    if replicas <= 1:
+        return 0.0
+    return 2 * (replicas - 1) / replicas * nbytes / bandwidth + 2 * (replicas - 1) * latency
+
+
+def links(figs: Figures, layout: Layout) -> tuple[float, float]:
+    """(bandwidth, latency) of the slowest link the ring crosses."""
+    if layout.hosts > 1:
+        return figs.inter_host_bandwidth_bytes_s, figs.inter_host_latency_s
+    return figs.bandwidth_bytes_s, figs.latency_s
+
+
+def step_time(work: Workload, figs: Figures, layout: Layout, global_batch: int | None = None) -> StepTime:
+    batch = work.global_batch if global_batch is None else global_batch
+    b = batch / layout.replicas
+    shared = figs.shared_compute
+    # Replicas on one CPU share its FLOP/s; separate devices each have their own.
+    rate = figs.peak_flops / layout.replicas_per_host if shared else figs.peak_flops
+    compute = 3.0 * work.flops_per_example * b / rate
+    bandwidth, latency = links(figs, layout)
+    allreduce = ring_allreduce_s(layout.replicas, work.parameters * GRADIENT_BYTES, bandwidth, latency)
+    overhead = figs.step_overhead_s * (layout.replicas_per_host if shared else 1)
+    return StepTime(compute, allreduce, overhead, b)
+
+
+def memory_per_replica(work: Workload, figs: Figures, per_replica_batch: float) -> dict:
+    """Bytes one replica holds: weights, gradients and optimizer slots (float32), and activations
+    kept for the backward pass (in the compute precision)."""
+    slots = OPTIMIZER_SLOTS.get(work.optimizer, 2)
+    state = work.parameters * 4 * (2 + slots)
+    activations = work.activations_per_example * per_replica_batch * ACTIVATION_BYTES.get(figs.precision, 4) * 2
+    total = state + activations
+    return {"weights_gradients_optimizer_bytes": int(state), "activations_bytes": int(activations),
+            "total_bytes": int(total), "device_memory_bytes": int(figs.memory_bytes),
+            "fraction_of_device": round(total / figs.memory_bytes, 6) if figs.memory_bytes else None}

@@ -1,0 +1,37 @@
+"""The planner's predicted step time beside the measured one, for run.json after every training run."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+log = logging.getLogger("scaleflow")
+
+
+def predicted_vs_measured(cfg, distribution, info, measured_step_time_s: float | None) -> dict:
+    """{predicted_step_time_s, measured_step_time_s, ratio (measured / predicted), breakdown}.
+
+    The prediction uses the layout the run really had (its distribution's workers, replicas and
+    pipelines). It never fails the run: a planner error is recorded instead.
+    """
+    from scaleflow.planning.cost_model import step_time
+    from scaleflow.planning.report import workload
+    from scaleflow.planning.topology import figures, layout
+
+    try:
+        figs = figures(cfg)
+        lay = dataclasses.replace(layout(cfg, figs, distribution.name), workers=distribution.num_workers,
+                                  replicas=distribution.num_replicas, pipelines=distribution.num_pipelines)
+        work, _ = workload(cfg, info)
+        st = step_time(work, figs, lay)
+    except Exception as e:  # noqa: BLE001 - a prediction must never fail a finished training run
+        log.warning("could not predict the step time: %s", e)
+        return {"predicted_step_time_s": None, "measured_step_time_s": measured_step_time_s, "ratio": None,
+                "error": f"{type(e).__name__}: {e}"}
+    ratio = measured_step_time_s / st.total_s if measured_step_time_s else None
+    if ratio is not None:
+        log.info("step time: predicted %.3g ms, measured %.3g ms (measured/predicted %.2f)", st.total_s * 1e3,
+                 measured_step_time_s * 1e3, ratio)
+    return {"predicted_step_time_s": float(f"{st.total_s:.6g}"), "measured_step_time_s": measured_step_time_s,
+            "ratio": None if ratio is None else round(ratio, 4), "breakdown": st.report(),
+            "figures": figs.source}

@@ -1,0 +1,226 @@
+"""`mode=plan`: a run's topology, cost, scaling and a recommendation, from its config alone.
+
+Nothing here imports TensorFlow: the dataset describes itself and plans its shards in NumPy
+(`plan_input`), the model plugin states its FLOPs and parameters, the hardware states its figures.
+"""
+
+from __future__ import annotations
+
+import math
+
+from scaleflow import registry
+from scaleflow.data.pipeline import plan_input
+from scaleflow.errors import ScaleflowError
+from scaleflow.models.base import InputSpec
+from scaleflow.planning.cost_model import Workload, memory_per_replica, step_time
+from scaleflow.planning.quantities import quantities
+from scaleflow.planning.topology import Figures, Layout, figures, layout, with_replicas
+
+COMPUTE_TARGET = 0.8  # recommend a batch whose step is at least this much compute
+
+
+def workload(cfg, info) -> tuple[Workload, dict]:
+    spec = InputSpec(tuple(info.input_shape), info.num_classes)
+    model = registry.get("model", cfg.model.name)()
+    flops, params = model.flops_per_example(cfg.model, spec), model.num_parameters(cfg.model, spec)
+    if flops is None or params is None:
+        raise ScaleflowError(f"model={cfg.model.name} does not state flops_per_example/num_parameters, which "
+                             "the planner needs (see scaleflow/models/base.py)")
+    activations = getattr(model, "activations_per_example", lambda c, s: None)(cfg.model, spec)
+    note = "from the model plugin"
+    if activations is None:
+        activations = 2 * math.sqrt(flops / 2)
+        note = "estimate 2 x sqrt(FLOPs/2) (exact for equal-width dense layers)"
+    work = Workload(float(flops), int(params), int(cfg.data.batch_size), float(activations), cfg.trainer.optimizer)
+    return work, {"flops_per_example": flops, "parameters": params, "activations_per_example": activations,
+                  "activations_note": note}
+
+
+def scaling(work: Workload, figs: Figures, base: Layout, max_replicas: int) -> list[dict]:
+    """Predicted efficiency for 1..max_replicas replicas of this strategy on this hardware, at a
+    fixed global batch (strong scaling) and at a fixed per-replica batch (weak scaling)."""
+    counts = list(range(1, max_replicas + 1)) if max_replicas <= 32 else \
+        sorted({2**i for i in range(int(math.log2(max_replicas)) + 1)} | {max_replicas})
+    per_replica = work.global_batch / base.replicas
+    one = with_replicas(base, 1, figs)
+    strong_1 = step_time(work, figs, one).total_s
+    weak_1 = step_time(work, figs, one, global_batch=per_replica).total_s
+    rows = []
+    for r in counts:
+        lay = with_replicas(base, r, figs)
+        row = {"replicas": r, "hosts": lay.hosts}
+        if work.global_batch >= r:
+            s = step_time(work, figs, lay).total_s
+            row.update(step_s_fixed_global=float(f"{s:.6g}"), efficiency_fixed_global=round(strong_1 / (r * s), 4))
+        w = step_time(work, figs, lay, global_batch=per_replica * r).total_s
+        row.update(step_s_fixed_per_replica=float(f"{w:.6g}"), efficiency_fixed_per_replica=round(weak_1 / w, 4))
+        rows.append(row)
+    return rows
+
+
+def candidates(cfg, figs: Figures) -> list[str]:
+    available = set(registry.names("strategy"))
+    out = ["tpu"] if figs.hardware == "tpu" else ["default"]
+    if figs.hardware != "tpu" and figs.devices_per_host > 1:
+        out.append("mirrored")
+    if figs.hardware != "tpu" and (figs.hosts > 1 or cfg.strategy.num_workers > 1):
+        out += ["multi_worker", "horovod"]
+    return [s for s in out if s in available]
+
+
+def recommend(cfg, work: Workload, figs: Figures, train_records: int) -> dict:
+    options = {}
+    for name in candidates(cfg, figs):
+        lay = layout(cfg, figs, name)
+        if work.global_batch % lay.replicas:
+            continue
+        st = step_time(work, figs, lay)
+        options[name] = {"replicas": lay.replicas, "examples_per_s": float(f"{work.global_batch / st.total_s:.6g}"),
+                         "dominant": st.dominant}
+    if not options:
+        return {"strategy": None, "reason": "no registered strategy fits this hardware and batch size"}
+    best = max(options, key=lambda k: options[k]["examples_per_s"])
+    lay = layout(cfg, figs, best)
+    st = step_time(work, figs, lay)
+    shares = {"compute": st.compute_s / st.total_s, "all-reduce": st.allreduce_s / st.total_s,
+              "overhead": st.overhead_s / st.total_s}
+    share_text = ", ".join(f"{k} {v:.0%}" for k, v in shares.items())
+    others = ", ".join(f"{k} {v['examples_per_s']:.4g}" for k, v in options.items() if k != best)
+    reason = (f"{best} predicts the highest throughput ({options[best]['examples_per_s']:.4g} examples/s"
+              + (f"; {others}" if others else "") + f"); its step is {share_text}: {st.dominant} dominates")
+
+    # Batch: the smallest power-of-two per-replica batch whose step is >= COMPUTE_TARGET compute,
+    # within device memory and the training records (at least one step per epoch).
+    multiple = 8 if figs.hardware == "tpu" else 1
+    per_replica, why = None, ""
+    limit = max(1, train_records // lay.replicas)
+    b = multiple
+    while b <= min(limit, 1 << 16):
+        s = step_time(work, figs, lay, global_batch=b * lay.replicas)
+        mem = memory_per_replica(work, figs, b)["total_bytes"]
+        if figs.memory_bytes and mem > 0.9 * figs.memory_bytes:
+            why = f"device memory stops it at per-replica batch {b // 2}"
+            break
+        per_replica = b
+        if s.compute_s / s.total_s >= COMPUTE_TARGET:
+            why = f"the smallest power of two where compute is >= {COMPUTE_TARGET:.0%} of the step"
+            break
+        b *= 2
+    else:
+        why = (f"compute stays under {COMPUTE_TARGET:.0%} of the step up to the largest batch the data allows "
+               f"({limit} records per replica): {st.dominant} dominates; larger batches only amortise it")
+    per_replica = per_replica or multiple
+    return {"strategy": best, "replicas": lay.replicas, "reason": reason, "options": options,
+            "per_replica_batch": per_replica, "batch_size": per_replica * lay.replicas, "batch_reason": why}
+
+
+def build(cfg) -> dict:
+    """The whole plan for `cfg`, as plan.json holds it."""
+    figs = figures(cfg)
+    lay = layout(cfg, figs)
+    dataset = registry.get("dataset", cfg.data.name)()
+    info = dataset.describe(cfg.data)
+    inputs = plan_input(dataset, cfg.data, info, lay.pipelines)
+    work, model_facts = workload(cfg, info)
+    steps = cfg.trainer.steps_per_epoch or inputs.train.steps
+    st = step_time(work, figs, lay)
+    train_time = cfg.trainer.epochs * steps * st.total_s
+    bandwidth, latency = (figs.inter_host_bandwidth_bytes_s, figs.inter_host_latency_s) if lay.hosts > 1 \
+        else (figs.bandwidth_bytes_s, figs.latency_s)
+    example_bytes = 4 * math.prod(info.input_shape)
+    train_records = int(sum(len(s) for s in inputs.train.shards))
+    max_replicas = cfg.plan.max_replicas or max(lay.replicas, figs.devices)
+    return {
+        "config": {"strategy": cfg.strategy.name, "hardware": cfg.hardware.name, "model": cfg.model.name,
+                   "data": cfg.data.name, "batch_size": cfg.data.batch_size, "epochs": cfg.trainer.epochs},
+        "hardware": {**{k: getattr(figs, k) for k in figs.__dataclass_fields__}, "devices": figs.devices},
+        "topology": {**lay.report(), "replicas_per_host": lay.replicas_per_host,
+                     "per_replica_batch": cfg.data.batch_size / lay.replicas, "global_batch": cfg.data.batch_size,
+                     "steps_per_epoch": steps, "input": {**inputs.report(), "shard": cfg.data.shard,
+                                                         "shard_key": cfg.data.shard_key}},
+        "model": model_facts,
+        "step": st.report(),
+        "predicted": {"step_time_s": float(f"{st.total_s:.6g}"), "train_time_s": float(f"{train_time:.6g}"),
+                      "examples_per_s": float(f"{cfg.data.batch_size / st.total_s:.6g}")},
+        "quantities": quantities(nodes=lay.replicas, batch=cfg.data.batch_size, parameters=work.parameters,
+                                 train_time_s=train_time, data_bytes=train_records * example_bytes,
+                                 latency_s=latency, bandwidth_bytes_s=bandwidth),
+        "memory_per_replica": memory_per_replica(work, figs, cfg.data.batch_size / lay.replicas),
+        "scaling": scaling(work, figs, lay, max_replicas),
+        "recommendation": recommend(cfg, work, figs, train_records),
+    }
+
+
+def _si(x: float, unit: str = "") -> str:
+    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= factor:
+            return f"{x / factor:.3g} {prefix}{unit}"
+    return f"{x:.3g} {unit}".rstrip()
+
+
+def render(plan: dict) -> str:
+    """The plan as the text `mode=plan` prints."""
+    t, h, s, p, r = plan["topology"], plan["hardware"], plan["step"], plan["predicted"], plan["recommendation"]
+    inp = t["input"]
+    lines = [
+        f"plan: strategy={t['strategy']} ({t['reason']}) on hardware={h['hardware']} [{h['source']}]",
+        f"topology: {t['hosts']} host(s), {t['workers']} worker process(es), {t['replicas']} replica(s) "
+        f"({t['replicas_per_host']}/host), global batch {t['global_batch']} = {t['per_replica_batch']:g}/replica, "
+        f"{t['steps_per_epoch']} steps/epoch",
+        f"input: {t['pipelines']} pipeline(s), data.shard={inp['shard']}"
+        + (f" by {inp['shard_key']}" if inp.get("shard_key") else "") + f", {inp['num_examples']} records",
+    ]
+    for i, n in enumerate(inp["train"].get("records", [])):
+        lines.append(f"  pipeline {i}: {n} training records, {inp['train']['steps']} steps of "
+                     f"{inp['train']['batch_per_pipeline']}")
+    m = plan["model"]
+    lines += [
+        f"model: {_si(m['parameters'])} parameters, {_si(m['flops_per_example'], 'FLOP')}/example forward",
+        f"step: {s['total_s'] * 1e3:.4g} ms = compute {s['compute_s'] * 1e3:.4g} + all-reduce "
+        f"{s['allreduce_s'] * 1e3:.4g} + overhead {s['overhead_s'] * 1e3:.4g} ms ({s['dominant']} dominates); "
+        f"{_si(p['examples_per_s'])} examples/s; training {p['train_time_s']:.4g} s",
+        f"memory/replica: {_si(plan['memory_per_replica']['total_bytes'], 'B')} of "
+        f"{_si(plan['memory_per_replica']['device_memory_bytes'], 'B')}",
+        "quantities:",
+    ]
+    for name, q in plan["quantities"].items():
+        inputs = ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in q["inputs"].items())
+        lines.append(f"  {name} = {q['formula']} = {q['value']:.4g}  ({inputs}): {q['meaning']}")
+    lines.append("scaling (predicted efficiency at fixed global batch | fixed per-replica batch):")
+    for row in plan["scaling"]:
+        strong = row.get("efficiency_fixed_global")
+        lines.append(f"  {row['replicas']:>5} replicas: {'-' if strong is None else f'{strong:.0%}':>5} | "
+                     f"{row['efficiency_fixed_per_replica']:.0%}")
+    lines += [f"recommend: strategy={r['strategy']}: {r['reason']}",
+              f"recommend: data.batch_size={r.get('batch_size')} ({r.get('per_replica_batch')}/replica): "
+              f"{r.get('batch_reason')}"]
+    return "\n".join(lines)
+
+
+def plot(plan: dict, path: str) -> str:
+    """Save the predicted scaling curve (efficiency vs replicas) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = plan["scaling"]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    strong = [(r["replicas"], r["efficiency_fixed_global"]) for r in rows if "efficiency_fixed_global" in r]
+    ax.plot([x for x, _ in strong], [y for _, y in strong], "o-", label="fixed global batch")
+    ax.plot([r["replicas"] for r in rows], [r["efficiency_fixed_per_replica"] for r in rows], "s--",
+            label="fixed per-replica batch")
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.set_xlabel("replicas")
+    ax.set_ylabel("predicted scaling efficiency")
+    if rows[-1]["replicas"] > 32:
+        ax.set_xscale("log", base=2)
+    ax.set_ylim(0, 1.05)
+    t = plan["topology"]
+    ax.set_title(f"{plan['config']['model']} on {plan['hardware']['hardware']}, strategy {t['strategy']}, "
+                 f"batch {t['global_batch']}", fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
