@@ -58,6 +58,8 @@ class InputPlan:
         return out
 
     def log_summary(self) -> None:
+        log.info("shard level %s (%s), data.shard=%s over %d input pipeline(s)", self.level, self.level_reason,
+                 self.shard, self.num_pipelines)
         for name, plan in (("train", self.train), ("validation", self.validation)):
             if plan is None:
                 continue
@@ -137,8 +139,10 @@ def plan_input(dataset: Dataset, config, info: DataInfo, num_pipelines: int) -> 
                           "or data.shard=sequential|random" if min(len(s) for s in train.shards) == 0 else None)
     if validation is not None and validation.steps == 0:
         validation = None
-    return InputPlan(info, num_pipelines, config.batch_size, train, validation, shard=config.shard,
+    plan = InputPlan(info, num_pipelines, config.batch_size, train, validation, shard=config.shard,
                      shard_key=config.shard_key, level=level, level_reason=reason)
+    plan.log_summary()  # the training log says what each pipeline reads and keeps
+    return plan
 
 
 def input_fn(dataset: Dataset, config, shard_plan: ShardPlan, *, training: bool, seed: int,
@@ -230,7 +234,7 @@ def _file_pipeline(dataset: Dataset, config, plan: ShardPlan, pipeline: int, ini
         keep = np.zeros(len(all_ids), dtype=bool)
         keep[np.searchsorted(all_ids, np.unique(plan.epoch_records[pipeline]))] = True
         keep_t = tf.constant(keep)
-        ds = ds.enumerate().filter(lambda i, record: tf.gather(keep_t, i)).map(lambda i, record: record)
+        ds = _keep(ds, keep_t)
         return finish(ds.repeat().take(need)).repeat()
 
     def keep_mask(epoch) -> np.ndarray:
@@ -240,10 +244,23 @@ def _file_pipeline(dataset: Dataset, config, plan: ShardPlan, pipeline: int, ini
 
     def one_epoch(epoch):
         keep_t = tf.reshape(tf.numpy_function(keep_mask, [epoch], tf.bool, stateful=False), [len(all_ids)])
-        mine = ds.enumerate().filter(lambda i, record: tf.gather(keep_t, i)).map(lambda i, record: record)
+        mine = _keep(ds, keep_t)
         return finish(mine.repeat().take(need), epoch)
 
     return tf.data.Dataset.range(initial_epoch, 2**62).flat_map(one_epoch)
+
+
+def _keep(ds: Any, keep: Any) -> Any:
+    """The records of `ds` whose position is True in the boolean vector `keep`."""
+    import tensorflow as tf
+
+    def kept(position, record):
+        return tf.gather(keep, position)
+
+    def strip(position, record):
+        return record
+
+    return ds.enumerate().filter(kept).map(strip)
 
 
 __all__ = ["InputPlan", "plan_input", "input_fn", "resolve_level", "files_of"]
