@@ -81,6 +81,8 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest) 
     spec = InputSpec(tuple(info.input_shape), info.num_classes)
     model_plugin = registry.get("model", cfg.model.name)()
     spe = setup.steps_per_execution(t.steps_per_execution, steps, cfg.hardware.name)
+    # Some strategies cannot run several steps per call (Keras 3.15 under MultiWorkerMirrored).
+    spe = min(spe, getattr(distribution, "max_steps_per_execution", None) or spe)
     with distribution.scope():
         model = model_plugin.build(cfg.model, spec)
         optimizer = distribution.wrap_optimizer(setup.make_optimizer(t))
@@ -111,6 +113,9 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest) 
     manifest.update(metrics={"final": final, "history": _merge_history(previous.get("history"),
                                                                         history.history, initial_epoch)},
                     throughput=throughput.summary(), epochs_completed=t.epochs)
+    from scaleflow.planning.prediction import predicted_vs_measured  # the planner's view, for run.json
+
+    manifest.update(step_time=predicted_vs_measured(cfg, distribution, info, throughput.summary().get("step_time_s")))
 
     # 6. Export and verify (only the chief writes the real path).
     sample = _sample_batch(dataset, cfg.data, plan)

@@ -1,0 +1,199 @@
+"""Synchronous data parallelism across worker processes: MultiWorkerMirroredStrategy.
+
+Where the workers come from (`strategy.cluster`):
+  local  this command starts `strategy.num_workers` workers on 127.0.0.1 itself (each is
+         `python -m scaleflow <the same overrides>` with its own TF_CONFIG, in the same run dir)
+  env    this process is one worker of a cluster described by the TF_CONFIG in its environment
+  slurm  this process is one Slurm task (`srun`); TensorFlow's SlurmClusterResolver finds the peers
+
+Worker 0 is the chief: it alone writes run.json, the export and the final TensorBoard summary; every
+worker has its own backup dir (BackupAndRestore) and TensorBoard/profile dir (see training/train.py).
+No wait is unbounded: collectives time out after `strategy.timeout_s`, a worker whose peers never join
+ends itself, and the local launcher ends the whole job when any worker fails or never joins.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import sys
+
+from scaleflow.errors import ConfigError
+from scaleflow.strategies.base import Distribution, Strategy, TFDistribution
+
+log = logging.getLogger("scaleflow")
+
+# Set by the local launcher in each worker it starts: "train here, do not launch again".
+WORKER_ENV = "SCALEFLOW_CLUSTER_WORKER"
+IMPORT_ALLOWANCE_S = 60.0
+_connected: Distribution | None = None  # the strategy a worker connected in `launch`, for `create`  # launcher's startup watchdog: strategy.timeout_s plus time to import TF
+
+
+class MultiWorkerDistribution(TFDistribution):
+    # Keras 3.15 `fit` with steps_per_execution > 1 under this strategy fails in its while loop
+    # ("You must feed a value for placeholder tensor 'while/.../Placeholder'"): one step per call.
+    max_steps_per_execution = 1
+
+    def callbacks(self) -> list:
+        if not os.environ.get(WORKER_ENV):
+            return []
+        import keras
+
+        from scaleflow.cluster.logs import FIRST_STEP
+
+        class FirstStep(keras.callbacks.Callback):
+            """Tells the local launcher when training really started (start-up time)."""
+
+            announced = False
+
+            def on_train_batch_end(self, batch, logs=None):
+                if not self.announced:
+                    self.announced = True
+                    print(FIRST_STEP, flush=True)
+
+        return [FirstStep()]
+
+
+class MultiWorker(Strategy):
+    """MultiWorkerMirroredStrategy over `strategy.num_workers` processes.
+
+    Example (one machine, 2 local workers):
+        python -m scaleflow strategy=multi_worker strategy.num_workers=2
+    Example (a cluster: run on every host, each with its own TF_CONFIG):
+        python -m scaleflow strategy=multi_worker strategy.cluster=env hydra.run.dir=/shared/run1
+    """
+
+    name = "multi_worker"
+
+    @classmethod
+    def validate(cls, cfg) -> None:
+        s = cfg.strategy
+        if cfg.trainer.steps_per_execution not in ("auto", 1):
+            raise ConfigError("trainer.steps_per_execution", cfg.trainer.steps_per_execution,
+                              "'auto' or 1 with strategy=multi_worker",
+                              "Keras 3.15 cannot run several steps per call under MultiWorkerMirroredStrategy")
+        if s.cluster == "local" and cfg.data.batch_size % s.num_workers:
+            raise ConfigError("data.batch_size", cfg.data.batch_size,
+                              f"a multiple of strategy.num_workers={s.num_workers} (the global batch is split "
+                              "evenly between the workers)")
+
+    # ------------------------------------------------------------------------------ the launcher
+    def launch(self, cfg, run_dir: str) -> int | None:
+        """In the launching process: start the local workers. In a worker: join the cluster now.
+
+        `launch` runs in every process before the hardware step touches TensorFlow, and TensorFlow
+        requires collective ops to be configured before its context is initialised ("Collective ops
+        must be configured at program startup"), so a worker connects here and `create` reuses it."""
+        if os.environ.get(WORKER_ENV) or cfg.strategy.cluster != "local":
+            self._connect(cfg)
+            return None
+        if cfg.strategy.num_workers == 1:
+            return None  # one process: nothing to launch
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = list(HydraConfig.get().overrides.task)
+        return launch_local(cfg, run_dir, overrides)
+
+    # ------------------------------------------------------------------------------- the worker
+    def create(self, cfg) -> Distribution:
+        global _connected
+        if _connected is None:
+            self._connect(cfg)
+        distribution, _connected = _connected, None
+        return distribution
+
+    def _connect(self, cfg) -> None:
+        """Create the strategy and wait for every peer (bounded by strategy.timeout_s)."""
+        global _connected
+        import tensorflow as tf
+
+        from scaleflow.cluster import join, tf_config
+        from scaleflow.compat import keras_mwms
+
+        keras_mwms.apply()
+        logging.getLogger("tensorflow").setLevel(logging.WARNING)  # one INFO line per collective otherwise
+        s = cfg.strategy
+        if s.cluster == "local" and not os.environ.get(tf_config.ENV):
+            resolver, num_workers, rank = None, 1, 0  # one local worker: no cluster to join
+        else:
+            resolver = tf_config.cluster_resolver(s.cluster, cfg.hardware.name)
+            spec = resolver.cluster_spec().as_dict()
+            num_workers = sum(len(v) for k, v in spec.items() if k in ("chief", "worker"))
+            rank = tf_config.read().rank if s.cluster != "slurm" else int(resolver.task_id)
+            if s.cluster != "local" and s.num_workers not in (1, num_workers):
+                log.warning("strategy.num_workers=%d is ignored: the cluster has %d workers", s.num_workers,
+                            num_workers)
+        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=s.timeout_s)
+
+        def make():
+            return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver,
+                                                            communication_options=options)
+
+        strategy = join.join(make, s.timeout_s, num_workers, rank)
+        _connected = MultiWorkerDistribution(self.name, strategy, num_workers=num_workers, worker_index=rank)
+
+
+def _quote(value: str) -> str:
+    """A Hydra override value: quoted unless it is plainly safe."""
+    if re.fullmatch(r"[\w/.\-:+@~]+", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def worker_command(overrides: list[str], run_dir: str, rank: int) -> list[str]:
+    """`python -m scaleflow <overrides>` for worker `rank`: same run dir; Hydra's .hydra/ is left to the
+    launcher and each worker logs to its own `worker-<rank>.log`."""
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.run.dir", "hydra.output_subdir",
+                                                                      "hydra.job.name"))]
+    return [sys.executable, "-m", "scaleflow", *kept, f"hydra.run.dir={_quote(os.path.abspath(run_dir))}",
+            "hydra.output_subdir=null", f"hydra.job.name=worker-{rank}"]
+
+
+def align_backups(run_dir: str, num_workers: int) -> None:
+    """Every worker must resume from the same epoch. A kill between two workers' end-of-epoch backups
+    can leave them one epoch apart; the workers' weights are identical after every synchronous epoch,
+    so the most advanced backup is copied over the others."""
+    from scaleflow.training.setup import backup_dir, completed_epochs
+
+    dirs = [backup_dir(run_dir, r) for r in range(num_workers)]
+    epochs = [completed_epochs(d) for d in dirs]
+    best = max(range(num_workers), key=lambda r: epochs[r])
+    if epochs[best] == 0 or len(set(epochs)) == 1:
+        return
+    log.warning("worker backups are at different epochs %s; resuming every worker from worker-%d's (epoch %d)",
+                epochs, best, epochs[best])
+    for r, d in enumerate(dirs):
+        if epochs[r] != epochs[best]:
+            shutil.rmtree(d, ignore_errors=True)
+            shutil.copytree(dirs[best], d)
+
+
+def launch_local(cfg, run_dir: str, overrides: list[str]) -> int:
+    """Start `strategy.num_workers` workers on 127.0.0.1 and wait for all; raises WorkerFailed."""
+    from scaleflow.cluster import LocalCluster, free_ports
+    from scaleflow.cluster.tf_config import ENV, local_tf_config
+
+    n = cfg.strategy.num_workers
+    os.makedirs(run_dir, exist_ok=True)
+    if cfg.trainer.resume:
+        align_backups(run_dir, n)
+    ports = free_ports(n)
+    commands, envs = [], []
+    for rank in range(n):
+        commands.append(worker_command(overrides, run_dir, rank))
+        envs.append({**os.environ, ENV: local_tf_config(ports, rank), WORKER_ENV: str(rank),
+                     "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")})
+    timeout = cfg.strategy.timeout_s
+    log.info("strategy=multi_worker: starting %d local workers on 127.0.0.1 ports %s in %s", n,
+             ", ".join(map(str, ports)), run_dir)
+    cluster = LocalCluster(commands, envs, cwd=os.getcwd(), startup_timeout_s=timeout + IMPORT_ALLOWANCE_S,
+                           finish_timeout_s=max(60.0, timeout), peer_grace_s=min(15.0, timeout),
+                           log_dir=os.path.join(run_dir, "workers"))
+    status = cluster.run()
+    log.info("strategy=multi_worker: all %d workers finished", n)
+    return status
+
+
+__all__ = ["MultiWorker", "MultiWorkerDistribution", "WORKER_ENV", "launch_local"]
