@@ -61,7 +61,8 @@ class LocalCluster:
         startup_timeout_s: all workers must print `logs.READY` within this many seconds of the launch.
         finish_timeout_s: after the first worker exits 0, the others must follow within this many seconds.
         peer_grace_s: after a failure, how long the others may take to exit on their own before SIGKILL.
-        log_dir: where `worker-<rank>.out` (each worker's full console output) is written, or None.
+        log_dir: where `worker-<rank>.out` (each worker's full console output) and `worker-<rank>.pid`
+            are written, or None.
         out: where the rank-prefixed live output goes (None: quiet).
 
     Example:
@@ -101,6 +102,9 @@ class LocalCluster:
                                     start_new_session=True, preexec_fn=_die_with_parent)
             self.procs.append(proc)
             path = os.path.join(self.log_dir, f"worker-{rank}.out") if self.log_dir else None
+            if self.log_dir:  # for operators (and tests) who need to signal one worker
+                with open(os.path.join(self.log_dir, f"worker-{rank}.pid"), "w") as f:
+                    f.write(f"{proc.pid}\n")
             self.streams.append(LogStream(rank, proc.stdout, self.out, path).start())
 
     def _watch(self) -> int:
