@@ -221,6 +221,10 @@ def task(cfg) -> Any:
 
     multirun = HydraConfig.get().mode.name == "MULTIRUN"
     run_dir = HydraConfig.get().runtime.output_dir
+    if multirun:  # returns the objective for sweepers; a failed job is recorded, not raised
+        from scaleflow.sweep.objective import run_job
+
+        return run_job(cfg, run_dir)
     try:
         validate(cfg)
         return run_mode(cfg, run_dir)
@@ -263,3 +267,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     store.register()
     sys.argv = [sys.argv[0] if sys.argv else "scaleflow"] + argv + extra
     hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name=CONFIG_NAME, version_base="1.3")(task)()
+    from scaleflow.sweep.callback import last_summary
+
+    summary = last_summary()
+    if summary and summary["failed"]:  # the sweep went on past failed jobs; the exit status says so
+        print(f"scaleflow: error: {len(summary['failed'])} of {summary['jobs']} sweep jobs failed "
+              f"(jobs {', '.join(map(str, summary['failed']))}); see {summary['files'].get('md')}", file=sys.stderr)
+        sys.exit(1)

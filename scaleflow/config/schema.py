@@ -137,6 +137,15 @@ class PlanConfig:
     profile: Optional[str] = None  # a hardware profile YAML written by mode=calibrate (overrides figures)
 
 
+# ----------------------------------------------------------------------------------------- sweep
+@dataclass
+class SweepConfig:
+    """What a sweeper optimises: the job's final metric `objective`, minimised or maximised."""
+
+    objective: str = "val_loss"  # a key of run.json metrics.final, e.g. val_loss, val_accuracy, loss
+    direction: str = choice("minimize", "minimize", "maximize")
+
+
 # ---------------------------------------------------------------------------------------- config
 @dataclass
 class Config:
@@ -151,3 +160,4 @@ class Config:
     export: Any = MISSING
     profile: Any = MISSING
     plan: PlanConfig = field(default_factory=PlanConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)

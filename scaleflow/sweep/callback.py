@@ -1,0 +1,85 @@
+"""The Hydra callback that ends every multirun with a summary (registered in conf/config.yaml)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Optional
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger("scaleflow")
+
+_last: Optional[dict] = None  # the last summary written in this process (read by the CLI's exit status)
+
+
+def last_summary() -> Optional[dict]:
+    """{'sweep_dir', 'jobs', 'failed', 'best', 'files'} of the last multirun in this process, or None."""
+    return _last
+
+
+class SweepSummary(Callback):
+    """Writes summary.csv, summary.md, objective.png and TensorBoard HParams data in the sweep dir.
+
+    Args:
+        plot: write the PNG (needs matplotlib).
+        hparams: write TensorBoard HParams data.
+
+    Example (conf/config.yaml):
+        hydra:
+          callbacks:
+            sweep_summary:
+              _target_: scaleflow.sweep.callback.SweepSummary
+    """
+
+    def __init__(self, plot: bool = True, hparams: bool = True) -> None:
+        self.plot, self.hparams = plot, hparams
+        self.started: Optional[float] = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from scaleflow.sweep.objective import check
+
+        global _last
+        _last = None
+        self.started = time.time()
+        check(config)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global _last
+        _last = write_summary(config, since=self.started, plot=self.plot, hparams=self.hparams)
+
+
+def write_summary(config: DictConfig, since: Optional[float] = None, plot: bool = True,
+                  hparams: bool = True) -> dict:
+    """Everything the summary consists of, for the multirun whose config is `config`."""
+    from scaleflow.sweep.summary import collect_jobs, swept_params, write_tables
+
+    sweep_dir = str(config.hydra.sweep.dir)
+    sweep = config.get("sweep") or {}
+    objective, direction = sweep.get("objective", "val_loss"), sweep.get("direction", "minimize")
+    rows = collect_jobs(sweep_dir, objective, direction, since=since)
+    params = swept_params(rows)
+    files = {}
+    if plot and rows:
+        try:
+            from scaleflow.sweep.plot import plot_objective
+
+            files["png"] = plot_objective(rows, params, os.path.join(sweep_dir, "objective.png"), objective,
+                                          direction)
+        except ImportError as e:
+            log.warning("sweep summary: no plot (%s); pip install matplotlib", e)
+    files.update(write_tables(rows, sweep_dir, objective, direction,
+                              plot_name="objective.png" if "png" in files else None))
+    if hparams and rows:
+        from scaleflow.sweep.hparams import write_hparams
+
+        files["hparams"] = write_hparams(rows, params, sweep_dir, objective)
+    failed = [r.job for r in rows if r.status != "ok"]
+    best = next((r for r in rows if r.best), None)
+    log.info("sweep summary: %d jobs, %d failed; %s", len(rows), len(failed), files.get("md"))
+    if best is not None:
+        log.info("best: job %d (%s) %s=%.6g", best.job, " ".join(best.overrides), objective, best.objective)
+    return {"sweep_dir": sweep_dir, "jobs": len(rows), "failed": failed,
+            "best": None if best is None else best.job, "files": files}

@@ -1,0 +1,92 @@
+"""The objective of a sweep job, and the task a multirun runs for each job.
+
+A sweeper optimises one float per job: `metrics.final[sweep.objective]` from the job's run.json
+(e.g. `val_loss`), minimised or maximised according to `sweep.direction`. A job that fails returns
+NaN, which Optuna records as a failed trial; Hydra's basic sweeper would stop the whole sweep on a
+raised exception, so the failure is recorded in the job's run.json instead of raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from scaleflow.errors import ConfigError, did_you_mean, one_of
+from scaleflow.manifest import Manifest
+
+log = logging.getLogger("scaleflow")
+
+DIRECTIONS = ("minimize", "maximize")
+
+
+def check(cfg) -> None:
+    """Raise ConfigError for a bad `sweep` node."""
+    sweep = cfg.get("sweep") or {}
+    direction = sweep.get("direction", "minimize")
+    if direction not in DIRECTIONS:
+        raise ConfigError("sweep.direction", direction, one_of(DIRECTIONS), did_you_mean(direction, DIRECTIONS))
+    objective = sweep.get("objective", "val_loss")
+    if not isinstance(objective, str) or not objective:
+        raise ConfigError("sweep.objective", objective, "the name of a final metric, e.g. val_loss or val_accuracy")
+
+
+def value(final_metrics: dict | None, objective: str) -> float:
+    """`final_metrics[objective]` as a float, NaN when the job has no such metric."""
+    if not final_metrics or objective not in final_metrics:
+        return math.nan
+    try:
+        return float(final_metrics[objective])
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def is_better(a: float, b: float, direction: str) -> bool:
+    return a > b if direction == "maximize" else a < b
+
+
+def run_job(cfg, run_dir: str) -> Any:
+    """What each multirun job runs: train (or any mode); returns the objective for sweepers.
+
+    Never raises for a failed job (config error, crash in training): the error goes to the log and
+    run.json (status failed), NaN is returned, and the sweep goes on. The summary at the end counts
+    the failures and the command exits non-zero.
+    """
+    from scaleflow.config.validate import validate
+    from scaleflow.modes import run_mode
+
+    try:
+        check(cfg)
+        validate(cfg)
+        result = run_mode(cfg, run_dir)
+    except Exception as e:  # noqa: BLE001 - one failed job must not stop the others
+        kind = "config error" if isinstance(e, ConfigError) else "error"
+        log.error("job failed: %s: %s", kind, e)
+        record_failure(cfg, run_dir, e)
+        return math.nan if cfg.mode == "train" else None
+    if cfg.mode != "train":
+        return result
+    metrics = ((Manifest.load(run_dir) or {}).get("metrics") or {}).get("final")
+    objective = value(metrics or result, cfg.sweep.objective)
+    if math.isnan(objective):
+        log.warning("sweep.objective=%s: the job has no such final metric (it has: %s)", cfg.sweep.objective,
+                    ", ".join(sorted(metrics or result or {})) or "none")
+    else:
+        log.info("objective %s = %.6g (%s)", cfg.sweep.objective, objective, cfg.sweep.direction)
+    return objective
+
+
+def record_failure(cfg, run_dir: str, error: BaseException) -> None:
+    """Make sure run.json says the job failed and why (training already does; config errors do not)."""
+    if (Manifest.load(run_dir) or {}).get("status") == "failed":
+        return
+    os.makedirs(run_dir, exist_ok=True)
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # noqa: BLE001 - a config that does not resolve is recorded unresolved
+        config = OmegaConf.to_container(cfg, resolve=False)
+    manifest = Manifest(run_dir, config)
+    manifest.finish("failed", error=f"{type(error).__name__}: {error}")
