@@ -9,6 +9,8 @@ from typing import Any, Callable
 MODES: dict[str, str] = {
     "train": "scaleflow.modes.train:run",
     "plugins": "scaleflow.modes.plugins:run",
+    "plan": "scaleflow.modes.plan:run",
+    "calibrate": "scaleflow.modes.calibrate:run",
     "shards": "scaleflow.modes.shards:run",
 }
 

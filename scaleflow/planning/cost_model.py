@@ -3,11 +3,12 @@
     step = compute + all-reduce + overhead
     compute    = 3 x FLOPs/example x per-replica batch / per-replica FLOP/s   (forward + backward ~ 3x forward)
     all-reduce = 2(R-1)/R x gradient bytes / bandwidth + 2(R-1) x latency     (ring all-reduce, R replicas)
-    overhead   = the fixed cost of a step (dispatch, optimizer update, input), per replica where
-                 replicas share one CPU, else once
+    overhead   = the fixed cost of a step (dispatch, optimizer update, input), paid once a step:
+                 replicas run it in parallel (measured: Mirrored over 2 logical CPU devices, ~1.2x)
 
 Replicas on one CPU (logical devices, or several workers on one machine) share its FLOP/s.
-The links are the slowest the ring crosses: between hosts when it spans several, else within one.
+The ring's link is the slowest it crosses: between processes (`inter_host_*`: the network stack,
+even on one host) when replicas live in several processes, else within one process (memory).
 """
 
 from __future__ import annotations
@@ -68,8 +69,8 @@ def ring_allreduce_s(replicas: int, nbytes: float, bandwidth: float, latency: fl
 
 
 def links(figs: Figures, layout: Layout) -> tuple[float, float]:
-    """(bandwidth, latency) of the slowest link the ring crosses."""
-    if layout.hosts > 1:
+    """(bandwidth, latency) of the slowest link the ring crosses: between processes or hosts, else memory."""
+    if layout.hosts > 1 or layout.workers > 1:
         return figs.inter_host_bandwidth_bytes_s, figs.inter_host_latency_s
     return figs.bandwidth_bytes_s, figs.latency_s
 
@@ -83,7 +84,7 @@ def step_time(work: Workload, figs: Figures, layout: Layout, global_batch: int |
     compute = 3.0 * work.flops_per_example * b / rate
     bandwidth, latency = links(figs, layout)
     allreduce = ring_allreduce_s(layout.replicas, work.parameters * GRADIENT_BYTES, bandwidth, latency)
-    overhead = figs.step_overhead_s * (layout.replicas_per_host if shared else 1)
+    overhead = figs.step_overhead_s
     return StepTime(compute, allreduce, overhead, b)
 
 

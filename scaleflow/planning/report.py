@@ -12,7 +12,7 @@ from scaleflow import registry
 from scaleflow.data.pipeline import plan_input
 from scaleflow.errors import ScaleflowError
 from scaleflow.models.base import InputSpec
-from scaleflow.planning.cost_model import Workload, memory_per_replica, step_time
+from scaleflow.planning.cost_model import Workload, links, memory_per_replica, step_time
 from scaleflow.planning.quantities import quantities
 from scaleflow.planning.topology import Figures, Layout, figures, layout, with_replicas
 
@@ -125,8 +125,7 @@ def build(cfg) -> dict:
     steps = cfg.trainer.steps_per_epoch or inputs.train.steps
     st = step_time(work, figs, lay)
     train_time = cfg.trainer.epochs * steps * st.total_s
-    bandwidth, latency = (figs.inter_host_bandwidth_bytes_s, figs.inter_host_latency_s) if lay.hosts > 1 \
-        else (figs.bandwidth_bytes_s, figs.latency_s)
+    bandwidth, latency = links(figs, lay)
     example_bytes = 4 * math.prod(info.input_shape)
     train_records = int(sum(len(s) for s in inputs.train.shards))
     max_replicas = cfg.plan.max_replicas or max(lay.replicas, figs.devices)

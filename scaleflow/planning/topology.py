@@ -24,8 +24,8 @@ class Figures:
     Args:
         hosts / devices_per_host: what the hardware offers.
         peak_flops: FLOP/s of one device (for `cpu`: the whole CPU, shared by its logical devices).
-        shared_compute: True when the devices of a host share one compute pool (logical CPU devices),
-            so the per-step overhead of each replica adds up rather than overlapping.
+        shared_compute: True when the devices of a host share one compute pool (logical CPU devices):
+            each replica then gets peak_flops / replicas on the host.
         source: where the figures come from (config, topology table, calibration profile).
     """
 

@@ -1,0 +1,151 @@
+"""Measures this machine for the planner: compute rate, per-step overhead, and the bandwidth and
+latency of an all-reduce between two real processes.
+
+- compute: a float32 matrix multiply in TensorFlow (2 n^3 FLOPs), the best of a few timed runs.
+- step overhead: a real Keras training step of the default MLP (as scaleflow trains it: in-memory
+  data, steps_per_execution auto) minus its predicted compute time.
+- all-reduce: a ring all-reduce written here with sockets and NumPy between two processes on
+  127.0.0.1 (not TensorFlow's collectives: two TF processes cost ~10 s of start-up, and the planner
+  only needs the link's figures). For R=2 the ring takes n/W + 2L for n bytes, so the latency L comes
+  from tiny messages and the bandwidth W from large ones. It is the link *between processes*
+  (`inter_host_*` in the profile: what multi-worker and Horovod replicas use); replicas inside one
+  process (Mirrored) exchange through memory and keep the configured `bandwidth_bytes_s`/`latency_s`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import socket
+import statistics
+import threading
+import time
+
+import numpy as np
+
+TIMEOUT_S = 60.0  # every socket wait and join is bounded
+
+
+def _recv_exactly(sock: socket.socket, nbytes: int) -> bytearray:
+    buf = bytearray(nbytes)
+    view, got = memoryview(buf), 0
+    while got < nbytes:
+        n = sock.recv_into(view[got:], nbytes - got)
+        if n == 0:
+            raise ConnectionError("the other calibration process closed the connection")
+        got += n
+    return buf
+
+
+def _exchange(sock: socket.socket, send: np.ndarray, nbytes: int) -> np.ndarray:
+    """Send and receive at once (a thread sends) so large messages cannot deadlock on full buffers."""
+    if send.nbytes <= 16384:  # fits the socket buffers: no thread needed (it would inflate latency)
+        sock.sendall(send.tobytes())
+        return np.frombuffer(_recv_exactly(sock, nbytes), dtype=send.dtype)
+    sender = threading.Thread(target=sock.sendall, args=(send.tobytes(),))
+    sender.start()
+    received = _recv_exactly(sock, nbytes)
+    sender.join(TIMEOUT_S)
+    return np.frombuffer(received, dtype=send.dtype)
+
+
+def ring_allreduce(sock: socket.socket, rank: int, values: np.ndarray) -> np.ndarray:
+    """Ring all-reduce (sum) of `values` between 2 ranks: reduce-scatter, then all-gather."""
+    chunks = np.array_split(values, 2)
+    mine, theirs = chunks[rank], chunks[1 - rank]
+    reduced = mine + _exchange(sock, theirs, mine.nbytes)  # reduce-scatter
+    other = _exchange(sock, reduced, theirs.nbytes)  # all-gather
+    return np.concatenate([reduced, other] if rank == 0 else [other, reduced])
+
+
+def _timed_allreduces(sock: socket.socket, rank: int, sizes: list[int], repeats: int) -> dict:
+    out = {}
+    for nbytes in sizes:
+        values = np.full(max(2, nbytes // 4), rank + 1, dtype=np.float32)
+        result = ring_allreduce(sock, rank, values)  # warm-up, and a correctness check
+        if not np.all(result == 3.0):
+            raise RuntimeError("the calibration all-reduce computed a wrong sum")
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            ring_allreduce(sock, rank, values)
+            times.append(time.perf_counter() - start)
+        out[values.nbytes] = statistics.median(times)
+    return out
+
+
+def _peer(port: int, sizes: list[int], repeats: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _timed_allreduces(sock, 1, sizes, repeats)
+
+
+def measure_allreduce(small_bytes: int = 8, large_bytes: int = 32 << 20, repeats: int = 20) -> dict:
+    """Latency and bandwidth of a 2-process ring all-reduce over TCP on 127.0.0.1."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(TIMEOUT_S)
+    port = server.getsockname()[1]
+    sizes = [small_bytes, large_bytes]
+    peer = multiprocessing.get_context("spawn").Process(target=_peer, args=(port, sizes, repeats), daemon=True)
+    peer.start()
+    try:
+        sock, _ = server.accept()
+        with sock:
+            sock.settimeout(TIMEOUT_S)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            times = _timed_allreduces(sock, 0, sizes, repeats)
+    finally:
+        server.close()
+        peer.join(TIMEOUT_S)
+        if peer.is_alive():
+            peer.kill()
+    (small, t_small), (large, t_large) = sorted(times.items())
+    latency = t_small / 2  # n/W is negligible for a few bytes: T = 2L
+    bandwidth = large / max(t_large - 2 * latency, 1e-9)  # T = 2(R-1)/R n/W + 2(R-1)L with R=2
+    return {"latency_s": latency, "bandwidth_bytes_s": bandwidth, "method": "socket ring all-reduce, 2 processes",
+            "samples": {"small_bytes": small, "small_s": t_small, "large_bytes": large, "large_s": t_large}}
+
+
+def measure_compute(n: int = 1024, repeats: int = 10) -> dict:
+    """Achieved float32 matmul FLOP/s of this CPU in TensorFlow."""
+    import tensorflow as tf
+
+    a = tf.random.normal((n, n))
+    b = tf.random.normal((n, n))
+    matmul = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)))
+    matmul(a, b).numpy()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a, b).numpy()
+        best = min(best, time.perf_counter() - start)
+    return {"peak_flops": 2 * n**3 / best, "method": f"float32 {n}x{n} matmul, best of {repeats}"}
+
+
+def measure_step_overhead(peak_flops: float, batch: int = 64, features: int = 32, units=(128, 128),
+                          classes: int = 10, steps: int = 1024) -> dict:
+    """A real Keras training step of an MLP, minus its predicted compute: the fixed cost of a step."""
+    import keras
+    import tensorflow as tf
+
+    from scaleflow.training.setup import steps_per_execution
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch * 64, features)).astype(np.float32)
+    y = rng.integers(0, classes, size=batch * 64).astype(np.int32)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch, drop_remainder=True).repeat().prefetch(8)
+    inputs = keras.Input((features,))
+    h = inputs
+    for u in units:
+        h = keras.layers.Dense(u, activation="relu")(h)
+    model = keras.Model(inputs, keras.layers.Dense(classes, activation="softmax")(h))
+    spe = steps_per_execution("auto", steps, "cpu")
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"], steps_per_execution=spe)
+    model.fit(ds, steps_per_epoch=steps // 4, epochs=1, verbose=0, shuffle=False)  # tracing and warm-up
+    start = time.perf_counter()
+    model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
+    step = (time.perf_counter() - start) / steps
+    widths = [features, *units, classes]
+    flops = sum(2 * a * b for a, b in zip(widths, widths[1:]))
+    compute = 3 * flops * batch / peak_flops
+    return {"step_overhead_s": max(step - compute, 0.0), "measured_step_s": step, "predicted_compute_s": compute,
+            "method": f"Keras fit of MLP {widths}, batch {batch}, steps_per_execution {spe}, {steps} steps"}
