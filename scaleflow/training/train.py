@@ -116,6 +116,9 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest) 
     from scaleflow.planning.prediction import predicted_vs_measured  # the planner's view, for run.json
 
     manifest.update(step_time=predicted_vs_measured(cfg, distribution, info, throughput.summary().get("step_time_s")))
+    from scaleflow.planning.prediction import predicted_vs_measured  # the planner's view, for run.json
+
+    manifest.update(step_time=predicted_vs_measured(cfg, distribution, info, throughput.summary().get("step_time_s")))
 
     # 6. Export and verify (only the chief writes the real path).
     sample = _sample_batch(dataset, cfg.data, plan)
