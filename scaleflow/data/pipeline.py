@@ -108,6 +108,15 @@ def plan_input(dataset: Dataset, config, info: DataInfo, num_pipelines: int) -> 
     if level == "file":
         train_files, val_files = split_files(len(info.files), config.validation_split, config.seed)
         train = shard_files(config.shard, train_files, num_pipelines, b, config.uneven, seed=config.seed, **files)
+        empty = [p for p, shard in enumerate(train.shards) if not len(shard)]
+        if empty:  # e.g. hash gave a pipeline no file (or only empty ones): nothing to train on
+            blocker = (f"data.shard={config.shard} over {len(train_files)} training files leaves pipeline(s) "
+                       f"{empty} without a record")
+            if config.shard_level == "file":
+                raise ConfigError("data.shard_level", "file", "record or auto for this source",
+                                  f"File-level sharding is impossible: {blocker}")
+            level, reason = "record", blocker
+    if level == "file":
         if len(val_files) >= num_pipelines:
             validation = shard_files(config.shard, val_files, num_pipelines, b, config.uneven, seed=config.seed,
                                      **files)
