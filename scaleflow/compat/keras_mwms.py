@@ -21,7 +21,7 @@ Example:
     from scaleflow.compat import keras_mwms
     keras_mwms.apply()          # before model.fit under MultiWorkerMirroredStrategy
 
-    python -m scaleflow.compat.keras_mwms --probe patched     # one worker of the probe (see below)
+    keras_mwms.probe_cluster()  # a real 2-worker cluster: what fails without each fix (see below)
 """
 
 from __future__ import annotations
@@ -120,25 +120,17 @@ def _scalar_safe(original):
 
 
 # ------------------------------------------------------------------------------------------ probe
-PROBE_MODES = ("patched", "build_fix_only", "unpatched")
+# The probe shows, on a real cluster, what each fix is for. Stages run in order in every worker, each
+# on a fresh model: unpatched, then with the build fix only, then with both fixes. Both known failures
+# happen while tracing (before any collective runs), so the workers stay in step between stages.
+PROBE_STAGES = ("unpatched", "build_fix_only", "patched")
 
 
-def probe(mode: str) -> str:
-    """One worker of a real cluster (TF_CONFIG from the environment): fit, evaluate and predict a tiny
-    model. mode: `patched` (force both fixes), `build_fix_only` (fix 1 only) or `unpatched`. Returns "ok" or the first error line."""
+def _fit_evaluate_predict(strategy) -> str:
+    import keras
     import numpy as np
     import tensorflow as tf
 
-    strategy = tf.distribute.MultiWorkerMirroredStrategy(
-        communication_options=tf.distribute.experimental.CommunicationOptions(timeout_seconds=60))
-    import keras
-
-    if mode == "patched":
-        apply(force=True)
-    elif mode == "build_fix_only":  # shows that the metric fix is needed on its own
-        from keras.src.backend.tensorflow import trainer
-
-        trainer.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
     x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
     y = (x[:, 0] > 0).astype("int32")
 
@@ -155,20 +147,59 @@ def probe(mode: str) -> str:
         model.fit(ds, epochs=1, steps_per_epoch=2, verbose=0)
         model.evaluate(ds, steps=2, verbose=0)
         out = model.predict(ds, steps=1, verbose=0)
-        if out.shape[-1] != 2:
-            return f"predict returned shape {out.shape}"
-        return "ok"
+        return "ok" if out.shape[-1] == 2 else f"predict returned shape {out.shape}"
     except Exception as e:  # noqa: BLE001 - the probe reports the failure it saw
         return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
 
 
-if __name__ == "__main__":
+def probe() -> dict[str, str]:
+    """One worker of a real cluster (TF_CONFIG from the environment): fit, evaluate and predict a tiny
+    model at each of PROBE_STAGES; returns "ok" or the first error line per stage."""
+    import tensorflow as tf
+
+    from scaleflow.cluster.logs import READY
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(
+        communication_options=tf.distribute.experimental.CommunicationOptions(timeout_seconds=60))
+    print(READY, flush=True)  # the strategy exists; its first collective runs in the first stage
+    results = {"unpatched": _fit_evaluate_predict(strategy)}
+    from keras.src.backend.tensorflow import trainer
+
+    trainer.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
+    results["build_fix_only"] = _fit_evaluate_predict(strategy)
+    apply(force=True)
+    results["patched"] = _fit_evaluate_predict(strategy)
+    return results
+
+
+def probe_cluster(num_workers: int = 2, timeout_s: float = 120.0) -> list[dict[str, str]]:
+    """Run the probe on a real local cluster of `num_workers` processes; one result dict per worker."""
+    import json
     import os
     import sys
 
-    if len(sys.argv) != 3 or sys.argv[1] != "--probe" or sys.argv[2] not in PROBE_MODES:
-        sys.exit("usage: python -m scaleflow.compat.keras_mwms --probe patched|build_fix_only|unpatched "
-                 "(with TF_CONFIG set)")
-    result = probe(sys.argv[2])
-    print(f"PROBE_RESULT {result}", flush=True)
+    from scaleflow.cluster import LocalCluster, free_ports
+    from scaleflow.cluster.tf_config import local_tf_config
+
+    ports = free_ports(num_workers)
+    cluster = LocalCluster([[sys.executable, "-m", "scaleflow.compat.keras_mwms", "--probe"]] * num_workers,
+                           [{**os.environ, "TF_CONFIG": local_tf_config(ports, r), "PYTHONUNBUFFERED": "1",
+                             "TF_CPP_MIN_LOG_LEVEL": "2"} for r in range(num_workers)],
+                           startup_timeout_s=timeout_s, finish_timeout_s=timeout_s, out=None)
+    cluster.run()
+    results = []
+    for stream in cluster.streams:
+        lines = [line for line in stream.lines if line.startswith("PROBE_RESULT ")]
+        results.append(json.loads(lines[-1][len("PROBE_RESULT "):]) if lines else {})
+    return results
+
+
+if __name__ == "__main__":
+    import json
+    import os
+    import sys
+
+    if sys.argv[1:] != ["--probe"]:
+        sys.exit("usage: python -m scaleflow.compat.keras_mwms --probe   (with TF_CONFIG set; see probe_cluster)")
+    print("PROBE_RESULT " + json.dumps(probe()), flush=True)
     os._exit(0)  # collective ops may keep threads alive after a failure; the result is printed

@@ -1,0 +1,25 @@
+"""The Keras 3.15 fixes for MultiWorkerMirroredStrategy: still needed, still working, version-guarded.
+
+If a Keras upgrade fixes either bug, the unpatched stages stop failing and this test fails: remove the
+fix (or narrow `NEEDS_FIXES`) in scaleflow/compat/keras_mwms.py. If an upgrade breaks the fixes, the
+patched stage fails.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from scaleflow.compat import keras_mwms
+
+
+def test_fixes_are_guarded_to_the_keras_versions_measured_to_need_them():
+    assert keras_mwms.needed((3, 15))
+    assert not keras_mwms.needed((3, 16)) and not keras_mwms.needed((2, 15))
+
+
+@pytest.mark.slow
+def test_each_fix_is_needed_and_both_make_fit_evaluate_predict_work_on_two_workers():
+    for result in keras_mwms.probe_cluster():
+        assert "Attempt to convert a value (PerReplica" in result["unpatched"], result
+        assert "Invalid reduction dimension 0 for input with 0 dimensions" in result["build_fix_only"], result
+        assert result["patched"] == "ok", result
