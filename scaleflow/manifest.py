@@ -61,6 +61,7 @@ class Manifest:
         self.path = os.path.join(run_dir, "run.json")
         self.enabled = enabled
         previous = self.load(run_dir) or {}
+        self.previous = previous  # an interrupted attempt's manifest, for resuming its history
         self.data: dict[str, Any] = {
             "status": "running", "config": config, "versions": versions(), "strategy": None, "data": None,
             "metrics": None, "throughput": None, "export": None, "started": now(), "ended": None,

@@ -36,3 +36,21 @@ def epoch_logger(epochs: int, throughput):
             log.info("epoch %d/%d  %s%s", epoch + 1, epochs, metrics, speed)
 
     return EpochLine()
+
+
+def manifest_history(manifest, initial_epoch: int):
+    """Writes metrics to run.json after every epoch, so an interrupted run keeps its history and a
+    resumed run reports every epoch, including those before the interruption."""
+    import keras
+
+    previous = ((manifest.previous or {}).get("metrics") or {}).get("history") or {}
+    history = {k: list(v)[:initial_epoch] for k, v in previous.items()} if initial_epoch else {}
+
+    class ManifestHistory(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            final = {k: float(v) for k, v in (logs or {}).items()}
+            for k, v in final.items():
+                history.setdefault(k, []).append(v)
+            manifest.update(metrics={"final": final, "history": history}, epochs_completed=epoch + 1)
+
+    return ManifestHistory()

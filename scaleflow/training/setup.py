@@ -63,7 +63,7 @@ def completed_epochs(directory: str) -> int:
     """Epochs completed by an interrupted run, from Keras' BackupAndRestore metadata (0 if none)."""
     try:
         with open(os.path.join(directory, BACKUP_META)) as f:
-            return int(json.load(f).get("epoch", -1)) + 1
+            return int(json.load(f).get("epoch", 0))  # Keras stores the count of completed epochs
     except (OSError, ValueError, TypeError):
         return 0
 

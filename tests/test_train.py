@@ -1,0 +1,135 @@
+"""Real training runs on small data: the default job, Mirrored over 2 logical CPUs, run.json,
+verified exports that reload in a fresh process, and failures recorded as such."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import QUICK, compose
+
+pytestmark = pytest.mark.integration
+
+
+def test_default_job_learns_and_leaves_a_complete_manifest(train, tmp_path):
+    run = train("data.num_examples=4096", "trainer.epochs=3")
+    assert run["status"] == "ok" and run["error"] is None
+    assert run["metrics"]["final"]["val_accuracy"] > 0.9
+    assert len(run["metrics"]["history"]["loss"]) == 3
+    for key in ("config", "versions", "strategy", "data", "throughput", "export", "started", "ended"):
+        assert run[key], key
+    assert run["versions"]["tensorflow"].startswith("2.21") and run["versions"]["keras"].startswith("3.")
+    assert run["strategy"]["name"] == "default" and run["strategy"]["num_replicas"] == 1
+    assert run["data"]["num_examples"] == 4096 and run["data"]["fingerprint"]
+    assert run["throughput"]["examples_per_sec"] > 0 and run["throughput"]["steps_per_sec"] > 0
+    export = run["export"]
+    assert export["format"] == "saved_model" and export["verified"] and export["max_abs_diff"] <= 1e-4
+    assert export["path"].endswith(os.path.join("export", "mlp", "1"))
+    events = [f for _, _, fs in os.walk(tmp_path / "run" / "tensorboard") for f in fs if "tfevents" in f]
+    assert len(events) >= 2  # train and validation
+
+
+def test_mirrored_over_two_logical_cpus_trains_two_replicas(train):
+    run = train(*QUICK, "strategy=mirrored", "hardware.logical_devices=2")
+    assert run["status"] == "ok"
+    assert run["strategy"]["name"] == "mirrored" and run["strategy"]["num_replicas"] == 2
+    assert run["export"]["verified"]
+
+
+def test_auto_picks_mirrored_for_logical_cpu_devices(train):
+    run = train(*QUICK, "hardware.logical_devices=2")
+    assert run["strategy"]["name"] == "mirrored"
+
+
+RELOAD = """
+import json, sys
+import numpy as np, tensorflow as tf
+loaded = tf.saved_model.load(sys.argv[1])
+fn = loaded.signatures["serving_default"]
+(name, spec), = fn.structured_input_signature[1].items()
+x = np.load(sys.argv[2])
+out = next(iter(fn(**{name: tf.constant(x)}).values())).numpy()
+np.save(sys.argv[3], out)
+"""
+
+
+def test_export_reloads_in_a_fresh_process_with_the_same_outputs(train, tf, tmp_path):
+    run = train(*QUICK)
+    path = run["export"]["path"]
+    x = np.random.default_rng(0).normal(size=(8, 32)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    subprocess.run([sys.executable, "-c", RELOAD, path, str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+                   check=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    here = tf.saved_model.load(path)
+    expected = here.serve(tf.constant(x)).numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-6)
+    np.testing.assert_allclose(expected.sum(axis=1), 1.0, rtol=1e-5)
+    cli_tool = shutil.which("saved_model_cli", path=os.path.dirname(sys.executable))
+    shown = subprocess.run([cli_tool, "show", "--dir", path, "--all"], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and "serving_default" in shown.stdout
+
+
+def test_exports_are_versioned_never_overwritten_and_leave_no_staging(train, tmp_path):
+    export_dir = tmp_path / "models"
+    train(*QUICK, f"export.dir={export_dir}", "export.name=clf", run_dir=tmp_path / "a")
+    train(*QUICK, f"export.dir={export_dir}", "export.name=clf", run_dir=tmp_path / "b")
+    assert sorted(os.listdir(export_dir / "clf")) == ["1", "2"]  # TF Serving layout, next version each time
+    from scaleflow.errors import ScaleflowError
+
+    with pytest.raises(ScaleflowError, match="already exists"):
+        train(*QUICK, f"export.dir={export_dir}", "export.name=clf", "export.version=2", run_dir=tmp_path / "c")
+    failed = json.loads((tmp_path / "c" / "run.json").read_text())
+    assert failed["status"] == "failed" and "already exists" in failed["error"]
+    assert sorted(os.listdir(export_dir / "clf")) == ["1", "2"]  # nothing half-written, nothing replaced
+
+
+def test_failed_export_verification_fails_the_run(train, tmp_path, monkeypatch):
+    from scaleflow.export import saved_model
+
+    monkeypatch.setattr(saved_model, "verify_saved_model", lambda *a: 0.5)  # as if the reload disagreed
+    from scaleflow.errors import ScaleflowError
+
+    with pytest.raises(ScaleflowError, match="verification failed"):
+        train(*QUICK)
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["status"] == "failed" and "verification failed" in run["error"]
+    assert not os.path.exists(tmp_path / "run" / "export" / "mlp" / "1")  # an unverified model never lands
+
+
+def test_tflite_export_is_verified_against_keras(train):
+    run = train(*QUICK, "export=tflite")
+    assert run["export"]["format"] == "tflite" and run["export"]["verified"]
+    assert run["export"]["max_abs_diff"] < 1e-4 and run["export"]["path"].endswith("model.tflite")
+
+
+def test_bf16_mixed_precision_trains_and_exports_float32_tflite(train):
+    run = train(*QUICK, "trainer.mixed_precision=bf16", "export=tflite")
+    assert run["status"] == "ok" and run["export"]["verified"]
+
+
+def test_cnn_and_resnet_train(train):
+    for model in (["model=cnn", "model.filters=[4]", "model.dense_units=8"],
+                  ["model=resnet", "model.width=4", "model.stages=1", "model.depth=1"]):
+        run = train("data.num_examples=512", "trainer.epochs=1", "export=none", *model)
+        assert run["status"] == "ok"
+
+
+def test_steps_per_execution_auto_is_bounded_by_the_epoch():
+    from scaleflow.training.setup import steps_per_execution
+
+    assert steps_per_execution("auto", 231, "cpu") == 32
+    assert steps_per_execution("auto", 5, "cpu") == 5
+    assert steps_per_execution(8, 231, "cpu") == 8
+    assert steps_per_execution("auto", 1000, "tpu") == 128
+
+
+def test_same_seed_same_result(train, tmp_path):
+    a = train(*QUICK, "export=none", run_dir=tmp_path / "a")
+    b = train(*QUICK, "export=none", run_dir=tmp_path / "b")
+    assert a["metrics"]["history"]["loss"] == pytest.approx(b["metrics"]["history"]["loss"], rel=1e-5)
