@@ -18,7 +18,7 @@ from scaleflow.data.pipeline import input_fn, plan_input
 from scaleflow.manifest import Manifest
 from scaleflow.models.base import InputSpec
 from scaleflow.training import setup
-from scaleflow.training.callbacks import epoch_logger, tensorboard_callback
+from scaleflow.training.callbacks import epoch_logger, manifest_history, tensorboard_callback
 
 log = logging.getLogger("scaleflow")
 
@@ -96,7 +96,11 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest) 
     throughput = registry.get("callback", "throughput").create(cfg, run_dir, distribution,
                                                               cfg.data.batch_size, steps)
     callbacks = [
-        keras.callbacks.BackupAndRestore(backup, save_freq="epoch", delete_checkpoint=False),
+        # Before the backup: run.json's history must never lag behind the epoch a resume starts from.
+        manifest_history(manifest, initial_epoch),
+        # double_checkpoint keeps the previous epoch's files: a kill mid-save can still resume.
+        keras.callbacks.BackupAndRestore(backup, save_freq="epoch", delete_checkpoint=True,
+                                         double_checkpoint=True),
         tensorboard_callback(cfg, run_dir, distribution),
         throughput,
         *distribution.callbacks(),
@@ -109,13 +113,7 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest) 
                         validation_steps=plan.validation.steps if plan.validation else None,
                         callbacks=callbacks, verbose=1 if t.verbose == "progress" else 0, shuffle=False)
     final = {k: float(v[-1]) for k, v in history.history.items() if v}
-    previous = (Manifest.load(run_dir) or {}).get("metrics") or {}
-    manifest.update(metrics={"final": final, "history": _merge_history(previous.get("history"),
-                                                                        history.history, initial_epoch)},
-                    throughput=throughput.summary(), epochs_completed=t.epochs)
-    from scaleflow.planning.prediction import predicted_vs_measured  # the planner's view, for run.json
-
-    manifest.update(step_time=predicted_vs_measured(cfg, distribution, info, throughput.summary().get("step_time_s")))
+    manifest.update(throughput=throughput.summary())
     from scaleflow.planning.prediction import predicted_vs_measured  # the planner's view, for run.json
 
     manifest.update(step_time=predicted_vs_measured(cfg, distribution, info, throughput.summary().get("step_time_s")))
@@ -127,15 +125,6 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest) 
     manifest.update(export=exported)
     setup.set_precision("off")
     return final
-
-
-def _merge_history(previous: dict | None, current: dict, initial_epoch: int) -> dict:
-    """Metric history over all epochs, including those run before a resume."""
-    out = {}
-    for key, values in current.items():
-        before = list((previous or {}).get(key, []))[:initial_epoch] if initial_epoch else []
-        out[key] = before + [float(v) for v in values]
-    return out
 
 
 def _sample_batch(dataset, config, plan, size: int = 64) -> np.ndarray:
