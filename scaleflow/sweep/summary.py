@@ -120,16 +120,18 @@ def _fmt(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return f"{value:.7g}"
     return str(value)
 
 
 def table(rows: List[JobRow], objective: str) -> tuple[list[str], list[list[str]]]:
     """Header and cells shared by the CSV and the Markdown table."""
     metrics = sorted({k for row in rows for k in row.final})
-    header = ["best", "job", "status", f"objective ({objective})", "overrides", *metrics,
+    params = swept_params(rows)  # one column each, so jobs compare at a glance
+    header = ["best", "job", "status", f"objective ({objective})", *params, "overrides", *metrics,
               "examples_per_sec", "steps_per_sec", "duration_s", "run_dir", "error"]
-    cells = [["*" if row.best else "", str(row.job), row.status, _fmt(row.objective), " ".join(row.overrides),
+    cells = [["*" if row.best else "", str(row.job), row.status, _fmt(row.objective),
+              *[row.params.get(p, "") for p in params], " ".join(row.overrides),
               *[_fmt(row.final.get(m)) for m in metrics], _fmt(row.examples_per_sec), _fmt(row.steps_per_sec),
               _fmt(row.duration_s), row.run_dir, (row.error or "").splitlines()[0] if row.error else ""]
              for row in rows]
