@@ -54,8 +54,15 @@ class InputPlan:
                "shard_level_reason": self.level_reason, "num_files": len(self.info.files),
                "train": self.train.report()}
         if self.validation is not None:
-            out["validation"] = self.validation.report()
+            out["validation"] = {**self.validation.report(), "level_reason": self.validation_reason}
         return out
+
+    @property
+    def validation_reason(self) -> str:
+        if self.validation is None or self.validation.level == self.level:
+            return self.level_reason
+        return (f"{len(np.unique(np.concatenate(self.validation.reads)))} validation file(s) < "
+                f"{self.num_pipelines} pipelines: its records are split, read amplification reported")
 
     def log_summary(self) -> None:
         log.info("shard level %s (%s), data.shard=%s over %d input pipeline(s)", self.level, self.level_reason,
@@ -93,8 +100,9 @@ def resolve_level(config, info: DataInfo, num_pipelines: int) -> tuple[str, str]
     return "record", blocker
 
 
-def plan_input(dataset: Dataset, config, info: DataInfo, num_pipelines: int) -> InputPlan:
-    """Split train/validation, shard each split over `num_pipelines`, even the shards."""
+def plan_input(dataset: Dataset, config, info: DataInfo, num_pipelines: int, *, log_summary: bool = True) -> InputPlan:
+    """Split train/validation, shard each split over `num_pipelines`, even the shards (and log what
+    each pipeline reads, unless `log_summary=False`)."""
     if config.batch_size % num_pipelines:
         raise ConfigError("data.batch_size", config.batch_size,
                           f"a multiple of the number of input pipelines ({num_pipelines})")
@@ -150,7 +158,8 @@ def plan_input(dataset: Dataset, config, info: DataInfo, num_pipelines: int) -> 
         validation = None
     plan = InputPlan(info, num_pipelines, config.batch_size, train, validation, shard=config.shard,
                      shard_key=config.shard_key, level=level, level_reason=reason)
-    plan.log_summary()  # the training log says what each pipeline reads and keeps
+    if log_summary:
+        plan.log_summary()  # the training log says what each pipeline reads and keeps
     return plan
 
 

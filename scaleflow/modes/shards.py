@@ -70,14 +70,14 @@ def run(cfg, run_dir: str) -> dict:
     dataset = registry.get("dataset", cfg.data.name)()
     info = dataset.describe(cfg.data)
     num_pipelines = int(cfg.strategy.num_workers)
-    plan = plan_input(dataset, cfg.data, info, num_pipelines)
+    plan = plan_input(dataset, cfg.data, info, num_pipelines, log_summary=False)  # the table says it
     keys = np.asarray(dataset.keys(cfg.data, cfg.data.shard_key)) if cfg.data.shard_key else None
     print(f"data {cfg.data.name}: {info.num_examples} records in {len(info.files) or 'no'} file(s), "
           f"data.shard={cfg.data.shard}" + (f" (key {cfg.data.shard_key})" if cfg.data.shard_key else "")
           + f", {num_pipelines} input pipeline(s) (strategy.num_workers), global batch {cfg.data.batch_size}")
     print(table("train", plan.train, plan.level_reason))
     if plan.validation is not None:
-        print(table("validation", plan.validation, plan.level_reason))
+        print(table("validation", plan.validation, plan.validation_reason))
     report = shards_report(cfg, plan, keys)
     os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, "shards.json")
