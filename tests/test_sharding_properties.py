@@ -375,3 +375,33 @@ def test_split_indices_is_seeded_and_disjoint():
     assert len(val) == 100 and not set(train) & set(val)
     assert np.array_equal(val, split_indices(1000, 0.1, 3)[1])
     assert stable_hash(np.array([1, 2, 3])).dtype == np.uint64
+
+
+def _config(**data):
+    base = {"batch_size": 8, "validation_split": 0.1, "seed": 0, "shard": "sequential", "shard_key": None,
+            "shard_level": "auto", "uneven": "repeat", "reshuffle_each_epoch": False}
+    return OmegaConf.create({**base, **data})
+
+
+def test_reshuffle_each_epoch_is_refused_for_policies_that_cannot_redraw():
+    with pytest.raises(ConfigError) as error:
+        plan_input(_Described(None), _config(shard="hash", reshuffle_each_epoch=True), DataInfo(100, (4,), 3, "t"), 2)
+    assert error.value.key == "data.reshuffle_each_epoch"
+
+
+def test_file_level_is_refused_with_the_reason_when_there_are_too_few_files():
+    info = file_info([50, 50, 50])  # 3 files: 1 held out for validation, 2 left for 4 pipelines
+    with pytest.raises(ConfigError) as error:
+        plan_input(_Described(None), _config(shard_level="file"), info, 4)
+    assert error.value.key == "data.shard_level" and "2 training file(s) of 3" in str(error.value)
+    auto = plan_input(_Described(None), _config(), info, 4)
+    assert auto.level == "record" and "2 training file(s)" in auto.level_reason
+
+
+def test_file_level_validation_is_whole_files_never_read_for_training():
+    info = file_info([10] * 20)
+    plan = plan_input(_Described(None), _config(shard="hash", validation_split=0.2), info, 2)
+    assert plan.level == "file" and plan.validation.level == "file"
+    train_files = set(np.concatenate(plan.train.reads).tolist())
+    val_files = set(np.concatenate(plan.validation.reads).tolist())
+    assert len(val_files) == 4 and not train_files & val_files and len(train_files | val_files) == 20
