@@ -79,7 +79,7 @@ def _peer(port: int, sizes: list[int], repeats: int) -> None:
         _timed_allreduces(sock, 1, sizes, repeats)
 
 
-def measure_allreduce(small_bytes: int = 8, large_bytes: int = 32 << 20, repeats: int = 20) -> dict:
+def measure_allreduce(small_bytes: int = 8, large_bytes: int = 8 << 20, repeats: int = 10) -> dict:
     """Latency and bandwidth of a 2-process ring all-reduce over TCP on 127.0.0.1."""
     server = socket.create_server(("127.0.0.1", 0))
     server.settimeout(TIMEOUT_S)
@@ -122,7 +122,7 @@ def measure_compute(n: int = 1024, repeats: int = 10) -> dict:
 
 
 def measure_step_overhead(peak_flops: float, batch: int = 64, features: int = 32, units=(128, 128),
-                          classes: int = 10, steps: int = 1024) -> dict:
+                          classes: int = 10, steps: int = 512) -> dict:
     """A real Keras training step of an MLP, minus its predicted compute: the fixed cost of a step."""
     import keras
     import tensorflow as tf
