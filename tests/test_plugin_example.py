@@ -1,0 +1,31 @@
+"""A plugin package extends scaleflow exactly as the built-ins do: entry points + its own config files."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import compose
+from scaleflow import registry
+
+
+def test_example_plugin_is_discovered_with_its_distribution():
+    assert registry.registrations("model")["linear"].distribution == "scaleflow-example"
+    assert registry.registrations("dataset")["moons"].distribution == "scaleflow-example"
+
+
+def test_plugin_config_files_and_schema_join_the_config_tree():
+    cfg = compose("model=linear", "data=moons", "data.noise=0.2")
+    assert cfg.model.name == "linear" and cfg.model.use_bias is True and cfg.data.noise == 0.2
+    from scaleflow.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="Did you mean 'noise'"):
+        compose("data=moons", "data.nosie=0.2")  # the plugin's schema types its keys
+
+
+@pytest.mark.integration
+def test_plugin_model_and_dataset_train(train):
+    run = train("model=linear", "data=moons", "data.num_examples=600", "model=mlp", "model.hidden_units=[16]",
+                "trainer.epochs=3", "trainer.learning_rate=0.01")
+    assert run["status"] == "ok" and run["metrics"]["final"]["val_accuracy"] > 0.8
+    run = train("model=linear", "data=moons", "data.num_examples=400", "trainer.epochs=1", "export=none")
+    assert run["status"] == "ok" and run["config"]["model"]["name"] == "linear"
