@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 
@@ -26,6 +27,9 @@ log = logging.getLogger("scaleflow")
 
 JOINED_ENV = "HOROVOD_RANK"  # set by horovodrun (Gloo) on every rank it starts
 MPI_ENV = ("OMPI_COMM_WORLD_RANK", "PMI_RANK")
+# horovodrun starts each local rank in a session of its own, and a killed horovodrun does not
+# reliably end them (they were seen training on for seconds); ranks watch this process instead.
+LAUNCHER_PID_ENV = "SCALEFLOW_HOROVOD_LAUNCHER_PID"
 
 
 def parse_hosts(hosts, num_workers: int) -> list[tuple[str, int]]:
@@ -69,6 +73,8 @@ def worker_env(cfg) -> dict:
     """The ranks' environment: on one host, the cores are shared out so ranks do not oversubscribe."""
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # "host:pid": a rank on another host cannot see this process, and must not take it for dead.
+    env[LAUNCHER_PID_ENV] = f"{socket.gethostname()}:{os.getpid()}"
     if not cfg.strategy.hosts:
         threads = str(max(1, (os.cpu_count() or 1) // cfg.strategy.num_workers))
         for name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):

@@ -8,11 +8,37 @@ import argparse
 import base64
 import logging
 import os
+import socket
 import sys
+import threading
+import time
 
 from omegaconf import OmegaConf
 
 from scaleflow.errors import ScaleflowError
+from scaleflow_horovod.launcher import LAUNCHER_PID_ENV
+
+
+def exit_with_launcher(poll_s: float = 0.5) -> None:
+    """End this rank as soon as the launching scaleflow process is gone (killed, interrupted): an
+    orphaned rank would keep writing checkpoints into a run dir that a resumed job is reading."""
+    host, _, pid = os.environ.get(LAUNCHER_PID_ENV, "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return
+    launcher_pid = int(pid)
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            try:
+                os.kill(launcher_pid, 0)
+            except ProcessLookupError:
+                print(f"scaleflow: launcher (pid {launcher_pid}) is gone; ending this rank", file=sys.stderr)
+                os._exit(1)  # noqa: SLF001 - no cleanup: the job is being torn down
+            except PermissionError:
+                pass  # alive, owned by someone else
+
+    threading.Thread(target=watch, name="scaleflow-launcher-watch", daemon=True).start()
 
 
 def main(argv=None) -> int:
@@ -24,6 +50,7 @@ def main(argv=None) -> int:
     rank = os.environ.get("HOROVOD_RANK", "0")
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format=f"[%(asctime)s][rank {rank}][%(name)s][%(levelname)s] - %(message)s")
+    exit_with_launcher()
     from scaleflow.training.train import run
 
     try:
