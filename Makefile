@@ -6,7 +6,12 @@ PIP := $(PY) -m pip
 PLUGINS := $(wildcard plugins/*/pyproject.toml) $(wildcard launchers/*/pyproject.toml)
 STAMP := $(VENV)/.scaleflow-installed
 
-.PHONY: install run test bench clean
+# Horovod has no wheels and must be compiled against the installed TensorFlow (~5 min on 2 cores);
+# the wheel is cached outside the checkout so fresh clones on this machine reuse it.
+WHEEL_DIR ?= $(HOME)/.cache/scaleflow/wheels
+export WHEEL_DIR
+
+.PHONY: install horovod run test test-fast bench clean
 
 $(STAMP): pyproject.toml $(PLUGINS)
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -16,14 +21,22 @@ $(STAMP): pyproject.toml $(PLUGINS)
 
 install: $(STAMP)
 
+horovod: install
+	PYTHON=$(PY) plugins/scaleflow_horovod/build_horovod.sh
+
 run: install
 	$(PY) -m scaleflow $(ARGS)
 
-test: install
+# The whole suite, Horovod included (built on first use).
+test: install horovod
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Without the multi-process and server tests (marked slow).
+test-fast: install
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
 bench: install
-	$(PY) benchmarks/run_all.py
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache
