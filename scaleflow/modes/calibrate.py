@@ -13,15 +13,18 @@ import os
 import platform
 
 from scaleflow.manifest import atomic_write_json
-from scaleflow.planning.calibration import measure_allreduce, measure_compute, measure_step_overhead
+from scaleflow.planning.calibration import (measure_allreduce, measure_compute, measure_step_overhead,
+                                            measure_tf_collective)
 
 log = logging.getLogger("scaleflow")
 
 
 def run(cfg, run_dir: str) -> dict:
     os.makedirs(run_dir, exist_ok=True)
-    print("calibrating: all-reduce between 2 processes (sockets on 127.0.0.1) ...", flush=True)
-    link = measure_allreduce()
+    print("calibrating: all-reduce between 2 processes on 127.0.0.1 (sockets, then TensorFlow collectives) ...",
+          flush=True)
+    socket_link = measure_allreduce()
+    link = measure_tf_collective()
     print("calibrating: compute (TensorFlow float32 matmul) and a Keras training step ...", flush=True)
     compute = measure_compute()
     step = measure_step_overhead(compute["peak_flops"])
@@ -43,9 +46,11 @@ def run(cfg, run_dir: str) -> dict:
     ]
     with open(profile, "w") as f:
         f.write("\n".join(lines))
-    result = {"figures": figures, "compute": compute, "step": step, "allreduce": link, "profile": profile}
+    result = {"figures": figures, "compute": compute, "step": step, "allreduce": link,
+              "socket_allreduce": socket_link, "profile": profile}
     atomic_write_json(os.path.join(run_dir, "calibration.json"), result)
     print(f"compute {compute['peak_flops'] / 1e9:.3g} GFLOP/s, step overhead {step['step_overhead_s'] * 1e3:.3g} ms, "
-          f"all-reduce bandwidth {link['bandwidth_bytes_s'] / 1e9:.3g} GB/s, latency {link['latency_s'] * 1e6:.3g} us")
+          f"TF all-reduce {link['bandwidth_bytes_s'] / 1e9:.3g} GB/s, {link['latency_s'] * 1e6:.3g} us "
+          f"(socket ring {socket_link['bandwidth_bytes_s'] / 1e9:.3g} GB/s, {socket_link['latency_s'] * 1e6:.3g} us)")
     print(f"hardware profile written to {profile}\nuse it: python -m scaleflow mode=plan plan.profile={profile}")
     return result

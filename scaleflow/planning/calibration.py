@@ -4,12 +4,15 @@ latency of an all-reduce between two real processes.
 - compute: a float32 matrix multiply in TensorFlow (2 n^3 FLOPs), the best of a few timed runs.
 - step overhead: a real Keras training step of the default MLP (as scaleflow trains it: in-memory
   data, steps_per_execution auto) minus its predicted compute time.
-- all-reduce: a ring all-reduce written here with sockets and NumPy between two processes on
-  127.0.0.1 (not TensorFlow's collectives: two TF processes cost ~10 s of start-up, and the planner
-  only needs the link's figures). For R=2 the ring takes n/W + 2L for n bytes, so the latency L comes
-  from tiny messages and the bandwidth W from large ones. It is the link *between processes*
-  (`inter_host_*` in the profile: what multi-worker and Horovod replicas use); replicas inside one
-  process (Mirrored) exchange through memory and keep the configured `bandwidth_bytes_s`/`latency_s`.
+- all-reduce between two real processes on 127.0.0.1, two ways:
+  (a) TensorFlow's CollectiveAllReduce under MultiWorkerMirroredStrategy (what strategy=multi_worker
+      really uses, TF's per-collective overhead included; ~10 s of TF start-up): the profile's figures;
+  (b) a ring all-reduce written here with sockets and NumPy (no TF; a second opinion, and fast
+      enough for tests): the raw link.
+  For R=2 a ring takes n/W + 2L for n bytes, so the latency L comes from tiny messages and the
+  bandwidth W from large ones. This is the link *between processes* (`inter_host_*` in the profile:
+  what multi-worker and Horovod replicas use); replicas inside one process (Mirrored) exchange
+  through memory and keep the configured `bandwidth_bytes_s`/`latency_s`.
 """
 
 from __future__ import annotations
@@ -149,3 +152,87 @@ def measure_step_overhead(peak_flops: float, batch: int = 64, features: int = 32
     compute = 3 * flops * batch / peak_flops
     return {"step_overhead_s": max(step - compute, 0.0), "measured_step_s": step, "predicted_compute_s": compute,
             "method": f"Keras fit of MLP {widths}, batch {batch}, steps_per_execution {spe}, {steps} steps"}
+
+
+# ------------------------------------------------------------- TensorFlow collectives, 2 processes
+def _collective_worker(index: int, ports: list[int], sizes: list[int], repeats: int) -> None:
+    """One of two MultiWorkerMirroredStrategy workers timing a replica-context all-reduce (sum) of
+    `sizes` bytes; worker 0 prints {bytes: median seconds} as JSON."""
+    import json
+    import os
+
+    os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                                          "task": {"type": "worker", "index": index}})
+    import tensorflow as tf
+
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=TIMEOUT_S)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    out = {}
+    for nbytes in sizes:
+        n = max(2, nbytes // 4)
+
+        @tf.function
+        def step():
+            def replica_fn():
+                values = tf.ones([n]) * float(index + 1)
+                total = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, values)
+                return tf.reduce_min(total)
+
+            return strategy.run(replica_fn)
+
+        if float(strategy.experimental_local_results(step())[0]) != 3.0:
+            raise RuntimeError("the calibration collective computed a wrong sum")
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            float(strategy.experimental_local_results(step())[0])
+            times.append(time.perf_counter() - start)
+        out[n * 4] = statistics.median(times)
+    if index == 0:
+        print("COLLECTIVE_TIMES " + json.dumps(out), flush=True)
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.create_server(("127.0.0.1", 0)) for _ in range(count)]
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def measure_tf_collective(small_bytes: int = 8, large_bytes: int = 8 << 20, repeats: int = 10,
+                          timeout_s: float = 180.0) -> dict:
+    """Latency and bandwidth of TensorFlow's CollectiveAllReduce between two real worker processes
+    on 127.0.0.1 (what strategy=multi_worker uses): the same R=2 ring arithmetic as the socket ring."""
+    import json
+    import subprocess
+    import sys
+
+    ports = _free_ports(2)
+    code = ("import sys, json; from scaleflow.planning.calibration import _collective_worker; "
+            "_collective_worker(int(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4]))")
+    args = [json.dumps(ports), json.dumps([small_bytes, large_bytes]), str(repeats)]
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(i), *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outputs = []
+    try:
+        for p in procs:
+            outputs.append(p.communicate(timeout=timeout_s))
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"the TensorFlow collective calibration did not finish in {timeout_s:.0f} s") from None
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()  # a worker waiting for its peer ignores SIGTERM (PITFALLS)
+                p.wait(10)
+    line = next((ln for ln in outputs[0][0].splitlines() if ln.startswith("COLLECTIVE_TIMES ")), None)
+    if line is None or any(p.returncode for p in procs):
+        last = (outputs[0][1].strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"the TensorFlow collective calibration failed: {last}")
+    times = {int(k): v for k, v in json.loads(line.split(" ", 1)[1]).items()}
+    (small, t_small), (large, t_large) = sorted(times.items())
+    latency = t_small / 2
+    bandwidth = large / max(t_large - 2 * latency, 1e-9)
+    return {"latency_s": latency, "bandwidth_bytes_s": bandwidth,
+            "method": "TensorFlow CollectiveAllReduce (MultiWorkerMirroredStrategy), 2 processes",
+            "samples": {"small_bytes": small, "small_s": t_small, "large_bytes": large, "large_s": t_large}}
