@@ -3,6 +3,7 @@
 #
 # Horovod ships no wheels and its binary is tied to the exact TensorFlow version it was compiled
 # against, so the wheel is cached under wheels/horovod-tf<version>/ and reused while it matches.
+# It also installs the plugin package (strategy=horovod) when missing.
 # Idempotent: a second run with a working install does nothing; with a cached wheel it only installs.
 #
 # Usage:  plugins/scaleflow_horovod/build_horovod.sh            (uses .venv/bin/python at the repo root)
@@ -30,7 +31,15 @@ else:
 PY
 )"
 PY_TAG="$("$PYTHON" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
-WHEEL_DIR="${WHEEL_DIR:-$ROOT/wheels}/horovod-tf${TF_VERSION}-${PY_TAG}"
+KEY="horovod-tf${TF_VERSION}-${PY_TAG}"
+WHEEL_DIR="${WHEEL_DIR:-$ROOT/wheels}/$KEY"
+# A second cache outside the checkout, so a fresh clone (CI) on the same machine skips the build.
+USER_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/scaleflow/wheels/$KEY"
+
+# 0. The plugin itself (registers strategy=horovod); editable, like scaleflow in a checkout.
+if ! "$PYTHON" -c 'from importlib.metadata import version; version("scaleflow-horovod")' >/dev/null 2>&1; then
+    "${PIP[@]}" install -q --no-deps -e "$HERE"
+fi
 
 # 1. Already installed and built against this TF?  (horovod/metadata.json records the build's TF.)
 installed_tf="$("$PYTHON" - <<'PY' 2>/dev/null || true
@@ -48,10 +57,17 @@ if [ "$installed_tf" = "$TF_VERSION" ] && "$PYTHON" -c 'import horovod.tensorflo
 fi
 
 # 2. Build the wheel unless a matching one is cached.
-wheel="$(ls "$WHEEL_DIR"/horovod-"$HOROVOD_VERSION"-*.whl 2>/dev/null | head -n1 || true)"
+wheel="$(ls "$WHEEL_DIR"/horovod-"$HOROVOD_VERSION"-*.whl "$USER_CACHE"/horovod-"$HOROVOD_VERSION"-*.whl \
+         2>/dev/null | head -n1 || true)"
 if [ -z "$wheel" ]; then
     command -v cmake >/dev/null || "${PIP[@]}" install -q cmake
-    command -v g++ >/dev/null || { echo "build_horovod.sh: g++ is required (apt-get install -y g++)" >&2; exit 1; }
+    if ! command -v g++ >/dev/null; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            apt-get update -qq && apt-get install -y -qq g++ make
+        else
+            echo "build_horovod.sh: a C++ compiler is required (apt-get install -y g++ make)" >&2; exit 1
+        fi
+    fi
     # --no-build-isolation builds against the installed TF; these are the build-time imports.
     "${PIP[@]}" install -q setuptools wheel packaging cloudpickle psutil pyyaml
     work="$(mktemp -d)"
@@ -70,6 +86,7 @@ if [ -z "$wheel" ]; then
     # Move into the cache only when complete, so an interrupted build never leaves a broken wheel.
     mv "$work"/dist/horovod-"$HOROVOD_VERSION"-*.whl "$WHEEL_DIR"/
     wheel="$(ls "$WHEEL_DIR"/horovod-"$HOROVOD_VERSION"-*.whl | head -n1)"
+    mkdir -p "$USER_CACHE" 2>/dev/null && cp -f "$wheel" "$USER_CACHE"/ 2>/dev/null || true
 fi
 
 # 3. Install it; --force-reinstall replaces a Horovod built against another TF.
