@@ -17,7 +17,7 @@ import pytest
 
 from conftest import QUICK, REPO, cli
 
-try:
+try:  # the plugin and a Horovod built for this TensorFlow
     from scaleflow_horovod import install
 
     install.check()
