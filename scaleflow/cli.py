@@ -265,7 +265,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     from scaleflow.config import store
 
     store.register()
-    sys.argv = [sys.argv[0] if sys.argv else "scaleflow"] + argv + extra
+    # Hydra overrides first: argparse cannot take positionals after `--cfg job`.
+    sys.argv = [sys.argv[0] if sys.argv else "scaleflow"] + extra + argv
     hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name=CONFIG_NAME, version_base="1.3")(task)()
     from scaleflow.sweep.callback import last_summary
 
