@@ -3,8 +3,10 @@
     step = compute + all-reduce + overhead
     compute    = 3 x FLOPs/example x per-replica batch / per-replica FLOP/s   (forward + backward ~ 3x forward)
     all-reduce = 2(R-1)/R x gradient bytes / bandwidth + 2(R-1) x latency     (ring all-reduce, R replicas)
-    overhead   = the fixed cost of a step (dispatch, optimizer update, input), paid once a step:
-                 replicas run it in parallel (measured: Mirrored over 2 logical CPU devices, ~1.2x)
+    overhead   = the fixed cost of a step (dispatch, optimizer update, input): once per step on
+                 separate devices; per replica where replicas share one CPU, whose cores then run
+                 every replica's share (measured on 2 cores, Mirrored over 2 logical devices against
+                 one device: 1.2x idle, 2.7x-5.8x while other jobs loaded the machine)
 
 Replicas on one CPU (logical devices, or several workers on one machine) share its FLOP/s.
 The ring's link is the slowest it crosses: between processes (`inter_host_*`: the network stack,
@@ -84,7 +86,7 @@ def step_time(work: Workload, figs: Figures, layout: Layout, global_batch: int |
     compute = 3.0 * work.flops_per_example * b / rate
     bandwidth, latency = links(figs, layout)
     allreduce = ring_allreduce_s(layout.replicas, work.parameters * GRADIENT_BYTES, bandwidth, latency)
-    overhead = figs.step_overhead_s
+    overhead = figs.step_overhead_s * (layout.replicas_per_host if shared else 1)
     return StepTime(compute, allreduce, overhead, b)
 
 
