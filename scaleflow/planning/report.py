@@ -10,7 +10,7 @@ import math
 
 from scaleflow import registry
 from scaleflow.data.pipeline import plan_input
-from scaleflow.errors import ScaleflowError
+from scaleflow.errors import ConfigError, ScaleflowError
 from scaleflow.models.base import InputSpec
 from scaleflow.planning.cost_model import Workload, links, memory_per_replica, step_time
 from scaleflow.planning.quantities import quantities
@@ -116,6 +116,8 @@ def recommend(cfg, work: Workload, figs: Figures, train_records: int) -> dict:
 
 def build(cfg) -> dict:
     """The whole plan for `cfg`, as plan.json holds it."""
+    if cfg.plan.max_replicas < 0:
+        raise ConfigError("plan.max_replicas", cfg.plan.max_replicas, "0 (the hardware's devices) or a count >= 1")
     figs = figures(cfg)
     lay = layout(cfg, figs)
     dataset = registry.get("dataset", cfg.data.name)()
