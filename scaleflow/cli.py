@@ -265,8 +265,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     from scaleflow.config import store
 
     store.register()
-    # Hydra overrides first: argparse cannot take positionals after `--cfg job`.
-    sys.argv = [sys.argv[0] if sys.argv else "scaleflow"] + extra + argv
+    # Flags (-m, --cfg job, ...) first, then every override: argparse takes one run of positionals only.
+    overrides = get_args_parser().parse_known_intermixed_args(argv)[0].overrides or []
+    flags = list(argv)
+    for override in overrides:
+        flags.remove(override)
+    sys.argv = [sys.argv[0] if sys.argv else "scaleflow"] + flags + extra + overrides
     hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name=CONFIG_NAME, version_base="1.3")(task)()
     from scaleflow.sweep.callback import last_summary
 
