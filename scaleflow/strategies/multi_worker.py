@@ -8,8 +8,10 @@ Where the workers come from (`strategy.cluster`):
 
 Worker 0 is the chief: it alone writes run.json, the export and the final TensorBoard summary; every
 worker has its own backup dir (BackupAndRestore) and TensorBoard/profile dir (see training/train.py).
-No wait is unbounded: collectives time out after `strategy.timeout_s`, a worker whose peers never join
-ends itself, and the local launcher ends the whole job when any worker fails or never joins.
+No wait is unbounded: a worker whose peers do not join, or whose training step does not complete,
+within `strategy.timeout_s` ends itself (a watchdog process SIGKILLs it); a dead peer is detected by
+TensorFlow's heartbeats (~11 s); the local launcher ends the whole job when any worker fails or never
+joins, and leaves no process behind.
 """
 
 from __future__ import annotations
@@ -36,24 +38,48 @@ class MultiWorkerDistribution(TFDistribution):
     # ("You must feed a value for placeholder tensor 'while/.../Placeholder'"): one step per call.
     max_steps_per_execution = 1
 
+    def __init__(self, *args, timeout_s: float = 120.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.timeout_s = timeout_s
+
     def callbacks(self) -> list:
-        if not os.environ.get(WORKER_ENV):
-            return []
         import keras
 
+        from scaleflow.cluster.join import StallWatchdog
         from scaleflow.cluster.logs import FIRST_STEP
 
-        class FirstStep(keras.callbacks.Callback):
-            """Tells the local launcher when training really started (start-up time)."""
+        timeout_s, rank, announce = self.timeout_s, self.worker_index, bool(os.environ.get(WORKER_ENV))
 
-            announced = False
+        class CollectiveTimeout(keras.callbacks.Callback):
+            """Ends this worker when no step completes within strategy.timeout_s (a peer hung in a
+            collective); also tells the local launcher when the first step is done."""
+
+            def __init__(self):
+                super().__init__()
+                self.watchdog = StallWatchdog(timeout_s, f"scaleflow: error: worker {rank}: no training step "
+                                              f"completed within {timeout_s:.0f} s (strategy.timeout_s): a peer "
+                                              "is stuck or gone; ending this worker (SIGKILL)")
+                self.first = True
+
+            def on_train_begin(self, logs=None):
+                self.watchdog.start()
 
             def on_train_batch_end(self, batch, logs=None):
-                if not self.announced:
-                    self.announced = True
+                self.watchdog.tick()
+                if self.first and announce:
                     print(FIRST_STEP, flush=True)
+                self.first = False
 
-        return [FirstStep()]
+            def on_test_batch_end(self, batch, logs=None):
+                self.watchdog.tick()
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.watchdog.tick()
+
+            def on_train_end(self, logs=None):
+                self.watchdog.stop()
+
+        return [CollectiveTimeout()]
 
 
 class MultiWorker(Strategy):
@@ -125,14 +151,15 @@ class MultiWorker(Strategy):
             if s.cluster != "local" and s.num_workers not in (1, num_workers):
                 log.warning("strategy.num_workers=%d is ignored: the cluster has %d workers", s.num_workers,
                             num_workers)
-        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=s.timeout_s)
 
         def make():
-            return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver,
-                                                            communication_options=options)
+            # No CommunicationOptions(timeout_seconds): in TF 2.21 it leaks one thread per collective for
+            # the whole timeout (see cluster/join.py); the step watchdog bounds collectives instead.
+            return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
 
         strategy = join.join(make, s.timeout_s, num_workers, rank)
-        _connected = MultiWorkerDistribution(self.name, strategy, num_workers=num_workers, worker_index=rank)
+        _connected = MultiWorkerDistribution(self.name, strategy, num_workers=num_workers, worker_index=rank,
+                                             timeout_s=s.timeout_s)
 
 
 def _quote(value: str) -> str:
