@@ -130,7 +130,8 @@ def connect(cfg) -> Any | None:
             tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except Exception as e:  # noqa: BLE001 - NotFoundError, UnavailableError, URLError, ValueError...
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        # The first sentence says what went wrong; the rest is TensorFlow's internals.
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0][:160]
         message = f"no TPU found: looked for {describe_address(address)} and got {type(e).__name__}: {first}"
         if cfg.strategy.get("fallback", False):
             log.warning("%s. strategy.fallback=true: running on the devices present instead, NOT on a TPU", message)

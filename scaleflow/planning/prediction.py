@@ -19,6 +19,14 @@ def predicted_vs_measured(cfg, distribution, info, measured_step_time_s: float |
     from scaleflow.planning.topology import figures, layout
 
     try:
+        if cfg.hardware.name == "tpu" and distribution.name != "tpu":
+            # strategy.fallback ran on the CPU: predict for the CPU it ran on, not for the TPU it lacked
+            from omegaconf import OmegaConf
+
+            from scaleflow.config.schema import HardwareConfig
+
+            cfg = OmegaConf.merge(OmegaConf.to_container(cfg), {"hardware": OmegaConf.to_container(
+                OmegaConf.structured(HardwareConfig(name="cpu")))})
         figs = figures(cfg)
         lay = dataclasses.replace(layout(cfg, figs, distribution.name), workers=distribution.num_workers,
                                   replicas=distribution.num_replicas, pipelines=distribution.num_pipelines)
