@@ -25,7 +25,8 @@ import time
 RATES = ["1e-3", "3e-3", "1e-2", "3e-2", "1e-1", "3e-1", "1e-4", "3e-4"]
 
 
-def run_sweep(launcher: list[str], jobs: int, epochs: int, examples: int, workdir: str) -> float:
+def run_sweep(launcher: list[str], jobs: int, epochs: int, examples: int, workdir: str,
+              env: dict | None = None) -> float:
     sweep_dir = tempfile.mkdtemp(prefix="bench-sweep-", dir=workdir)
     cmd = [sys.executable, "-m", "scaleflow", "-m", *launcher,
            "trainer.learning_rate=" + ",".join(RATES[:jobs]), f"trainer.epochs={epochs}",
@@ -33,7 +34,7 @@ def run_sweep(launcher: list[str], jobs: int, epochs: int, examples: int, workdi
            f"hydra.sweep.dir={sweep_dir}"]
     started = time.perf_counter()
     result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=1800,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})})
     wall = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"sweep failed ({' '.join(launcher)}):\n{result.stderr[-3000:]}")
@@ -47,6 +48,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--examples", type=int, default=4096)
     parser.add_argument("--repeat", type=int, default=1, help="runs of each variant; the best is kept")
+    parser.add_argument("--split-threads", action=argparse.BooleanOptionalAction, default=True,
+                        help="give each of the N parallel jobs cpus/N TensorFlow threads (TF_NUM_INTRAOP_THREADS), "
+                             "so side-by-side jobs do not oversubscribe the cores")
     args = parser.parse_args()
 
     variants = {
@@ -54,15 +58,23 @@ def main() -> None:
         "joblib n_jobs=1 (one by one)": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=1"],
         f"joblib n_jobs={args.n_jobs} (side by side)": ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.n_jobs}"],
     }
+    threads = max(1, (os.cpu_count() or 1) // args.n_jobs)
+    parallel_env = {"TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": str(threads),
+                    "OMP_NUM_THREADS": str(threads)} if args.split_threads else {}
     results = {}
+    # Rounds interleave the variants so a change in machine load hits all of them alike; best of rounds.
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as workdir:
-        for name, launcher in variants.items():
-            results[name] = min(run_sweep(launcher, args.jobs, args.epochs, args.examples, workdir)
-                                for _ in range(args.repeat))
-            print(f"{name:40s} {results[name]:7.1f} s", flush=True)
+        for round_ in range(args.repeat):
+            for i, (name, launcher) in enumerate(variants.items()):
+                env = parallel_env if i == 2 else {}
+                wall = run_sweep(launcher, args.jobs, args.epochs, args.examples, workdir, env)
+                results[name] = min(results.get(name, wall), wall)
+                print(f"round {round_ + 1}: {name:40s} {wall:7.1f} s", flush=True)
     names = list(results)
     parallel = results[names[2]]
-    report = {"jobs": args.jobs, "n_jobs": args.n_jobs, "epochs": args.epochs, "examples": args.examples,
+    for name, wall in results.items():
+        print(f"best: {name:40s} {wall:7.1f} s")
+    report = {"jobs": args.jobs, "repeat": args.repeat, "n_jobs": args.n_jobs, "parallel_env": parallel_env, "epochs": args.epochs, "examples": args.examples,
               "cpus": os.cpu_count(), "wall_s": results,
               "speedup_vs_basic": results[names[0]] / parallel, "speedup_vs_joblib_1": results[names[1]] / parallel}
     print(f"speed-up of {names[2]}: {report['speedup_vs_basic']:.2f}x vs basic, "

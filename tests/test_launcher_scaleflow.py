@@ -94,3 +94,57 @@ def test_a_raising_dying_or_hanging_job_is_returned_as_failed_and_the_others_fin
 def test_bad_launcher_options_are_named() -> None:
     with pytest.raises(ValueError, match="n_jobs"):
         ScaleflowLauncher(n_jobs=0)
+
+
+APP = '''
+import os, time
+import hydra
+
+@hydra.main(version_base=None, config_path=None)
+def app(cfg):
+    with open(os.path.join(os.environ["PID_DIR"], f"{cfg.x}.pid"), "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(300)
+
+if __name__ == "__main__":
+    app()
+'''
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie is gone for good; only its parent has not reaped it
+        return f.read().split(") ", 1)[1][0] != "Z"
+
+
+def test_interrupting_the_sweep_ends_every_running_job(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "app.py").write_text(APP)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    sweep = subprocess.Popen([sys.executable, "app.py", "-m", "hydra/launcher=scaleflow", "hydra.launcher.n_jobs=2",
+                              "+x=1,2"], cwd=tmp_path, env={**os.environ, "PID_DIR": str(pids)},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(pids.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        jobs = [int(p.read_text()) for p in pids.iterdir()]
+        assert len(jobs) == 2, "the two jobs did not start side by side"
+        sweep.send_signal(signal.SIGINT)  # Ctrl-C reaches the sweep, not the jobs' own sessions
+        sweep.wait(timeout=60)
+        deadline = time.monotonic() + 20
+        while any(_alive(pid) for pid in jobs) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in jobs)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+            sweep.wait(timeout=10)

@@ -62,3 +62,24 @@ def test_sweep_over_strategies_and_shard_policies_with_the_scaleflow_launcher(tm
     replicas = {json.loads((tmp_path / r["job"] / "run.json").read_text())["strategy"]["num_replicas"]
                 for r in rows if r["strategy"] == "mirrored"}
     assert replicas == {2}
+
+
+@pytest.mark.slow
+def test_scaleflow_launcher_runs_cluster_jobs_side_by_side_without_collisions(tmp_path: Path) -> None:
+    # Two jobs at once, each a 2-worker local cluster: 4 worker processes, each job on its own ports/dirs.
+    result = cli("-m", "hydra/launcher=scaleflow", "hydra.launcher.n_jobs=2", "strategy=multi_worker",
+                 "strategy.num_workers=2", "trainer.learning_rate=1e-3,1e-2", *TINY, f"hydra.sweep.dir={tmp_path}",
+                 cwd=tmp_path, timeout=500)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    rows = summary_rows(tmp_path)
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    for job in ("0", "1"):
+        run = json.loads((tmp_path / job / "run.json").read_text())
+        assert run["strategy"]["num_workers"] == 2 and run["status"] == "ok"
+    # Each job logged its own cluster's ports; no port was used by both jobs.
+    import re
+
+    ports = {job: set(re.findall(r"\d{4,5}", line.split("ports", 1)[1].split(" in ")[0]))
+             for job, line in re.findall(r"\[job (\d)\] .*(starting \d+ local workers on 127\.0\.0\.1 ports .*)",
+                                         result.stdout + result.stderr)}
+    assert len(ports) == 2 and not (ports["0"] & ports["1"]), ports

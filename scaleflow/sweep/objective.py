@@ -66,7 +66,9 @@ def run_job(cfg, run_dir: str) -> Any:
         kind = "config error" if isinstance(e, ConfigError) else "error"
         log.error("job failed: %s: %s", kind, e)
         record_failure(cfg, run_dir, e)
+        write_outcome(run_dir, "failed", f"{type(e).__name__}: {e}")
         return math.nan if cfg.mode == "train" else None
+    write_outcome(run_dir, "ok")
     if cfg.mode != "train":
         return result
     metrics = ((Manifest.load(run_dir) or {}).get("metrics") or {}).get("final")
@@ -77,6 +79,17 @@ def run_job(cfg, run_dir: str) -> Any:
     else:
         log.info("objective %s = %.6g (%s)", cfg.sweep.objective, objective, cfg.sweep.direction)
     return objective
+
+
+OUTCOME_FILE = "sweep_job.json"
+
+
+def write_outcome(run_dir: str, status: str, error: str | None = None) -> None:
+    """The job's outcome as the sweep sees it (modes other than train write no run.json)."""
+    from scaleflow.manifest import atomic_write_json
+
+    os.makedirs(run_dir, exist_ok=True)
+    atomic_write_json(os.path.join(run_dir, OUTCOME_FILE), {"status": status, "error": error})
 
 
 def record_failure(cfg, run_dir: str, error: BaseException) -> None:

@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import time
@@ -57,6 +58,14 @@ def _job_dirs(sweep_dir: str, since: float | None) -> List[str]:
     return found
 
 
+def _load_json(path: str) -> Optional[dict]:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 def _job_number(job_dir: str, fallback: int) -> int:
     try:
         with open(os.path.join(job_dir, ".hydra", "hydra.yaml")) as f:
@@ -72,9 +81,13 @@ def collect_jobs(sweep_dir: str, objective: str, direction: str, since: float | 
         with open(os.path.join(job_dir, ".hydra", "overrides.yaml")) as f:
             overrides = [str(o) for o in (yaml.safe_load(f) or [])]
         run = Manifest.load(job_dir)
+        outcome = _load_json(os.path.join(job_dir, objective_lib.OUTCOME_FILE))
         row = JobRow(job=_job_number(job_dir, i), run_dir=job_dir, overrides=overrides, status="failed")
         if run is None:
-            row.error = "no run.json: the job's process died before training started"
+            if outcome is not None:  # a mode that writes no run.json (plan, shards, ...)
+                row.status, row.error = outcome.get("status", "failed"), outcome.get("error")
+            else:
+                row.error = "no run.json: the job's process died before training started"
         else:
             row.status = run.get("status") or "failed"
             if row.status == "running":

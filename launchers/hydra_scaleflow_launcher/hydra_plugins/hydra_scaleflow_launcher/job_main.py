@@ -31,11 +31,6 @@ def _picklable(ret):
             ret._return_value = JobFailed(f"{type(value).__name__}: {value}\n{tb}")
         else:
             ret._return_value = repr(value)
-        try:
-            ret.cfg = None if ret.cfg is None else ret.cfg
-            cloudpickle.dumps(ret)
-        except Exception:  # noqa: BLE001
-            ret.hydra_cfg = None
         return ret
 
 

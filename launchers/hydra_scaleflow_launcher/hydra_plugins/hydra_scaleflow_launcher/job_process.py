@@ -41,6 +41,8 @@ class JobProcess:
         self.hydra_context, self.task_function, self.singleton_state = hydra_context, task_function, singleton_state
         self.timeout_s, self.kill_grace_s, self.stream_output, self.env = timeout_s, kill_grace_s, stream_output, env
         self.tail: collections.deque = collections.deque(maxlen=TAIL_LINES)
+        self.proc: subprocess.Popen | None = None
+        self.cancelled = threading.Event()
 
     def run(self) -> JobReturn:
         # A private temp dir per job: nothing the launcher writes is shared between jobs.
@@ -60,8 +62,12 @@ class JobProcess:
         env = {**os.environ, **self.env, "HYDRA_SCALEFLOW_LAUNCHER_JOB": str(self.idx)}
         cmd = [sys.executable, "-m", "hydra_plugins.hydra_scaleflow_launcher.job_main", job_file, return_file]
         started = time.monotonic()
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        if self.cancelled.is_set():
+            return self._failed(JobProcessError(f"job #{self.idx} was not started: the sweep was interrupted"))
+        proc = self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+        if self.cancelled.is_set():  # cancelled while starting
+            self._end(proc)
         pump = threading.Thread(target=self._pump, args=(proc,), daemon=True)
         pump.start()
         try:
@@ -72,9 +78,6 @@ class JobProcess:
             return self._failed(JobProcessError(
                 f"job #{self.idx} ({' '.join(self.overrides)}) timed out after {self.timeout_s:g} s "
                 f"(hydra.launcher.timeout_s) and was ended. Last output:\n" + "\n".join(self.tail)))
-        except BaseException:  # Ctrl-C in the sweep: take the job's processes with us
-            self._end(proc)
-            raise
         finally:
             # Workers a job started and left behind (it should not) are ended with it.
             self._end_group(proc.pid)
@@ -91,6 +94,12 @@ class JobProcess:
         return self._failed(JobProcessError(
             f"job #{self.idx} ({' '.join(self.overrides)}) process exited with status {code} after "
             f"{time.monotonic() - started:.1f} s without a result. Last output:\n" + "\n".join(self.tail)))
+
+    def cancel(self) -> None:
+        """End the job now (the sweep was interrupted): its own session gets no Ctrl-C from the terminal."""
+        self.cancelled.set()
+        if self.proc is not None and self.proc.poll() is None:
+            self._end(self.proc)
 
     def _pump(self, proc: subprocess.Popen) -> None:
         assert proc.stdout is not None

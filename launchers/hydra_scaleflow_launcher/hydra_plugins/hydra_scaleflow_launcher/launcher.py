@@ -79,9 +79,18 @@ class ScaleflowLauncher(Launcher):
                                    singleton_state, timeout_s=self.timeout_s, kill_grace_s=self.kill_grace_s,
                                    stream_output=self.stream_output, env=self.env))
 
-        with ThreadPoolExecutor(max_workers=min(self.n_jobs, len(jobs)) or 1,
-                                thread_name_prefix="scaleflow-job") as pool:
-            returns = list(pool.map(lambda job: job.run(), jobs))  # map keeps the jobs' order
+        pool = ThreadPoolExecutor(max_workers=min(self.n_jobs, len(jobs)) or 1, thread_name_prefix="scaleflow-job")
+        try:
+            futures = [pool.submit(job.run) for job in jobs]
+            returns = [future.result() for future in futures]  # in the jobs' order
+        except BaseException:
+            # Ctrl-C (or any launcher error): jobs run in their own sessions and would outlive the sweep.
+            log.error("sweep interrupted: ending the running jobs")
+            for job in jobs:
+                job.cancel()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         failed = [job.idx for job, ret in zip(jobs, returns) if ret.status.name == "FAILED"]
         if failed:
             log.warning(f"{len(failed)} of {len(jobs)} jobs failed: " + ", ".join(f"#{i}" for i in failed))
