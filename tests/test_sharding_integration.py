@@ -5,8 +5,9 @@ so a batch tells which records a pipeline read. The ids are collected from `inpu
 a real tf.distribute.MirroredStrategy with two input pipelines (one per replica, the PER_REPLICA
 input mode: the same `distribute_datasets_from_function` path every TF strategy feeds from), and
 from `input_fn` called directly with `tf.distribute.InputContext(2, i, 2)` for pipelines 0 and 1, as
-each of two workers of a multi-worker run calls it. (strategy=multi_worker had not landed when this
-was written; a real 2-worker run is not tested here.)
+each of two workers of a multi-worker run calls it, and from a real 2-worker
+`strategy=multi_worker` training run (two processes, MultiWorkerMirroredStrategy): a sitecustomize
+tap records the ids each worker's training iterator yielded, checked against the plan per epoch.
 """
 
 from __future__ import annotations
@@ -205,3 +206,92 @@ def test_mode_shards_lists_keys_per_worker_and_refuses_an_impossible_file_level(
     assert refused.returncode == 2
     assert "data.shard_level='file'" in refused.stderr and "not file-backed" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+# ---------------------------------------------------------------------- a real 2-worker training run
+# Installed into both worker processes through PYTHONPATH (the local launcher passes the environment
+# on): taps the training input pipeline each worker hands to MultiWorkerMirroredStrategy and appends
+# "<iterator>: <record ids>" for every batch it yields to ids-<pipeline>.txt.
+TAP = r'''
+import os
+if os.environ.get("SHARD_TAP_DIR"):
+    import itertools
+
+    import numpy as np
+    from scaleflow.data import pipeline
+
+    _input_fn = pipeline.input_fn
+    _iterators = itertools.count()
+
+    def input_fn(dataset, config, shard_plan, *, training, seed, initial_epoch=0):
+        fn = _input_fn(dataset, config, shard_plan, training=training, seed=seed, initial_epoch=initial_epoch)
+        if not training:
+            return fn
+
+        def tapped(ctx):
+            import tensorflow as tf
+
+            path = os.path.join(os.environ["SHARD_TAP_DIR"], f"ids-{ctx.input_pipeline_id}.txt")
+
+            def record(iterator, x):
+                with open(path, "a") as f:
+                    f.write(f"{iterator}: " + " ".join(str(int(round(v))) for v in x[:, 0]) + "\n")
+                return np.int64(0)
+
+            def iterator_ids():  # runs once per iterator: tells Keras' throwaway iterators apart
+                token = next(_iterators)
+                while True:
+                    yield token
+
+            def tap(batch, iterator):
+                x, y = batch
+                done = tf.numpy_function(record, [iterator, x], tf.int64)
+                with tf.control_dependencies([done]):
+                    return tf.identity(x), y
+
+            tokens = tf.data.Dataset.from_generator(iterator_ids, output_signature=tf.TensorSpec([], tf.int64))
+            return tf.data.Dataset.zip((fn(ctx), tokens)).map(tap)
+
+        return tapped
+
+    pipeline.input_fn = input_fn
+'''
+
+
+@pytest.mark.slow
+def test_a_real_two_worker_run_trains_on_exactly_the_planned_partition(tmp_path):
+    import os
+    import subprocess
+
+    source = make_tfrecords(tmp_path / "tfr", [40, 30, 50, 20, 60, 10, 45, 35, 25, 55, 15, 65])
+    tap_dir = tmp_path / "tap"
+    tap_dir.mkdir()
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(TAP)
+    data = ["data=tfrecord", f"data.path={source['path']}", "data.features={x: {shape: [4], dtype: float32}}",
+            "data.num_classes=3", "data.shard=hash", "data.batch_size=32", "data.seed=3"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "SHARD_TAP_DIR": str(tap_dir),
+           "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-m", "scaleflow", *data, "strategy=multi_worker",
+                             "strategy.num_workers=2", "trainer.epochs=2", "model.hidden_units=[8]", "export=none",
+                             f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=400)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["status"] == "ok" and run["data"]["num_pipelines"] == 2 and run["data"]["shard_level"] == "file"
+
+    dataset, config = data_config(source, batch_size=32, validation_split=0.1, seed=3, shard="hash")
+    plan = plan_input(dataset, config, dataset.describe(config), 2).train
+    assert run["data"]["train"]["records"] == [len(s) for s in plan.shards]
+    per_pipeline = []
+    for p in range(2):
+        by_iterator: dict = {}
+        for line in (tap_dir / f"ids-{p}.txt").read_text().splitlines():
+            iterator, _, ids = line.partition(": ")
+            by_iterator.setdefault(iterator, []).append(list(map(int, ids.split())))
+        # Keras may draw a batch from a throwaway iterator (to build the model); the training
+        # iterator is the longest. Prefetching may add batches past the last epoch.
+        batches = max(by_iterator.values(), key=len)
+        assert len(batches) >= 2 * plan.steps
+        per_pipeline.append([sum(batches[e * plan.steps:(e + 1) * plan.steps], []) for e in range(2)])
+    _check_epochs(plan, [[per_pipeline[0][e], per_pipeline[1][e]] for e in range(2)])
