@@ -1,4 +1,4 @@
-"""The local cluster launcher and TF_CONFIG handling, with real processes but no TensorFlow (fast).
+"""The local cluster launcher, TF_CONFIG and Slurm handling, with real processes but (almost) no TensorFlow.
 
 Workers here are tiny Python programs that behave like TensorFlow workers do: announce that they
 joined, fail, or block and ignore SIGTERM (as a worker waiting for a missing peer does).
@@ -144,3 +144,25 @@ def test_steps_per_execution_above_one_is_rejected_under_multi_worker():
 
     with pytest.raises(ConfigError, match="trainer.steps_per_execution"):
         compose("strategy=multi_worker", "trainer.steps_per_execution=8")
+
+
+def test_slurm_cluster_resolves_every_task_on_cpu(monkeypatch):
+    """strategy.cluster=slurm through TensorFlow's SlurmClusterResolver (which alone finds no task
+    without GPUs); this one test imports TensorFlow."""
+    from scaleflow.cluster.tf_config import cluster_resolver
+
+    for key, value in {"SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_NODELIST": "node[1-2]",
+                       "SLURM_STEP_TASKS_PER_NODE": "1(x2)", "SCALEFLOW_SLURM_PORT_BASE": "9000"}.items():
+        monkeypatch.setenv(key, value)
+    resolver = cluster_resolver("slurm", "cpu")
+    assert resolver.cluster_spec().as_dict() == {"worker": ["node1:9000", "node2:9000"]}
+    assert (resolver.task_type, resolver.task_id) == ("worker", 1)
+
+
+def test_slurm_outside_slurm_is_a_clear_error(monkeypatch):
+    from scaleflow.cluster.tf_config import cluster_resolver
+    from scaleflow.errors import ScaleflowError
+
+    monkeypatch.delenv("SLURM_PROCID", raising=False)
+    with pytest.raises(ScaleflowError, match="SLURM_PROCID is not set"):
+        cluster_resolver("slurm", "cpu")

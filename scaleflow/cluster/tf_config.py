@@ -69,8 +69,10 @@ def cluster_resolver(cluster: str, hardware: str = "cpu"):
         if "SLURM_PROCID" not in os.environ:
             raise ScaleflowError("strategy.cluster=slurm: SLURM_PROCID is not set; run under `srun` "
                                  "(one task per worker) or use strategy.cluster=env with a TF_CONFIG")
-        # On CPU, do not let the resolver query nvidia-smi or rewrite CUDA_VISIBLE_DEVICES.
-        kwargs = {"gpus_per_node": 0, "auto_set_gpu": False} if hardware == "cpu" else {}
+        # TF's resolver lists one task per GPU slot (zip of tasks and GPU offsets): with 0 GPUs it finds no
+        # task at all. On CPU give it nominal slots, and keep it from querying nvidia-smi or rewriting
+        # CUDA_VISIBLE_DEVICES.
+        kwargs = {"gpus_per_node": 1 << 16, "gpus_per_task": 1, "auto_set_gpu": False} if hardware == "cpu" else {}
         port = int(os.environ.get("SCALEFLOW_SLURM_PORT_BASE", "8888"))
         try:
             return SlurmClusterResolver(port_base=port, **kwargs)
