@@ -7,7 +7,7 @@ record (file level: one file) of each other, be identical when recomputed, hash 
 of record order and of PYTHONHASHSEED), and give every pipeline the same number of steps.
 
 Pure NumPy: nothing here imports TensorFlow. The file writers below are shared with the
-integration tests and the benchmark (record id i is stored in feature x[0] / column `id`).
+integration tests (record id i is stored in feature x[0] / column `id`).
 """
 
 from __future__ import annotations

@@ -234,27 +234,20 @@ def _file_pipeline(dataset: Dataset, config, plan: ShardPlan, pipeline: int, ini
 
     need = plan.steps * plan.batch_per_pipeline
     if not plan.files:  # a dataset without files but without gather_arrays: filter a full read
-        ds = dataset.take(config, np.unique(plan.epoch_records[pipeline]))
-        if config.cache:
-            ds = ds.cache()
-        return finish(ds.repeat().take(need)).repeat()
+        mine = np.unique(plan.epoch_records[pipeline])
+        return finish(_evened(dataset.take(config, mine), len(mine), need, config.cache)).repeat()
     opened = np.asarray(plan.reads[pipeline], dtype=np.int64)
     ds = dataset.read(config, files=[plan.files[f] for f in opened])
-    if plan.level == "file":
-        if config.cache:
-            ds = ds.cache()
-        # Its own files, whole: cycle (repeat) or trim (drop) to the evened epoch.
-        return finish(ds.repeat().take(need)).repeat()
+    if plan.level == "file":  # its own files, whole
+        return finish(_evened(ds, len(plan.shards[pipeline]), need, config.cache)).repeat()
     all_ids = records_of(opened, plan.file_records)  # global id of each record the opened files hold
-    if config.cache:
-        ds = ds.cache()
     if plan.repartition is None:
+        mine = np.unique(plan.epoch_records[pipeline])
         keep = np.zeros(len(all_ids), dtype=bool)
-        keep[np.searchsorted(all_ids, np.unique(plan.epoch_records[pipeline]))] = True
-        keep_t = tf.constant(keep)
-        ds = _keep(ds, keep_t)
-        return finish(ds.repeat().take(need)).repeat()
+        keep[np.searchsorted(all_ids, mine)] = True
+        return finish(_evened(_keep(ds, tf.constant(keep)), len(mine), need, config.cache)).repeat()
 
+    # A new partition every epoch: each epoch filters the opened files again (no cache).
     def keep_mask(epoch) -> np.ndarray:
         mask = np.zeros(len(all_ids), dtype=bool)
         mask[np.searchsorted(all_ids, np.unique(epoch_records(epoch)))] = True
@@ -266,6 +259,17 @@ def _file_pipeline(dataset: Dataset, config, plan: ShardPlan, pipeline: int, ini
         return finish(mine.repeat().take(need), epoch)
 
     return tf.data.Dataset.range(initial_epoch, 2**62).flat_map(one_epoch)
+
+
+def _evened(ds: Any, available: int, need: int, cache: bool) -> Any:
+    """One evened epoch from `ds`, which yields `available` records in global id order: its first
+    `need` (drop) or `need` cycling through them (repeat), as `sharding.even` decided. Cached after
+    trimming, so a partly read dataset is never cached."""
+    if need <= available:
+        ds = ds.take(need)
+        return ds.cache() if cache else ds
+    ds = ds.cache() if cache else ds
+    return ds.repeat().take(need)
 
 
 def _keep(ds: Any, keep: Any) -> Any:
