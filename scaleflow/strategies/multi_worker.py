@@ -112,7 +112,11 @@ class MultiWorker(Strategy):
         `launch` runs in every process before the hardware step touches TensorFlow, and TensorFlow
         requires collective ops to be configured before its context is initialised ("Collective ops
         must be configured at program startup"), so a worker connects here and `create` reuses it."""
-        if os.environ.get(WORKER_ENV) or cfg.strategy.cluster != "local":
+        from scaleflow.cluster.tf_config import ENV
+
+        if os.environ.get(WORKER_ENV) or cfg.strategy.cluster != "local" or os.environ.get(ENV):
+            if cfg.strategy.cluster == "local" and not os.environ.get(WORKER_ENV):
+                log.info("%s is set: joining that cluster instead of starting local workers", ENV)
             self._connect(cfg)
             return None
         if cfg.strategy.num_workers == 1:
