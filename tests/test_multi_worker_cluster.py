@@ -166,3 +166,21 @@ def test_slurm_outside_slurm_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("SLURM_PROCID", raising=False)
     with pytest.raises(ScaleflowError, match="SLURM_PROCID is not set"):
         cluster_resolver("slurm", "cpu")
+
+
+def test_stall_watchdog_sigkills_a_process_that_stops_making_progress_but_not_one_that_ticks():
+    import subprocess
+
+    from scaleflow.cluster.join import StallWatchdog
+
+    code = ("from scaleflow.cluster.join import StallWatchdog; import time; "
+            "w = StallWatchdog(1, 'no step for 1 s', first_timeout_s=2).start(); time.sleep(30)")
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert result.returncode == -9 and "no step for 1 s" in result.stderr
+    assert 1.5 < time.monotonic() - started < 20  # the first allowance (2 s) applied, not 30 s of sleep
+    watchdog = StallWatchdog(1, "should not fire").start()
+    for _ in range(5):
+        time.sleep(0.6)
+        watchdog.tick()
+    watchdog.stop()  # still alive: we got here

@@ -27,9 +27,10 @@ log = logging.getLogger("scaleflow")
 
 _WATCHDOG = """
 import os, select, signal, sys
-pid, timeout, message = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+pid, timeout, message, first = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3], float(sys.argv[4])
 while True:
-    ready, _, _ = select.select([sys.stdin], [], [], timeout)
+    ready, _, _ = select.select([sys.stdin], [], [], first or timeout)
+    first = 0
     if not ready:  # no word from the worker in time
         print(message, file=sys.stderr, flush=True)
         os.kill(pid, signal.SIGKILL)
@@ -50,6 +51,7 @@ class StallWatchdog:
     Args:
         timeout_s: the longest silence allowed.
         message: printed to stderr before the kill (say what was being waited for).
+        first_timeout_s: a longer allowance before the first tick (e.g. tracing the first step), or None.
 
     Example:
         with StallWatchdog(120, "peers did not join"):
@@ -57,15 +59,16 @@ class StallWatchdog:
             barrier(strategy)
     """
 
-    def __init__(self, timeout_s: float, message: str):
-        self.timeout_s, self.message = timeout_s, message
+    def __init__(self, timeout_s: float, message: str, first_timeout_s: float | None = None):
+        self.timeout_s, self.message, self.first_timeout_s = timeout_s, message, first_timeout_s
         self._proc: subprocess.Popen | None = None
         self._last_tick = 0.0
 
     def start(self) -> "StallWatchdog":
         if self._proc is None:
             self._proc = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(self.timeout_s),
-                                           self.message], stdin=subprocess.PIPE, close_fds=True)
+                                           self.message, str(self.first_timeout_s or 0)],
+                                          stdin=subprocess.PIPE, close_fds=True)
         return self
 
     def tick(self) -> None:

@@ -30,6 +30,7 @@ log = logging.getLogger("scaleflow")
 # Set by the local launcher in each worker it starts: "train here, do not launch again".
 WORKER_ENV = "SCALEFLOW_CLUSTER_WORKER"
 IMPORT_ALLOWANCE_S = 60.0
+TRACING_ALLOWANCE_S = 60.0  # the step watchdog's extra allowance for tracing the first step
 _connected: Distribution | None = None  # the strategy a worker connected in `launch`, for `create`  # launcher's startup watchdog: strategy.timeout_s plus time to import TF
 
 
@@ -58,7 +59,8 @@ class MultiWorkerDistribution(TFDistribution):
                 super().__init__()
                 self.watchdog = StallWatchdog(timeout_s, f"scaleflow: error: worker {rank}: no training step "
                                               f"completed within {timeout_s:.0f} s (strategy.timeout_s): a peer "
-                                              "is stuck or gone; ending this worker (SIGKILL)")
+                                              "is stuck or gone; ending this worker (SIGKILL)",
+                                              first_timeout_s=timeout_s + TRACING_ALLOWANCE_S)
                 self.first = True
 
             def on_train_begin(self, logs=None):
