@@ -133,3 +133,8 @@ def test_same_seed_same_result(train, tmp_path):
     a = train(*QUICK, "export=none", run_dir=tmp_path / "a")
     b = train(*QUICK, "export=none", run_dir=tmp_path / "b")
     assert a["metrics"]["history"]["loss"] == pytest.approx(b["metrics"]["history"]["loss"], rel=1e-5)
+
+
+def test_bf16_saved_model_export_is_verified_with_a_precision_aware_tolerance(train):
+    run = train(*QUICK, "trainer.mixed_precision=bf16")
+    assert run["status"] == "ok" and run["export"]["verified"] and run["export"]["max_abs_diff"] <= 1e-2

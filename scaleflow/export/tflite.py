@@ -9,6 +9,7 @@ import tempfile
 import numpy as np
 
 from scaleflow.export.base import Exporter, ExportVerificationError, staged_version
+from scaleflow.export.saved_model import verification_tolerance
 
 log = logging.getLogger("scaleflow")
 
@@ -19,10 +20,15 @@ def float32_copy(model):
 
     if all(w.dtype == "float32" for w in model.weights) and model.dtype_policy.name == "float32":
         return model
+    def as_float32(layer):
+        config = layer.get_config()
+        config["dtype"] = "float32"  # each layer's config carries its mixed policy; replace it
+        return layer.__class__.from_config(config)
+
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
-        clone = keras.models.clone_model(model)
+        clone = keras.models.clone_model(model, clone_function=as_float32)
     finally:
         keras.mixed_precision.set_global_policy(previous)
     clone.set_weights([np.asarray(w, dtype=np.float32) for w in model.get_weights()])
@@ -61,7 +67,7 @@ class TFLite(Exporter):
                 got = interpreter.get_tensor(out["index"])
                 expected = np.asarray(model(sample, training=False), dtype=np.float32)
                 diff = float(np.max(np.abs(got - expected)))
-                tolerance = max(cfg.export.tolerance, 1e-2 if cfg.trainer.mixed_precision != "off" else 0)
+                tolerance = verification_tolerance(cfg)
                 if not np.all(np.isfinite(got)) or not diff <= tolerance:
                     raise ExportVerificationError(f"TFLite verification failed: max abs diff {diff:.3g} "
                                                   f"> {tolerance} (or non-finite outputs)")
