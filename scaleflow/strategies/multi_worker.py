@@ -98,6 +98,10 @@ class MultiWorker(Strategy):
     @classmethod
     def validate(cls, cfg) -> None:
         s = cfg.strategy
+        if s.cluster == "env":
+            from scaleflow.cluster.tf_config import read
+
+            read()  # a missing or malformed TF_CONFIG is a config error, found before TensorFlow loads
         if cfg.trainer.steps_per_execution not in ("auto", 1):
             raise ConfigError("trainer.steps_per_execution", cfg.trainer.steps_per_execution,
                               "'auto' or 1 with strategy=multi_worker",
