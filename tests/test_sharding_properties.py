@@ -405,3 +405,19 @@ def test_file_level_validation_is_whole_files_never_read_for_training():
     train_files = set(np.concatenate(plan.train.reads).tolist())
     val_files = set(np.concatenate(plan.validation.reads).tolist())
     assert len(val_files) == 4 and not train_files & val_files and len(train_files | val_files) == 20
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["data.shard=hash", "data.reshuffle_each_epoch=true"], "data.reshuffle_each_epoch"),
+    (["data.shard_level=file"], "data.shard_level"),  # synthetic data has no files
+    (["data=tfrecord", "data.path=.", "data.shard_level=file", "data.shard=hash", "data.shard_key=label"],
+     "data.shard_level"),
+])
+def test_config_only_shard_rules_are_found_without_the_data(overrides, key):
+    from scaleflow.cli import compose
+    from scaleflow.data.pipeline import check_shard_config
+
+    with pytest.raises(ConfigError) as error:
+        check_shard_config(compose(overrides))
+    assert error.value.key == key
+    check_shard_config(compose(["data.shard=random", "data.reshuffle_each_epoch=true"]))  # fine

@@ -76,6 +76,36 @@ class InputPlan:
                      report["read_amplification"], plan.describe_uneven())
 
 
+def check_shard_config(cfg) -> None:
+    """The sharding rules that need only the config (no data, no TensorFlow), for config validation
+    before anything launches; `plan_input` checks them again along with those that need the data.
+
+    Example:
+        >>> check_shard_config(compose(["data.shard=hash", "data.reshuffle_each_epoch=true"]))
+        Traceback (most recent call last):
+        scaleflow.errors.ConfigError: data.reshuffle_each_epoch=True: expected false unless data.shard=random...
+    """
+    from scaleflow import registry
+    from scaleflow.data.base import InMemoryDataset
+
+    data = cfg.data
+    if data.reshuffle_each_epoch and data.shard != "random":
+        raise ConfigError("data.reshuffle_each_epoch", True, "false unless data.shard=random",
+                          f"data.shard={data.shard} assigns the same records every epoch by definition")
+    if data.shard_level != "file":
+        return
+    blocker = None
+    if issubclass(registry.get("dataset", data.name), InMemoryDataset):
+        blocker = f"the {data.name} dataset is read into memory, not by file"
+    elif data.shard_key:
+        blocker = f"data.shard_key={data.shard_key} keys records, not files"
+    elif data.reshuffle_each_epoch:
+        blocker = "data.reshuffle_each_epoch redraws records each epoch"
+    if blocker:
+        raise ConfigError("data.shard_level", "file", "record or auto for this source",
+                          f"File-level sharding is impossible: {blocker}")
+
+
 def resolve_level(config, info: DataInfo, num_pipelines: int) -> tuple[str, str]:
     """('file' | 'record', why) for `data.shard_level`; an impossible `file` is a ConfigError."""
     files = len(info.files)

@@ -17,7 +17,7 @@ import os
 import numpy as np
 
 from scaleflow import registry
-from scaleflow.data.pipeline import InputPlan, plan_input
+from scaleflow.data.pipeline import InputPlan, check_shard_config, plan_input
 from scaleflow.data.sharding import ShardPlan
 
 # Keys are listed per pipeline up to this many distinct values (a count is always given).
@@ -67,6 +67,7 @@ def shards_report(cfg, plan: InputPlan, keys: np.ndarray | None) -> dict:
 
 
 def run(cfg, run_dir: str) -> dict:
+    check_shard_config(cfg)
     dataset = registry.get("dataset", cfg.data.name)()
     info = dataset.describe(cfg.data)
     num_pipelines = int(cfg.strategy.num_workers)
