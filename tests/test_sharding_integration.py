@@ -204,7 +204,7 @@ def test_mode_shards_lists_keys_per_worker_and_refuses_an_impossible_file_level(
                           "data.shard_level=file",
                           "strategy.num_workers=2")
     assert refused.returncode == 2
-    assert "data.shard_level='file'" in refused.stderr and "not file-backed" in refused.stderr
+    assert "data.shard_level='file'" in refused.stderr and "read into memory" in refused.stderr
     assert "Traceback" not in refused.stderr
 
 
