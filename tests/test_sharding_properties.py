@@ -65,10 +65,33 @@ def example(features: dict) -> bytes:
     return _field(1, entries)
 
 
-def _masked_crc(data: bytes) -> int:
-    import google_crc32c
+def _crc32c_table() -> list[int]:
+    table = []
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
 
-    crc = google_crc32c.value(data)
+
+_CRC32C = _crc32c_table()
+
+
+def _crc32c(data: bytes) -> int:
+    try:  # fast when installed; the pure-Python loop below needs no extra package
+        import google_crc32c
+
+        return google_crc32c.value(data)
+    except ImportError:
+        crc = 0xFFFFFFFF
+        for byte in data:
+            crc = _CRC32C[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+        return crc ^ 0xFFFFFFFF
+
+
+def _masked_crc(data: bytes) -> int:
+    crc = _crc32c(data)
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
