@@ -238,21 +238,29 @@ def task(cfg) -> Any:
         _fail(e, e.exit_code)
 
 
+def _split_argv(argv: Sequence[str]):
+    """(parsed args, flags, overrides). Overrides may stand anywhere (`mode=plan -m a=1,2`), but
+    argparse takes one run of positionals only, so Hydra gets flags first, then every override."""
+    from hydra._internal.utils import get_args_parser
+
+    parsed, _ = get_args_parser().parse_known_intermixed_args(list(argv))
+    overrides = list(parsed.overrides or [])
+    flags = list(argv)
+    for override in overrides:
+        flags.remove(override)
+    return parsed, flags, overrides
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        from hydra._internal.utils import get_args_parser
-
-        args, _ = get_args_parser().parse_known_args(argv)
-        implied = implied_overrides(args.overrides)  # e.g. strategy=tpu -> hardware=tpu
-        if implied:  # right after the user's overrides: argparse takes them as one group
-            end = len(argv) - argv[::-1].index(args.overrides[-1])
-            args.overrides, argv = args.overrides + implied, argv[:end] + implied + argv[end:]
+        args, flags, overrides = _split_argv(argv)
+        overrides += implied_overrides(overrides)  # e.g. strategy=tpu -> hardware=tpu
         informational = args.help or args.hydra_help or args.info or args.shell_completion
         if not informational:
-            prevalidate(args.overrides, multirun=bool(args.multirun))
-        extra = search_path_override(args.overrides)
+            prevalidate(overrides, multirun=bool(args.multirun))
+        extra = search_path_override(overrides)
     except ConfigError as e:
         _fail(e, 2)
     except SystemExit:
@@ -265,11 +273,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     from scaleflow.config import store
 
     store.register()
-    # Flags (-m, --cfg job, ...) first, then every override: argparse takes one run of positionals only.
-    overrides = get_args_parser().parse_known_intermixed_args(argv)[0].overrides or []
-    flags = list(argv)
-    for override in overrides:
-        flags.remove(override)
     sys.argv = [sys.argv[0] if sys.argv else "scaleflow"] + flags + extra + overrides
     hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name=CONFIG_NAME, version_base="1.3")(task)()
     from scaleflow.sweep.callback import last_summary

@@ -20,6 +20,8 @@ from scaleflow.config.store import schema_for
 from scaleflow.errors import ConfigError, did_you_mean, one_of
 
 GROUPS = ("model", "data", "strategy", "hardware", "trainer", "export", "profile")
+# Plain (non-group) nodes and their schema.
+NODES = {"plan": "PlanConfig", "sweep": "SweepConfig"}
 
 
 def _check_field(key: str, value: Any, meta: dict) -> None:
@@ -93,8 +95,17 @@ def validate(cfg: DictConfig) -> None:
     if len(batches) != 2 or not all(isinstance(b, int) for b in batches) or not 1 <= batches[0] <= batches[1]:
         raise ConfigError("profile.batches", batches, "[start, stop] with 1 <= start <= stop")
 
+    from scaleflow.config import schema
+
+    for key, cls_name in NODES.items():
+        if key in cfg:
+            _check_node(key, cfg[key], getattr(schema, cls_name))
+
     # Cross-field rules owned by each selected object (no TensorFlow import allowed there).
     for obj in selected.values():
         rule = getattr(obj, "validate", None)
         if rule is not None:
             rule(cfg)
+    from scaleflow.data.pipeline import check_shard_config
+
+    check_shard_config(cfg)  # sharding rules that need only the config

@@ -64,20 +64,21 @@ class Dataset:
         raise NotImplementedError
 
     def take(self, config, indices: np.ndarray) -> Any:
-        """(features, label) for the records at `indices`, in that order. The default filters a full
-        read; in-memory datasets gather directly."""
+        """(features, label) for the records at `indices`, in global order. The default filters a
+        full read; in-memory datasets gather directly."""
         import tensorflow as tf
 
-        info = self.describe(config)
-        mask = np.zeros(info.num_examples, dtype=bool)
-        mask[indices] = True
-        order = np.argsort(np.argsort(indices))  # rank of each index, to restore `indices` order
+        mask = np.zeros(self.describe(config).num_examples, dtype=bool)
+        mask[np.asarray(indices, dtype=np.int64)] = True
         keep = tf.constant(mask)
-        ds = self.read(config).enumerate().filter(lambda i, record: keep[i]).map(lambda i, record: record)
-        if np.all(np.diff(indices) > 0) or len(indices) < 2:
-            return ds
-        del order  # callers shuffle anyway; a file-backed read stays in file order
-        return ds
+
+        def selected(index, record):
+            return keep[index]
+
+        def record_only(index, record):
+            return record
+
+        return self.read(config).enumerate().filter(selected).map(record_only)
 
 
 class InMemoryDataset(Dataset):

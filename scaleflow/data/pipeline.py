@@ -249,7 +249,9 @@ def input_fn(dataset: Dataset, config, shard_plan: ShardPlan, *, training: bool,
             ds = _file_pipeline(dataset, config, shard_plan, pipeline, initial_epoch, epoch_records, finish)
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-        options.deterministic = not training or config.shuffle_buffer == 0
+        # Seeded shuffles only reproduce if parallel stages keep their order (the cost is negligible:
+        # in-memory elements are whole batches).
+        options.deterministic = True
         return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
     return fn
