@@ -134,14 +134,18 @@ print(json.dumps({"examples_per_sec": statistics.median(eps), "peak_rss_mb": pea
 """
 
 
-def throughput(epochs: int, spe: int) -> dict:
-    out = {}
-    for mode in ("plain", "tuned", "scaleflow"):
-        result = subprocess.run([PY, "-c", TRAIN_SCRIPT, mode, str(epochs), str(spe)], env=ENV, capture_output=True,
-                                text=True, cwd=str(REPO))
-        if result.returncode:
-            raise SystemExit(f"{mode} failed:\n{result.stderr[-3000:]}")
-        out[mode] = json.loads(result.stdout.strip().splitlines()[-1])
+def throughput(epochs: int, spe: int, rounds: int) -> dict:
+    """Best of `rounds` interleaved rounds per mode: load from other processes only slows a run down."""
+    out: dict = {}
+    for _ in range(rounds):
+        for mode in ("plain", "tuned", "scaleflow"):
+            result = subprocess.run([PY, "-c", TRAIN_SCRIPT, mode, str(epochs), str(spe)], env=ENV,
+                                    capture_output=True, text=True, cwd=str(REPO))
+            if result.returncode:
+                raise SystemExit(f"{mode} failed:\n{result.stderr[-3000:]}")
+            r = json.loads(result.stdout.strip().splitlines()[-1])
+            if mode not in out or r["examples_per_sec"] > out[mode]["examples_per_sec"]:
+                out[mode] = r
     return out
 
 
@@ -149,6 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved training rounds; best is kept")
     parser.add_argument("--skip-config", action="store_true")
     args = parser.parse_args()
 
@@ -161,9 +166,10 @@ def main() -> None:
                   f"ratio {r['ratio']:.2f}x")
         print(f"  TensorFlow imported by --cfg job: {c['imports_tensorflow']}")
 
-    t = throughput(args.epochs, spe=32)
+    t = throughput(args.epochs, spe=32, rounds=args.rounds)
     sf, plain, tuned = t["scaleflow"], t["plain"], t["tuned"]
-    print(f"training throughput, default job (examples/s, median epoch after the first; {args.epochs} epochs)")
+    print(f"training throughput, default job (examples/s, median epoch after the first; {args.epochs} epochs; "
+          f"best of {args.rounds} rounds)")
     for name, r in t.items():
         print(f"  {name:<10} {r['examples_per_sec']:>10,.0f} ex/s   peak RSS {r['peak_rss_mb']:7.0f} MB   "
               f"val_accuracy {r['val_accuracy']:.3f}")

@@ -36,6 +36,10 @@ def _chain(exc: BaseException):
 
 
 def _options(group: str) -> list[str]:
+    return group_options().get(group) or _loader_options(group)
+
+
+def _loader_options(group: str) -> list[str]:
     from hydra.core.global_hydra import GlobalHydra
 
     loader = GlobalHydra.instance().config_loader()
@@ -238,6 +242,47 @@ def task(cfg) -> Any:
         _fail(e, e.exit_code)
 
 
+HELP_GROUPS = ("model", "data", "strategy", "hardware", "trainer", "export", "profile", "experiment",
+               "hparams_search")
+
+
+def group_options() -> dict[str, list[str]]:
+    """Options of each config group, read from the config packages (scaleflow's and plugins')."""
+    import importlib.resources
+
+    from scaleflow import registry
+
+    packages = [CONFIG_MODULE] + [p.removeprefix("pkg://") for p in registry.conf_search_paths()]
+    options: dict[str, set[str]] = {g: set() for g in HELP_GROUPS}
+    for package in packages:
+        root = importlib.resources.files(package)
+        for group in HELP_GROUPS:
+            directory = root / group
+            if directory.is_dir():
+                options[group].update(f.name[:-5] for f in directory.iterdir() if f.name.endswith(".yaml"))
+    return {g: sorted(o) for g, o in options.items()}
+
+
+def print_help(overrides: Sequence[str]) -> None:
+    """`--help`: groups with their options, the composed config, examples. Hydra's own help walks the
+    whole ConfigStore once per group (seconds); this reads the config packages directly."""
+    from omegaconf import OmegaConf
+
+    cfg = compose(overrides)
+    help_cfg = OmegaConf.load(importlib_file(CONFIG_MODULE, "config.yaml")).hydra.help
+    lines = [help_cfg.header.rstrip(), "", "Config groups (choose one option each, e.g. model=cnn):"]
+    lines += [f"  {g}: {', '.join(o)}" for g, o in group_options().items() if o]
+    lines += ["", "Current config (override any key, e.g. trainer.epochs=3):", "",
+              OmegaConf.to_yaml(cfg).rstrip(), "", help_cfg.footer.rstrip()]
+    print("\n".join(lines))
+
+
+def importlib_file(package: str, name: str) -> str:
+    import importlib.resources
+
+    return str(importlib.resources.files(package) / name)
+
+
 def _split_argv(argv: Sequence[str]):
     """(parsed args, flags, overrides). Overrides may stand anywhere (`mode=plan -m a=1,2`), but
     argparse takes one run of positionals only, so Hydra gets flags first, then every override."""
@@ -257,7 +302,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         args, flags, overrides = _split_argv(argv)
         overrides += implied_overrides(overrides)  # e.g. strategy=tpu -> hardware=tpu
-        informational = args.help or args.hydra_help or args.info or args.shell_completion
+        if args.help:
+            print_help(overrides)
+            sys.exit(0)
+        informational = args.hydra_help or args.info or args.shell_completion
         if not informational:
             prevalidate(overrides, multirun=bool(args.multirun))
         extra = search_path_override(overrides)
