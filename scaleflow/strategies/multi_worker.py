@@ -29,9 +29,9 @@ log = logging.getLogger("scaleflow")
 
 # Set by the local launcher in each worker it starts: "train here, do not launch again".
 WORKER_ENV = "SCALEFLOW_CLUSTER_WORKER"
-IMPORT_ALLOWANCE_S = 60.0
+IMPORT_ALLOWANCE_S = 60.0  # launcher's startup watchdog: strategy.timeout_s plus time to import TF
 TRACING_ALLOWANCE_S = 60.0  # the step watchdog's extra allowance for tracing the first step
-_connected: Distribution | None = None  # the strategy a worker connected in `launch`, for `create`  # launcher's startup watchdog: strategy.timeout_s plus time to import TF
+_connected: Distribution | None = None  # the strategy a worker connected in `launch`, for `create`
 
 
 class MultiWorkerDistribution(TFDistribution):
