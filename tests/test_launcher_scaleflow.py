@@ -18,6 +18,17 @@ pytest.importorskip("hydra_plugins.hydra_scaleflow_launcher",
 from hydra_plugins.hydra_scaleflow_launcher.launcher import ScaleflowLauncher  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def unspecified_hydra_version_base():
+    """Hydra's shared launcher suites assume an app that never set `version_base` (chdir into each
+    job's dir). The version base is a process-wide singleton, and other tests in this pytest process
+    compose with version_base="1.3", so reset it before each test here."""
+    from hydra.version import _UNSPECIFIED_, VersionBase
+
+    VersionBase.instance().version_base = _UNSPECIFIED_
+    yield
+
+
 def test_discovered_by_hydra() -> None:
     assert ScaleflowLauncher.__name__ in [p.__name__ for p in Plugins.instance().discover(Launcher)]
 
