@@ -48,9 +48,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--examples", type=int, default=4096)
     parser.add_argument("--repeat", type=int, default=1, help="runs of each variant; the best is kept")
-    parser.add_argument("--split-threads", action=argparse.BooleanOptionalAction, default=True,
-                        help="give each of the N parallel jobs cpus/N TensorFlow threads (TF_NUM_INTRAOP_THREADS), "
-                             "so side-by-side jobs do not oversubscribe the cores")
+    parser.add_argument("--share-cores", action=argparse.BooleanOptionalAction, default=True,
+                        help="scaleflow gives each of N side-by-side jobs cpus/N TensorFlow threads; "
+                             "--no-share-cores pins every job to all cores instead, to see the difference")
     args = parser.parse_args()
 
     variants = {
@@ -58,9 +58,9 @@ def main() -> None:
         "joblib n_jobs=1 (one by one)": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=1"],
         f"joblib n_jobs={args.n_jobs} (side by side)": ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.n_jobs}"],
     }
-    threads = max(1, (os.cpu_count() or 1) // args.n_jobs)
-    parallel_env = {"TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": str(threads),
-                    "OMP_NUM_THREADS": str(threads)} if args.split_threads else {}
+    cpus = str(os.cpu_count() or 1)
+    parallel_env = {} if args.share_cores else {"TF_NUM_INTRAOP_THREADS": cpus, "TF_NUM_INTEROP_THREADS": cpus,
+                                                 "OMP_NUM_THREADS": cpus}
     results = {}
     # Rounds interleave the variants so a change in machine load hits all of them alike; best of rounds.
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as workdir:

@@ -223,23 +223,34 @@ def task(cfg) -> Any:
     from scaleflow.config.validate import validate
     from scaleflow.modes import run_mode
 
-    multirun = HydraConfig.get().mode.name == "MULTIRUN"
-    run_dir = HydraConfig.get().runtime.output_dir
-    if multirun:  # returns the objective for sweepers; a failed job is recorded, not raised
+    hydra_cfg = HydraConfig.get()
+    run_dir = hydra_cfg.runtime.output_dir
+    if hydra_cfg.mode.name == "MULTIRUN":  # returns the objective; a failed job is recorded, not raised
         from scaleflow.sweep.objective import run_job
 
+        share_cores(hydra_cfg.launcher.get("n_jobs"))
         return run_job(cfg, run_dir)
     try:
         validate(cfg)
         return run_mode(cfg, run_dir)
     except ConfigError as e:
-        if multirun:
-            raise  # the launcher records the job as failed; the sweep goes on
         _fail(e, 2)
     except ScaleflowError as e:
-        if multirun:
-            raise
         _fail(e, e.exit_code)
+
+
+THREAD_ENV = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
+
+
+def share_cores(n_jobs: Any) -> None:
+    """Jobs running side by side (e.g. hydra/launcher=joblib n_jobs=N) each get cores/N TensorFlow
+    threads instead of all of them: oversubscribed thread pools make a parallel sweep slower than a
+    serial one. Applies before TensorFlow is imported in the job's process; the user's settings win."""
+    if "tensorflow" in sys.modules or not isinstance(n_jobs, int) or n_jobs <= 1:
+        return
+    threads = str(max(1, (os.cpu_count() or 1) // n_jobs))
+    for name in THREAD_ENV:
+        os.environ.setdefault(name, threads)
 
 
 HELP_GROUPS = ("model", "data", "strategy", "hardware", "trainer", "export", "profile", "experiment",
