@@ -34,3 +34,13 @@ def test_widths_and_depth_come_from_config(tf):
     deep = registry.get("model", "resnet")().build(compose("model=resnet", "model.depth=3").model, spec)
     shallow = registry.get("model", "resnet")().build(compose("model=resnet", "model.depth=1").model, spec)
     assert len(deep.layers) > len(shallow.layers)
+
+
+@pytest.mark.parametrize("name, overrides", [("mlp", []), ("mlp", ["model.batch_norm=true"]), ("cnn", []),
+                                             ("resnet", ["model.stages=2", "model.depth=2"])])
+def test_gradient_tensor_count_matches_keras(tf, name, overrides):
+    cfg = compose(f"model={name}", *overrides)
+    plugin = registry.get("model", name)()
+    for spec in SPECS:
+        model = plugin.build(cfg.model, spec)
+        assert plugin.num_gradient_tensors(cfg.model, spec) == len(model.trainable_weights)

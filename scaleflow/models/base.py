@@ -53,6 +53,11 @@ class Model:
     def num_parameters(self, config: Any, spec: InputSpec) -> int | None:
         return None
 
+    def num_gradient_tensors(self, config: Any, spec: InputSpec) -> int | None:
+        """Trainable variables (one gradient tensor each): across processes TensorFlow all-reduces
+        each separately, so the planner pays the link latency once per tensor. None: unknown (1)."""
+        return None
+
 
 def classifier_head(x: Any, spec: InputSpec) -> Any:
     """Softmax probabilities, kept in float32 under mixed precision for a stable loss."""

@@ -59,6 +59,9 @@ class CNN(Model):
         return total + channels * config.dense_units + config.dense_units + \
             config.dense_units * spec.num_classes + spec.num_classes
 
+    def num_gradient_tensors(self, config, spec: InputSpec) -> int:
+        return 2 * (len(config.filters) + 2)  # each conv, the dense layer and the head: kernel + bias
+
     def flops_per_example(self, config, spec: InputSpec) -> float:
         k = config.kernel_size ** (2 if len(spec.input_shape) == 3 else 1)
         pool = 4 if len(spec.input_shape) == 3 else 2

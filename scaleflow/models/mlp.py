@@ -56,6 +56,10 @@ class MLP(Model):
         w = self._widths(config, spec)
         return sum(a * b + b for a, b in zip(w, w[1:]))
 
+    def num_gradient_tensors(self, config, spec: InputSpec) -> int:
+        layers = len(config.hidden_units)
+        return 2 * (layers + 1) + (2 * layers if config.batch_norm else 0)  # kernel+bias; BN gamma+beta
+
     def flops_per_example(self, config, spec: InputSpec) -> float:
         w = self._widths(config, spec)
         return float(sum(2 * a * b for a, b in zip(w, w[1:])))

@@ -66,6 +66,15 @@ class ResNet(Model):
                 channels = width
         return flops + 2.0 * channels * spec.num_classes
 
+    def num_gradient_tensors(self, config, spec: InputSpec) -> int:
+        channels, tensors = config.width, 2 + 2 + 2  # stem, final BN, head
+        for stage in range(config.stages):
+            width = config.width * 2**stage
+            for _ in range(config.depth):
+                tensors += 2 * (channels != width) + 2 * (2 + 2)  # projection; 2 x (BN + conv)
+                channels = width
+        return tensors
+
     def num_parameters(self, config, spec: InputSpec) -> int:
         k = config.kernel_size ** (2 if len(spec.input_shape) == 3 else 1)
         channels = in_channels(spec)

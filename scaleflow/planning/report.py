@@ -31,9 +31,11 @@ def workload(cfg, info) -> tuple[Workload, dict]:
     if activations is None:
         activations = 2 * math.sqrt(flops / 2)
         note = "estimate 2 x sqrt(FLOPs/2) (exact for equal-width dense layers)"
-    work = Workload(float(flops), int(params), int(cfg.data.batch_size), float(activations), cfg.trainer.optimizer)
+    tensors = getattr(model, "num_gradient_tensors", lambda c, s: None)(cfg.model, spec) or 1
+    work = Workload(float(flops), int(params), int(cfg.data.batch_size), float(activations), cfg.trainer.optimizer,
+                    int(tensors))
     return work, {"flops_per_example": flops, "parameters": params, "activations_per_example": activations,
-                  "activations_note": note}
+                  "activations_note": note, "gradient_tensors": tensors}
 
 
 def scaling(work: Workload, figs: Figures, base: Layout, max_replicas: int) -> list[dict]:
