@@ -75,8 +75,16 @@ def _override_value(group: str) -> Any:
         k, _, v = o.lstrip("+~").partition("=")
         if k == group:
             return v
-    return {"model": "mlp", "data": "synthetic", "strategy": "auto", "hardware": "cpu",
-            "export": "saved_model"}.get(group)
+    return default_options().get(group)
+
+
+def default_options() -> dict[str, str]:
+    """group -> option chosen by conf/config.yaml's defaults list (the one place they are set)."""
+    from omegaconf import OmegaConf
+
+    defaults = OmegaConf.load(importlib_file(CONFIG_MODULE, "config.yaml")).defaults
+    return {k: v for entry in defaults if not isinstance(entry, str) for k, v in entry.items()
+            if isinstance(v, str)}
 
 
 def _given(key: str) -> Any:

@@ -65,11 +65,13 @@ class Dataset:
 
     def take(self, config, indices: np.ndarray) -> Any:
         """(features, label) for the records at `indices`, in global order. The default filters a
-        full read; in-memory datasets gather directly."""
+        read that stops after the last wanted record; in-memory datasets gather directly."""
         import tensorflow as tf
 
-        mask = np.zeros(self.describe(config).num_examples, dtype=bool)
-        mask[np.asarray(indices, dtype=np.int64)] = True
+        indices = np.asarray(indices, dtype=np.int64)
+        last = int(indices.max()) + 1 if len(indices) else 0
+        mask = np.zeros(last, dtype=bool)
+        mask[indices] = True
         keep = tf.constant(mask)
 
         def selected(index, record):
@@ -78,7 +80,7 @@ class Dataset:
         def record_only(index, record):
             return record
 
-        return self.read(config).enumerate().filter(selected).map(record_only)
+        return self.read(config).take(last).enumerate().filter(selected).map(record_only)
 
 
 class InMemoryDataset(Dataset):

@@ -89,21 +89,30 @@ def check_shard_config(cfg) -> None:
     from scaleflow.data.base import InMemoryDataset
 
     data = cfg.data
-    if data.reshuffle_each_epoch and data.shard != "random":
-        raise ConfigError("data.reshuffle_each_epoch", True, "false unless data.shard=random",
-                          f"data.shard={data.shard} assigns the same records every epoch by definition")
+    _check_reshuffle(data)
     if data.shard_level != "file":
         return
-    blocker = None
+    blocker = _record_keyed(data)
     if issubclass(registry.get("dataset", data.name), InMemoryDataset):
         blocker = f"the {data.name} dataset is read into memory, not by file"
-    elif data.shard_key:
-        blocker = f"data.shard_key={data.shard_key} keys records, not files"
-    elif data.reshuffle_each_epoch:
-        blocker = "data.reshuffle_each_epoch redraws records each epoch"
     if blocker:
         raise ConfigError("data.shard_level", "file", "record or auto for this source",
                           f"File-level sharding is impossible: {blocker}")
+
+
+def _check_reshuffle(config) -> None:
+    if config.reshuffle_each_epoch and config.shard != "random":
+        raise ConfigError("data.reshuffle_each_epoch", True, "false unless data.shard=random",
+                          f"data.shard={config.shard} assigns the same records every epoch by definition")
+
+
+def _record_keyed(config) -> str | None:
+    """Why the config itself asks for record-level sharding, or None."""
+    if config.shard_key:
+        return f"data.shard_key={config.shard_key} keys records, not files"
+    if config.reshuffle_each_epoch and config.shard == "random":
+        return "data.reshuffle_each_epoch redraws records each epoch"
+    return None
 
 
 def resolve_level(config, info: DataInfo, num_pipelines: int) -> tuple[str, str]:
@@ -113,10 +122,8 @@ def resolve_level(config, info: DataInfo, num_pipelines: int) -> tuple[str, str]
     blocker = None
     if not files:
         blocker = "the source is not file-backed (no files to assign)"
-    elif config.shard_key:
-        blocker = f"data.shard_key={config.shard_key} keys records, not files"
-    elif config.reshuffle_each_epoch and config.shard == "random":
-        blocker = "data.reshuffle_each_epoch redraws records each epoch"
+    elif _record_keyed(config):
+        blocker = _record_keyed(config)
     elif train_files < num_pipelines:
         blocker = (f"{train_files} training file(s) of {files} (after holding out validation files) "
                    f"for {num_pipelines} pipelines")
@@ -136,9 +143,7 @@ def plan_input(dataset: Dataset, config, info: DataInfo, num_pipelines: int, *, 
     if config.batch_size % num_pipelines:
         raise ConfigError("data.batch_size", config.batch_size,
                           f"a multiple of the number of input pipelines ({num_pipelines})")
-    if config.reshuffle_each_epoch and config.shard != "random":
-        raise ConfigError("data.reshuffle_each_epoch", True, "false unless data.shard=random",
-                          f"data.shard={config.shard} assigns the same records every epoch by definition")
+    _check_reshuffle(config)
     level, reason = resolve_level(config, info, num_pipelines)
     b = config.batch_size // num_pipelines
     files = dict(paths=info.files, file_records=info.file_records)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 
 from scaleflow import registry
 from scaleflow.strategies.base import Distribution, Strategy
@@ -44,16 +45,21 @@ def resolve(cfg, num_gpus: int | None = None) -> tuple[str, str]:
     return "default", "one device" + (" (1 GPU)" if num_gpus == 1 else "")
 
 
+def visible_gpus() -> int | None:
+    """GPUs TensorFlow sees, when it is already imported (never imports it: config-only paths)."""
+    if "tensorflow" not in sys.modules:
+        return None
+    import tensorflow as tf
+
+    return len(tf.config.list_logical_devices("GPU"))
+
+
 def fallback_strategy(cfg) -> tuple[str, str]:
     """What to train with when the requested accelerator is absent (strategy.fallback=true):
     `resolve` as if hardware were the host CPU (logical_devices as configured) or its GPUs."""
     from omegaconf import OmegaConf
 
-    num_gpus = None
-    if "tensorflow" in __import__("sys").modules:
-        import tensorflow as tf
-
-        num_gpus = len(tf.config.list_logical_devices("GPU"))
+    num_gpus = visible_gpus()
     as_cpu = OmegaConf.create({"hardware": {"name": "gpu" if num_gpus else "cpu",
                                             "logical_devices": cfg.hardware.get("logical_devices", 1)},
                                "strategy": {"num_workers": 1}})
@@ -82,12 +88,7 @@ class Auto(Strategy):
     name = "auto"
 
     def _chosen(self, cfg) -> tuple[Strategy, str, str]:
-        num_gpus = None
-        if "tensorflow" in __import__("sys").modules:
-            import tensorflow as tf
-
-            num_gpus = len(tf.config.list_logical_devices("GPU"))
-        name, reason = resolve(cfg, num_gpus)
+        name, reason = resolve(cfg, visible_gpus())
         return registry.get("strategy", name)(), name, reason
 
     def launch(self, cfg, run_dir: str) -> int | None:

@@ -47,8 +47,6 @@ class Throughput:
 
             def on_epoch_end(self, epoch, logs=None):
                 self._stop()
-                if logs is not None and self.epochs:
-                    self.model._scaleflow_last_epoch = self.epochs[-1]
 
             def summary(self) -> dict:
                 steady = self.epochs[1:] or self.epochs

@@ -113,10 +113,11 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest) 
                         validation_steps=plan.validation.steps if plan.validation else None,
                         callbacks=callbacks, verbose=1 if t.verbose == "progress" else 0, shuffle=False)
     final = {k: float(v[-1]) for k, v in history.history.items() if v}
-    manifest.update(throughput=throughput.summary())
     from scaleflow.planning.prediction import predicted_vs_measured  # the planner's view, for run.json
 
-    manifest.update(step_time=predicted_vs_measured(cfg, distribution, info, throughput.summary().get("step_time_s")))
+    measured = throughput.summary()
+    manifest.update(throughput=measured,
+                    step_time=predicted_vs_measured(cfg, distribution, info, measured.get("step_time_s")))
 
     # 6. Export and verify (only the chief writes the real path).
     sample = _sample_batch(dataset, cfg.data, plan)
