@@ -328,6 +328,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not informational:
             prevalidate(overrides, multirun=bool(args.multirun))
         extra = search_path_override(overrides)
+        pinned: list[str] = []
+        if not (informational or args.multirun or args.cfg):  # a job will run: lock its dir first
+            from scaleflow.rundir_lock import hold_run_dir
+
+            pinned = hold_run_dir(overrides + extra)  # hydra.run.dir=<the locked dir>
     except ConfigError as e:
         _fail(e, 2)
     except SystemExit:
@@ -340,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from scaleflow.config import store
 
     store.register()
-    sys.argv = [sys.argv[0] if sys.argv else "scaleflow"] + flags + extra + overrides
+    sys.argv = [sys.argv[0] if sys.argv else "scaleflow"] + flags + extra + overrides + pinned
     hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name=CONFIG_NAME, version_base="1.3")(task)()
     from scaleflow.sweep.callback import last_summary
 
