@@ -14,7 +14,7 @@ import re
 import sys
 from typing import Any, Sequence
 
-from scaleflow.errors import ConfigError, ScaleflowError, did_you_mean, one_of
+from scaleflow.errors import ConfigError, DataError, ScaleflowError, did_you_mean, one_of
 from scaleflow.strategies.auto import implied_overrides
 
 CONFIG_MODULE = "scaleflow.conf"
@@ -23,7 +23,8 @@ log = logging.getLogger("scaleflow")
 
 
 def _fail(error: BaseException, code: int) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
-    kind = "config error" if isinstance(error, ConfigError) else "error"
+    kind = "data error" if isinstance(error, DataError) else \
+        "config error" if isinstance(error, ConfigError) else "error"
     print(f"scaleflow: {kind}: {error}", file=sys.stderr)
     sys.exit(code)
 

@@ -52,6 +52,16 @@ class Dataset:
         """Size, shapes, classes and files, without TensorFlow."""
         raise NotImplementedError
 
+    def for_inference(self, metadata: dict, labelled: bool) -> "Dataset":
+        """This dataset prepared to feed a trained model (mode=evaluate|predict).
+
+        Args:
+            metadata: the model's metadata (export metadata or run.json's data block), e.g. the
+                encoding fitted at training time, which must be applied unchanged.
+            labelled: False when the label may be absent (predict).
+        """
+        return self
+
     def keys(self, config, key: str) -> np.ndarray:
         """The value of feature/column `key` for every record in global order (for hash sharding)."""
         from scaleflow.errors import ConfigError
@@ -91,8 +101,12 @@ class InMemoryDataset(Dataset):
     def arrays(self, config) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
+    def cache_token(self) -> str:
+        """What, beside the config, changes this dataset's arrays (e.g. a fitted encoding)."""
+        return ""
+
     def _arrays(self, config) -> tuple[np.ndarray, np.ndarray]:
-        key = (self.name, repr(sorted((k, repr(v)) for k, v in dict(config).items())))
+        key = (self.name, self.cache_token(), repr(sorted((k, repr(v)) for k, v in dict(config).items())))
         if key not in self._cache:
             x, y = self.arrays(config)
             self._cache.clear()  # hold one dataset at a time

@@ -1,27 +1,43 @@
-"""A CSV file with a header row: one label column and numeric feature columns."""
+"""A CSV file with a header row: a label column, numeric and categorical features, an optional key.
+
+The file is read and checked with NumPy during config validation (see data/tabular.py), so a ragged
+line, a header without records, a non-numeric or infinite value, or a missing cell is a data error
+naming the file, line, record and column, before TensorFlow starts.
+"""
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from typing import List, Optional
 
 import numpy as np
 
-from scaleflow.config.schema import DataConfig
-from scaleflow.data.base import InMemoryDataset, label_ids
+from scaleflow.config.schema import DataConfig, bounded, choice, items
+from scaleflow.data.base import DataInfo, InMemoryDataset, label_ids
+from scaleflow.data.sharding import split_indices
+from scaleflow.data.tabular import (TableEncoding, column_roles, describe_encoding, fit_encoding, labels_present,
+                                    read_table)
 from scaleflow.errors import ConfigError, did_you_mean, one_of
 
 
 @dataclass
 class CSVConfig(DataConfig):
     label_column: str = "label"
-    feature_columns: Optional[List[str]] = None  # None: every column except the label
+    feature_columns: Optional[List[str]] = None  # None: every column except the label, ignored ones and the key
+    ignore_columns: List[str] = items([])  # e.g. ids, free text; data.shard_key is never a feature either
+    categorical_columns: List[str] = items([])  # string columns encoded one-hot (vocabulary: training split)
+    missing: str = choice("error", "error", "mean", "zero")  # what an empty / NA cell becomes
+    max_categories: int = bounded(1000, min=2)
     delimiter: str = ","
 
 
 class CSV(InMemoryDataset):
     """Rows of a CSV file; record i is data row i.
+
+    Args:
+        encoding: a fitted encoding to apply unchanged (a trained model's, for evaluate/predict);
+            None fits one on the training split.
+        require_label: False lets the label column be absent (mode=predict).
 
     Example: `python -m scaleflow data=csv data.path=iris.csv data.label_column=species`
     """
@@ -30,32 +46,56 @@ class CSV(InMemoryDataset):
     Config = CSVConfig
     path_kind = "file"
 
-    def _table(self, config) -> tuple[list[str], np.ndarray]:
-        with open(config.path, newline="") as f:
-            reader = csv.reader(f, delimiter=config.delimiter)
-            header = next(reader, None)
-            if header is None:
-                raise ConfigError("data.path", config.path, "a CSV file with a header row", "The file is empty")
-            rows = [row for row in reader if row]
-        return [h.strip() for h in header], np.array(rows, dtype=object).reshape(len(rows), len(header))
+    def __init__(self, encoding: TableEncoding | None = None, require_label: bool = True):
+        self.encoding, self.require_label = encoding, require_label
 
-    def _column(self, header: list[str], name: str, key: str) -> int:
-        if name not in header:
-            raise ConfigError(key, name, one_of(header) + " (columns of the CSV header)", did_you_mean(name, header))
-        return header.index(name)
+    @classmethod
+    def validate(cls, cfg) -> None:
+        super().validate(cfg)
+        if cfg.get("mode", "train") == "train":
+            cls().prepare(cfg.data)  # every data problem is found here, before TensorFlow
+
+    def for_inference(self, metadata: dict, labelled: bool) -> "CSV":
+        encoding = metadata.get("encoding")
+        return CSV(TableEncoding.from_dict(encoding) if encoding else None, require_label=labelled)
+
+    def cache_token(self) -> str:
+        return repr((self.encoding.to_dict() if self.encoding else None, self.require_label))
+
+    def prepare(self, config) -> tuple[TableEncoding, np.ndarray, np.ndarray, dict]:
+        """(encoding, inputs, class ids, report). Without a given encoding it is fitted on the
+        training split (the same seeded split the pipeline uses), so no validation value leaks in."""
+        table = read_table(config.path, config.delimiter)
+        encoding = self.encoding
+        if encoding is None:
+            train, _ = split_indices(table.num_records, config.validation_split, config.seed)
+            encoding = fit_encoding(table, config, train, require_label=self.require_label)
+            label = encoding.label
+        else:
+            label, _, _, _ = column_roles(table, config, require_label=self.require_label)
+        x, report = encoding.encode(table)
+        if label is None:
+            y = np.zeros(table.num_records, dtype=np.int32)
+        else:
+            y, _ = label_ids(labels_present(table, label).tolist())
+        return encoding, x, y, report
 
     def arrays(self, config):
-        header, table = self._table(config)
-        label = self._column(header, config.label_column, "data.label_column")
-        names = list(config.feature_columns) if config.feature_columns else [h for h in header if h != header[label]]
-        columns = [self._column(header, n, "data.feature_columns") for n in names]
-        try:
-            x = table[:, columns].astype(np.float32)
-        except ValueError as e:
-            raise ConfigError("data.feature_columns", names, "numeric columns", f"{e}") from None
-        y, _ = label_ids(table[:, label].tolist())
+        _, x, y, _ = self.prepare(config)
         return x, y
 
+    def describe(self, config) -> DataInfo:
+        info = super().describe(config)
+        encoding, _, _, report = self.prepare(config)
+        labelled = encoding.label is not None if self.encoding is None else \
+            config.label_column in read_table(config.path, config.delimiter).header
+        return DataInfo(info.num_examples, info.input_shape, info.num_classes, info.fingerprint,
+                        extra={"encoding": encoding.to_dict(), "report": describe_encoding(encoding, report),
+                               "feature_names": encoding.feature_names, "labelled": labelled})
+
     def keys(self, config, key):
-        header, table = self._table(config)
-        return table[:, self._column(header, key, "data.shard_key")].astype(str)
+        table = read_table(config.path, config.delimiter)
+        if key not in table.header:
+            raise ConfigError("data.shard_key", key, one_of(table.header) + f" (columns of {config.path})",
+                              did_you_mean(key, table.header))
+        return table.column(key).astype(str)

@@ -59,7 +59,8 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest) 
     plan = plan_input(dataset, cfg.data, info, distribution.num_pipelines)
     steps = t.steps_per_epoch or plan.train.steps
     manifest.update(data={**plan.report(), "name": cfg.data.name, "input_shape": list(info.input_shape),
-                          "num_classes": info.num_classes})
+                          "num_classes": info.num_classes,
+                          **({"encoding": info.extra["report"]} if "report" in info.extra else {})})
     log.info("data %s: %d records (%s), %d train steps/epoch of %d", cfg.data.name, info.num_examples,
              info.fingerprint, steps, cfg.data.batch_size)
 
