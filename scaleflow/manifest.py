@@ -10,6 +10,7 @@ import tempfile
 from typing import Any
 
 import scaleflow
+from scaleflow.identity import config_hash, model_identity
 
 
 def atomic_write_json(path: str, data: Any) -> None:
@@ -62,10 +63,14 @@ class Manifest:
         self.enabled = enabled
         previous = self.load(run_dir) or {}
         self.previous = previous  # an interrupted attempt's manifest, for resuming its history
+        self.config_hash = config_hash(config)
         self.data: dict[str, Any] = {
             "status": "running", "config": config, "versions": versions(), "strategy": None, "data": None,
             "metrics": None, "throughput": None, "export": None, "started": now(), "ended": None,
             "error": None,
+            # The model identity (see identity.py), completed by the export.
+            "model": model_identity(name=None, version=None, run_dir=run_dir, config_hash=self.config_hash,
+                                    data_fingerprint=None, export_checksum=None),
         }
         if previous.get("status") in ("running", "failed"):
             self.data["previous_attempts"] = previous.get("previous_attempts", 0) + 1

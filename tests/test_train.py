@@ -92,7 +92,8 @@ def test_exports_are_versioned_never_overwritten_and_leave_no_staging(train, tmp
 def test_failed_export_verification_fails_the_run(train, tmp_path, monkeypatch):
     from scaleflow.export import saved_model
 
-    monkeypatch.setattr(saved_model, "verify_saved_model", lambda *a: 0.5)  # as if the reload disagreed
+    # As if the reloaded model disagreed with the trained one.
+    monkeypatch.setattr(saved_model.SavedModel, "load", lambda self, d, r: (lambda x: r.model(x) + 0.5))
     from scaleflow.errors import ScaleflowError
 
     with pytest.raises(ScaleflowError, match="verification failed"):

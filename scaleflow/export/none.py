@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scaleflow.export.base import Exporter
+from scaleflow.export.base import Exporter, ExportRequest
 
 
 class NoExport(Exporter):
@@ -10,5 +10,11 @@ class NoExport(Exporter):
 
     name = "none"
 
-    def export(self, model, cfg, run_dir, sample, is_chief=True) -> dict:
+    def export(self, request: ExportRequest) -> dict:  # nothing to stage, write or verify
         return {"path": None, "format": "none", "verified": False, "max_abs_diff": None}
+
+    def write(self, model, directory, request) -> dict:
+        raise NotImplementedError("export=none writes nothing")
+
+    def load(self, directory, request):
+        raise NotImplementedError("export=none writes nothing")

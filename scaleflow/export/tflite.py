@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 
 import numpy as np
 
-from scaleflow.export.base import Exporter, ExportVerificationError, staged_version
-from scaleflow.export.saved_model import verification_tolerance
-
-log = logging.getLogger("scaleflow")
+from scaleflow.export.base import Exporter
 
 
 def float32_copy(model):
@@ -20,6 +16,7 @@ def float32_copy(model):
 
     if all(w.dtype == "float32" for w in model.weights) and model.dtype_policy.name == "float32":
         return model
+
     def as_float32(layer):
         config = layer.get_config()
         config["dtype"] = "float32"  # each layer's config carries its mixed policy; replace it
@@ -43,36 +40,31 @@ class TFLite(Exporter):
     """
 
     name = "tflite"
+    FILE = "model.tflite"
 
-    def export(self, model, cfg, run_dir, sample, is_chief=True) -> dict:
+    def write(self, model, directory, request) -> dict:
         import tensorflow as tf
 
-        model32 = float32_copy(model)
-        with staged_version(cfg, run_dir, is_chief) as (staging, final):
-            with tempfile.TemporaryDirectory() as saved:
-                model32.export(saved, format="tf_saved_model", verbose=False)
-                flatbuffer = tf.lite.TFLiteConverter.from_saved_model(saved).convert()
-            os.makedirs(staging)
-            path = os.path.join(staging, "model.tflite")
-            with open(path, "wb") as f:
-                f.write(flatbuffer)
-            diff = None
-            if cfg.export.verify:
-                interpreter = tf.lite.Interpreter(model_path=path)
-                inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-                interpreter.resize_tensor_input(inp["index"], sample.shape)
-                interpreter.allocate_tensors()
-                interpreter.set_tensor(inp["index"], sample.astype(np.float32))
-                interpreter.invoke()
-                got = interpreter.get_tensor(out["index"])
-                expected = np.asarray(model(sample, training=False), dtype=np.float32)
-                diff = float(np.max(np.abs(got - expected)))
-                tolerance = verification_tolerance(cfg)
-                if not np.all(np.isfinite(got)) or not diff <= tolerance:
-                    raise ExportVerificationError(f"TFLite verification failed: max abs diff {diff:.3g} "
-                                                  f"> {tolerance} (or non-finite outputs)")
-        if is_chief:
-            log.info("exported TFLite model to %s (verified: max abs diff %s)", final,
-                     "n/a" if diff is None else f"{diff:.2g}")
-        return {"path": os.path.join(final, "model.tflite") if is_chief else None, "format": "tflite",
-                "verified": diff is not None, "max_abs_diff": diff}
+        with tempfile.TemporaryDirectory() as saved:
+            float32_copy(model).export(saved, format="tf_saved_model", verbose=False)
+            flatbuffer = tf.lite.TFLiteConverter.from_saved_model(saved).convert()
+        os.makedirs(directory)
+        path = os.path.join(directory, self.FILE)
+        with open(path, "wb") as f:
+            f.write(flatbuffer)
+        return {"path": path, "bytes": len(flatbuffer)}
+
+    def load(self, directory, request):
+        import tensorflow as tf
+
+        interpreter = tf.lite.Interpreter(model_path=os.path.join(directory, self.FILE))
+        inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+
+        def predict(x: np.ndarray) -> np.ndarray:
+            interpreter.resize_tensor_input(inp["index"], x.shape)
+            interpreter.allocate_tensors()
+            interpreter.set_tensor(inp["index"], x.astype(np.float32))
+            interpreter.invoke()
+            return interpreter.get_tensor(out["index"])
+
+        return predict

@@ -15,6 +15,8 @@ from omegaconf import OmegaConf
 
 from scaleflow import registry
 from scaleflow.data.pipeline import input_fn, plan_input
+from scaleflow.export.base import ExportRequest
+from scaleflow.export.metadata import export_metadata
 from scaleflow.manifest import Manifest
 from scaleflow.models.base import InputSpec
 from scaleflow.training import setup
@@ -120,21 +122,30 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest) 
     manifest.update(throughput=measured,
                     step_time=predicted_vs_measured(cfg, distribution, info, measured.get("step_time_s")))
 
-    # 6. Export and verify (only the chief writes the real path).
-    sample = _sample_batch(dataset, cfg.data, plan)
-    exporter = registry.get("exporter", cfg.export.format)()
-    exported = exporter.export(model, cfg, run_dir, sample, is_chief=distribution.is_chief)
-    manifest.update(export=exported)
+    # 6. Export and verify (only the chief writes the real path); run.json's `model` is the identity
+    #    the registry, the server and the audit log share.
+    request = ExportRequest(model=model, cfg=cfg, run_dir=run_dir, sample=_sample_batch(dataset, cfg.data, plan),
+                            identity={"run_dir": os.path.abspath(run_dir), "config_hash": manifest.config_hash,
+                                      "data_fingerprint": info.fingerprint},
+                            metadata=export_metadata(cfg, info, _records(dataset, cfg.data, plan.train.shards[0], 2048)),
+                            is_chief=distribution.is_chief)
+    exported = registry.get("exporter", cfg.export.format)().export(request)
+    manifest.update(export=exported, model=exported.get("identity") or manifest.data["model"])
     setup.set_precision("off")
     return final
 
 
 def _sample_batch(dataset, config, plan, size: int = 64) -> np.ndarray:
     """A few real inputs to compare the export against the trained model."""
-    import tensorflow as tf
-
     source = plan.validation.shards[0] if plan.validation is not None and len(plan.validation.shards[0]) \
         else plan.train.shards[0]
-    indices = np.sort(source[:size])
+    return _records(dataset, config, source, size)
+
+
+def _records(dataset, config, indices, size: int = 64) -> np.ndarray:
+    """The features of the first `size` of `indices` (in index order), as float32."""
+    import tensorflow as tf
+
+    indices = np.sort(np.asarray(indices)[:size])
     x, _ = next(iter(dataset.take(config, indices).batch(len(indices))))
     return tf.cast(x, tf.float32).numpy()
