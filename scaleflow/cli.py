@@ -88,8 +88,8 @@ def default_options() -> dict[str, str]:
             if isinstance(v, str)}
 
 
-def _given(key: str) -> Any:
-    for o in reversed(_current_overrides):
+def _given(key: str, overrides: Sequence[str] | None = None) -> Any:
+    for o in reversed(_current_overrides if overrides is None else overrides):
         k, _, v = o.lstrip("+~").partition("=")
         if k == key:
             return v
@@ -154,14 +154,58 @@ def translate(exc: BaseException) -> ConfigError:
 
 
 # ------------------------------------------------------------------------------- pre-validation
-def search_path_override(existing: Sequence[str]) -> list[str]:
-    """`hydra.searchpath=[...]` carrying plugins' config dirs, unless the user set one."""
+def search_path_override(overrides: Sequence[str]) -> list[str]:
+    """`overrides` with the plugins' config dirs on Hydra's search path. A user's own
+    `hydra.searchpath=[...]` keeps its entries and gets the plugins' appended: Hydra reads only the
+    first searchpath override, so adding a second one (or none) would drop one of the two."""
     from scaleflow import registry
 
     paths = registry.conf_search_paths()
-    if not paths or any(o.startswith("hydra.searchpath") for o in existing):
-        return []
-    return ["hydra.searchpath=[" + ",".join(paths) + "]"]
+    if not paths:
+        return list(overrides)
+    merged, found = [], False
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if key.lstrip("+") == "hydra.searchpath" and sep and not found:
+            from hydra.core.override_parser.overrides_parser import OverridesParser
+
+            try:
+                user = OverridesParser.create().parse_override(override).value()
+            except Exception:  # noqa: BLE001 - a malformed override is reported by composition
+                user = None
+            if isinstance(user, list):
+                override = _searchpath_override(key, [*map(str, user), *(p for p in paths if p not in user)])
+            found = True
+        merged.append(override)
+    return merged if found else merged + [_searchpath_override("hydra.searchpath", paths)]
+
+
+def _searchpath_override(key: str, paths: Sequence[str]) -> str:
+    quoted = ("'" + p.replace("\\", "\\\\").replace("'", "\\'") + "'" for p in paths)
+    return f"{key}=[{','.join(quoted)}]"
+
+
+def check_output_dir(overrides: Sequence[str], multirun: bool) -> None:
+    """`hydra.run.dir` (`hydra.sweep.dir` with -m) must be a directory or creatable as one; Hydra
+    itself fails with a traceback when it (or a parent) is a file. Only the literal part of the path,
+    up to the first interpolation, can be checked before Hydra runs."""
+    section = "sweep" if multirun else "run"
+    key = f"hydra.{section}.dir"
+    value = _given(key, overrides)
+    if value is None:
+        from omegaconf import OmegaConf
+
+        raw = OmegaConf.to_container(OmegaConf.load(importlib_file(CONFIG_MODULE, "config.yaml")), resolve=False)
+        value = raw.get("hydra", {}).get(section, {}).get("dir")
+    if not isinstance(value, str):
+        return
+    text = value.strip("'\"")
+    path = os.path.dirname(text.split("${", 1)[0]) if "${" in text else text
+    path = os.path.expanduser(path).rstrip(os.sep) or path
+    while path and not os.path.lexists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)  # the nearest existing ancestor must be a directory
+    if path and os.path.lexists(path) and not os.path.isdir(path):
+        raise ConfigError(key, value, "a directory, or a path where one can be created", f"{path} is not a directory")
 
 
 def compose(overrides: Sequence[str]):
@@ -180,7 +224,7 @@ def compose(overrides: Sequence[str]):
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         try:
-            cfg = hydra_compose(CONFIG_NAME, overrides=list(overrides) + search_path_override(overrides))
+            cfg = hydra_compose(CONFIG_NAME, overrides=search_path_override(overrides))
         except Exception as exc:  # noqa: BLE001 - every composition error becomes a ConfigError
             error = translate(exc)
             error.composition = True
@@ -328,12 +372,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         informational = args.hydra_help or args.info or args.shell_completion
         if not informational:
             prevalidate(overrides, multirun=bool(args.multirun))
-        extra = search_path_override(overrides)
+            if args.multirun:  # a single job's run dir is checked when it is locked (rundir_lock)
+                check_output_dir(overrides, multirun=True)
+        overrides = search_path_override(overrides)
         pinned: list[str] = []
         if not (informational or args.multirun or args.cfg):  # a job will run: lock its dir first
             from scaleflow.rundir_lock import hold_run_dir
 
-            pinned = hold_run_dir(overrides + extra)  # hydra.run.dir=<the locked dir>
+            pinned = hold_run_dir(overrides)  # hydra.run.dir=<the locked dir>
     except ConfigError as e:
         _fail(e, 2)
     except SystemExit:
@@ -346,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from scaleflow.config import store
 
     store.register()
-    sys.argv = [sys.argv[0] if sys.argv else "scaleflow"] + flags + extra + overrides + pinned
+    sys.argv = [sys.argv[0] if sys.argv else "scaleflow"] + flags + overrides + pinned
     hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name=CONFIG_NAME, version_base="1.3")(task)()
     from scaleflow.sweep.callback import last_summary
 
