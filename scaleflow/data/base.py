@@ -73,6 +73,12 @@ class Dataset:
         """A tf.data.Dataset of (features, label) over `files` (all when None), in global order."""
         raise NotImplementedError
 
+    def explain_read_error(self, config, error: BaseException, files: Sequence[str] | None = None):
+        """A `DataError` naming the file (and record) behind `error`, a TensorFlow error raised while
+        training read the data, or None when this dataset cannot tell. TensorFlow's reader errors
+        ("corrupted record at 12", "Unknown image file format") do not name the file."""
+        return None
+
     def take(self, config, indices: np.ndarray) -> Any:
         """(features, label) for the records at `indices`, in global order. The default filters a
         read that stops after the last wanted record; in-memory datasets gather directly."""

@@ -10,9 +10,33 @@ import numpy as np
 
 from scaleflow.config.schema import DataConfig, bounded, items
 from scaleflow.data.base import DataInfo, Dataset, file_fingerprint
-from scaleflow.errors import ConfigError
+from scaleflow.errors import ConfigError, DataError
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
+# The formats tf.io.decode_image reads, by their first bytes: checking 8 bytes per file at describe
+# time names a non-image file before training instead of "Unknown image file format" mid-epoch.
+MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF87a": "GIF", b"GIF89a": "GIF", b"BM": "BMP"}
+
+
+def image_format(path: str) -> str | None:
+    """'PNG', 'JPEG', 'GIF' or 'BMP' from the file's first bytes; None when it is none of them."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    return next((name for magic, name in MAGIC.items() if head.startswith(magic)), None)
+
+
+def check_images(files: list[str]) -> None:
+    """DataError naming the first file that is not an image TensorFlow can decode."""
+    for path in files:
+        try:
+            kind = image_format(path)
+        except OSError as e:
+            raise DataError(path, f"cannot be read ({e.strerror})") from None
+        if kind is None:
+            size = os.path.getsize(path)
+            raise DataError(path, "is not a PNG, JPEG, GIF or BMP image (" + ("an empty file" if not size else
+                            "its first bytes match no image format") + ")",
+                            hint="Remove it from the class directory or replace it with a real image")
 
 
 @dataclass
@@ -55,6 +79,7 @@ class ImageFolder(Dataset):
         files, labels, classes = list_images(config.path)
         if not classes:
             raise ConfigError("data.path", config.path, "a directory with one sub-directory of images per class")
+        check_images(files)
         h, w = config.image_size
         return DataInfo(num_examples=len(files), input_shape=(h, w, config.channels), num_classes=len(classes),
                         fingerprint=file_fingerprint(files), files=tuple(files), file_records=(1,) * len(files),
@@ -67,6 +92,22 @@ class ImageFolder(Dataset):
         if key in ("label", "class"):
             return labels
         raise ConfigError("data.shard_key", key, "path or label")
+
+    def explain_read_error(self, config, error, files=None):
+        """An image whose header is fine but whose data is not (truncated, corrupt), found by
+        TensorFlow mid-epoch without a file name: decode each file to find it."""
+        import tensorflow as tf
+
+        if not isinstance(error, (tf.errors.InvalidArgumentError, tf.errors.DataLossError)):
+            return None
+        for path in list(files) if files is not None else list_images(config.path)[0]:
+            try:
+                tf.io.decode_image(tf.io.read_file(path), channels=config.channels, expand_animations=False)
+            except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
+                first = str(getattr(e, "message", e)).strip().splitlines()[0]
+                return DataError(path, f"cannot be decoded as an image ({first})",
+                                 hint="Remove it from the class directory or replace it with a real image")
+        return None
 
     def read(self, config, files=None):
         import tensorflow as tf

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import math
 import os
+import struct
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
@@ -12,8 +13,8 @@ import numpy as np
 
 from scaleflow.config.schema import DataConfig
 from scaleflow.data.base import DataInfo, Dataset, file_fingerprint
-from scaleflow.data.tfrecord_format import count_records, feature_value, iter_records
-from scaleflow.errors import ConfigError, one_of
+from scaleflow.data.tfrecord_format import RecordError, count_records, feature_value, locate_corruption, records
+from scaleflow.errors import ConfigError, DataError, one_of
 
 DTYPES = ("float32", "int64", "string")
 
@@ -61,13 +62,17 @@ class TFRecord(Dataset):
 
     def describe(self, config) -> DataInfo:
         files = list_files(config.path)
-        counts = tuple(count_records(f) for f in files)
-        num_classes = config.num_classes
-        if num_classes is None:
-            labels = [feature_value(r, config.label) for f in files for r in iter_records(f)]
-            if any(v is None for v in labels):
-                raise ConfigError("data.label", config.label, "an int64 feature present in every record")
-            num_classes = int(max(labels)) + 1 if labels else 0
+        compression = config.compression or ""
+        try:  # the framing of every file is checked here, so a bad file is named before training
+            counts = tuple(count_records(f, compression) for f in files)
+            num_classes = config.num_classes
+            if num_classes is None:
+                labels = [v for f in files for v in _values(f, compression, config.label)]
+                if any(v is None for v in labels):
+                    raise ConfigError("data.label", config.label, "an int64 feature present in every record")
+                num_classes = int(max(labels)) + 1 if labels else 0
+        except RecordError as e:
+            raise _data_error(e) from None
         shapes = [list(spec.get("shape", [])) for spec in config.features.values()]
         if len(shapes) == 1 and shapes[0]:
             input_shape = tuple(shapes[0])
@@ -78,10 +83,25 @@ class TFRecord(Dataset):
 
     def keys(self, config, key):
         files = list_files(config.path)
-        values = [feature_value(r, key) for f in files for r in iter_records(f)]
+        try:
+            values = [v for f in files for v in _values(f, config.compression or "", key)]
+        except RecordError as e:
+            raise _data_error(e) from None
         if values and all(v is None for v in values):
             raise ConfigError("data.shard_key", key, "a feature present in the records")
         return np.array([v.decode() if isinstance(v, bytes) else v for v in values], dtype=object)
+
+    def explain_read_error(self, config, error: BaseException, files=None):
+        """A payload checksum error found by TensorFlow mid-epoch does not name the file: find it."""
+        import tensorflow as tf
+
+        if not isinstance(error, (tf.errors.DataLossError, tf.errors.InvalidArgumentError)):
+            return None
+        for f in list(files) if files is not None else list_files(config.path):
+            found = locate_corruption(f, config.compression or "")
+            if found is not None:
+                return _data_error(found)
+        return None
 
     def read(self, config, files=None):
         import tensorflow as tf
@@ -103,3 +123,17 @@ class TFRecord(Dataset):
 
         ds = tf.data.TFRecordDataset(files, compression_type=config.compression or None)
         return ds.batch(256).map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+
+
+def _values(path: str, compression: str, name: str):
+    """Feature `name` of every record of `path`; a payload that is not a tf.train.Example is named."""
+    for index, (offset, record) in enumerate(records(path, compression)):
+        try:
+            yield feature_value(record, name)
+        except (ValueError, IndexError, struct.error):
+            raise RecordError(path, index, offset, "not a tf.train.Example (corrupt payload)") from None
+
+
+def _data_error(e: RecordError) -> DataError:
+    return DataError(e.path, f"record {e.record} (byte {e.offset}): {e.problem}", record=e.record,
+                     hint="Replace or regenerate this file, or remove it from data.path")

@@ -112,9 +112,15 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest) 
     ]
     if t.verbose == "line":
         callbacks.append(epoch_logger(t.epochs, throughput))
-    history = model.fit(train_ds, epochs=t.epochs, steps_per_epoch=steps, validation_data=val_ds,
-                        validation_steps=plan.validation.steps if plan.validation else None,
-                        callbacks=callbacks, verbose=1 if t.verbose == "progress" else 0, shuffle=False)
+    try:
+        history = model.fit(train_ds, epochs=t.epochs, steps_per_epoch=steps, validation_data=val_ds,
+                            validation_steps=plan.validation.steps if plan.validation else None,
+                            callbacks=callbacks, verbose=1 if t.verbose == "progress" else 0, shuffle=False)
+    except Exception as e:  # a bad record found mid-epoch: name its file instead of TensorFlow's trace
+        explained = dataset.explain_read_error(cfg.data, e)
+        if explained is None:
+            raise
+        raise explained from None
     final = {k: float(v[-1]) for k, v in history.history.items() if v}
     from scaleflow.planning.prediction import predicted_vs_measured  # the planner's view, for run.json
 
