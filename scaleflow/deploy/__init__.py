@@ -1,0 +1,1 @@
+"""Deployment: model labels (stable/canary), promotion, cluster manifests."""
