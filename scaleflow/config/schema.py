@@ -146,6 +146,17 @@ class SweepConfig:
     direction: str = choice("minimize", "minimize", "maximize")
 
 
+# -------------------------------------------------------------------------------------- registry
+@dataclass
+class RegistryConfig:
+    """Options of `mode=models` (the model registry over run.json and export files)."""
+
+    root: List[str] = items(["outputs", "multirun"])  # directories searched for run.json
+    compare: List[str] = items([])  # [a, b]: two run dirs or name:version, side by side
+    format: str = choice("table", "table", "json")
+    verify: bool = True  # re-hash export files against their checksums
+
+
 # ---------------------------------------------------------------------------------------- config
 @dataclass
 class Config:
@@ -161,3 +172,4 @@ class Config:
     profile: Any = MISSING
     plan: PlanConfig = field(default_factory=PlanConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)

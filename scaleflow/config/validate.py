@@ -21,7 +21,7 @@ from scaleflow.errors import ConfigError, did_you_mean, one_of
 
 GROUPS = ("model", "data", "strategy", "hardware", "trainer", "export", "profile")
 # Plain (non-group) nodes and their schema.
-NODES = {"plan": "PlanConfig", "sweep": "SweepConfig"}
+NODES = {"plan": "PlanConfig", "sweep": "SweepConfig", "registry": "RegistryConfig"}
 
 
 def _check_field(key: str, value: Any, meta: dict) -> None:
