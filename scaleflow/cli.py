@@ -24,7 +24,7 @@ log = logging.getLogger("scaleflow")
 
 def _fail(error: BaseException, code: int) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
     kind = "data error" if isinstance(error, DataError) else \
-        "config error" if isinstance(error, ConfigError) else "error"
+        "config error" if isinstance(error, ConfigError) else getattr(error, "kind", "error")
     print(f"scaleflow: {kind}: {error}", file=sys.stderr)
     sys.exit(code)
 
@@ -374,12 +374,17 @@ def main(argv: Sequence[str] | None = None) -> None:
             prevalidate(overrides, multirun=bool(args.multirun))
             if args.multirun:  # a single job's run dir is checked when it is locked (rundir_lock)
                 check_output_dir(overrides, multirun=True)
+        user_overrides = list(overrides)
         overrides = search_path_override(overrides)
         pinned: list[str] = []
         if not (informational or args.multirun or args.cfg):  # a job will run: lock its dir first
             from scaleflow.rundir_lock import hold_run_dir
 
             pinned = hold_run_dir(overrides)  # hydra.run.dir=<the locked dir>
+            if pinned:  # this process is the job (not a worker its launcher started)
+                from scaleflow.training.signals import remember_command
+
+                remember_command(user_overrides + pinned)  # run.json's resume command after SIGTERM/SIGINT
     except ConfigError as e:
         _fail(e, 2)
     except SystemExit:
@@ -393,7 +398,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     store.register()
     sys.argv = [sys.argv[0] if sys.argv else "scaleflow"] + flags + overrides + pinned
-    hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name=CONFIG_NAME, version_base="1.3")(task)()
+    try:
+        hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name=CONFIG_NAME, version_base="1.3")(task)()
+    except KeyboardInterrupt:  # Ctrl-C outside training (which handles it itself): no traceback
+        print("scaleflow: interrupted (SIGINT)", file=sys.stderr)
+        sys.exit(130)
     from scaleflow.sweep.callback import last_summary
 
     summary = last_summary()

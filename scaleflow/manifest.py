@@ -72,7 +72,7 @@ class Manifest:
             "model": model_identity(name=None, version=None, run_dir=run_dir, config_hash=self.config_hash,
                                     data_fingerprint=None, export_checksum=None),
         }
-        if previous.get("status") in ("running", "failed"):
+        if previous.get("status") in ("running", "failed", "interrupted"):
             self.data["previous_attempts"] = previous.get("previous_attempts", 0) + 1
         self.write()
 

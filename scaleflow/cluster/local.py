@@ -9,7 +9,10 @@ Guarantees (each wait has a deadline, so the job never hangs):
 - the first worker that fails ends the job: the others get `peer_grace_s` to notice and exit on their
   own (so the chief can record the failure in run.json), then are killed; the error names the worker,
   how it ended and its last log lines;
-- once one worker finished, the rest must finish within `finish_timeout_s`.
+- once one worker finished, the rest must finish within `finish_timeout_s`;
+- SIGTERM or SIGINT sent to the launcher is forwarded to every worker (each finishes its step, keeps
+  its checkpoint and exits 143/130; the chief records `interrupted`); the launcher waits for them up to
+  `finish_timeout_s` and raises TrainingInterrupted. A second signal kills the workers at once.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import IO, Sequence
 
@@ -82,14 +86,34 @@ class LocalCluster:
         self.procs: list[subprocess.Popen] = []
         self.streams: list[LogStream] = []
         self.started_at: float | None = None
+        self.stop_signal: int | None = None  # a SIGTERM/SIGINT received and forwarded to the workers
+
+    # ------------------------------------------------------------------------------------- signals
+    def _forward(self, signum, frame) -> None:
+        if self.stop_signal is not None:  # the second signal: no more waiting
+            self.kill(grace_s=0)
+            return
+        self.stop_signal = signum
+        for p in self.procs:
+            if p.poll() is None:
+                self._signal(p, signum)
+
+    def _forwarding(self) -> dict:
+        """Install the forwarding handlers (main thread only); returns the previous ones."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {s: signal.signal(s, self._forward) for s in (signal.SIGTERM, signal.SIGINT)}
 
     # ------------------------------------------------------------------------------------- running
     def run(self) -> int:
         """Run to completion: 0 when every worker exited 0, else raise WorkerFailed."""
+        previous = self._forwarding()
         try:
             self._start()
             return self._watch()
         finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
             self.kill()
 
     def _start(self) -> None:
@@ -101,6 +125,8 @@ class LocalCluster:
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True, preexec_fn=_die_with_parent)
             self.procs.append(proc)
+            if self.stop_signal is not None:  # a signal arrived while the workers were starting
+                self._signal(proc, self.stop_signal)
             path = os.path.join(self.log_dir, f"worker-{rank}.out") if self.log_dir else None
             if self.log_dir:  # for operators (and tests) who need to signal one worker
                 with open(os.path.join(self.log_dir, f"worker-{rank}.pid"), "w") as f:
@@ -110,6 +136,8 @@ class LocalCluster:
     def _watch(self) -> int:
         first_success = None
         while True:
+            if self.stop_signal is not None:
+                return self._wait_stopped()
             now = time.monotonic()
             codes = [p.poll() for p in self.procs]
             failed = [r for r, c in enumerate(codes) if c not in (None, 0)]
@@ -136,6 +164,19 @@ class LocalCluster:
                                    f"{self.finish_timeout_s:.0f} s of the first worker (killed)\n"
                                    + self._tails(late), late[0])
             time.sleep(self.poll_s)
+
+    def _wait_stopped(self) -> int:
+        """After a forwarded signal: every worker stops at its next step and exits on its own."""
+        from scaleflow.training.signals import TrainingInterrupted, resume_command
+
+        signum = self.stop_signal
+        self._wait_others(self.finish_timeout_s)
+        late = [f"worker-{r}" for r, p in enumerate(self.procs) if p.poll() is None]
+        self.kill(grace_s=0)
+        where = f"sent to the launcher and forwarded to {len(self.procs)} workers"
+        if late:
+            where += f" ({', '.join(late)} did not stop within {self.finish_timeout_s:.0f} s and were killed)"
+        raise TrainingInterrupted(signum, where, resume_command())
 
     def _wait_others(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

@@ -109,3 +109,14 @@ def validate(cfg: DictConfig) -> None:
     from scaleflow.data.pipeline import check_shard_config
 
     check_shard_config(cfg)  # sharding rules that need only the config
+    if cfg.mode == "train":  # a model that cannot be written is found now, not after training
+        from scaleflow.export.target import check_export_target
+
+        check_export_target(cfg, _run_dir())
+
+
+def _run_dir() -> str | None:
+    """The job's run dir once Hydra runs it (relative export.dir lives there), else None."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None

@@ -45,6 +45,7 @@ import numpy as np
 from scaleflow.config.schema import ExportConfig
 from scaleflow.errors import ScaleflowError
 from scaleflow.export import integrity
+from scaleflow.export.target import staging_prefix
 from scaleflow.identity import model_identity
 
 log = logging.getLogger("scaleflow")
@@ -176,7 +177,8 @@ def staged_version(cfg, run_dir: str, is_chief: bool = True) -> Iterator[tuple[s
     os.makedirs(root, exist_ok=True)
     version = next_version(root, cfg.export.version)
     final = os.path.join(root, str(version))
-    staging = tempfile.mkdtemp(prefix=f".{version}.staging-", dir=root)
+    # The name says which host and pid write it: a later run removes it only once that process is gone.
+    staging = tempfile.mkdtemp(prefix=staging_prefix(version), dir=root)
     os.rmdir(staging)  # exporters create it themselves
     try:
         yield staging, final, version

@@ -47,6 +47,11 @@ def manifest_history(manifest, initial_epoch: int):
     history = {k: list(v)[:initial_epoch] for k, v in previous.items()} if initial_epoch else {}
 
     class ManifestHistory(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            if history:  # resumed: the earlier epochs' metrics are this run's too, from the start
+                final = {k: v[-1] for k, v in history.items() if v}
+                manifest.update(metrics={"final": final, "history": history}, epochs_completed=initial_epoch)
+
         def on_epoch_end(self, epoch, logs=None):
             final = {k: float(v) for k, v in (logs or {}).items()}
             for k, v in final.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -66,6 +67,13 @@ def completed_epochs(directory: str) -> int:
             return int(json.load(f).get("epoch", 0))  # Keras stores the count of completed epochs
     except (OSError, ValueError, TypeError):
         return 0
+
+
+def discard_backup(directory: str) -> None:
+    """Delete a finished run's resume checkpoint (and the backup/ dir once no worker has one)."""
+    shutil.rmtree(directory, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        os.rmdir(os.path.dirname(directory))
 
 
 def prepare_resume(directory: str, resume: bool) -> int:

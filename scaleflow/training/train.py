@@ -17,9 +17,11 @@ from scaleflow import registry
 from scaleflow.data.pipeline import input_fn, plan_input
 from scaleflow.export.base import ExportRequest
 from scaleflow.export.metadata import export_metadata
+from scaleflow.export.target import check_export_target, clean_stale_staging, export_root
 from scaleflow.manifest import Manifest
 from scaleflow.models.base import InputSpec
 from scaleflow.training import setup
+from scaleflow.training.signals import StopRequest, stop_on_signal, stop_requests
 from scaleflow.training.callbacks import epoch_logger, manifest_history, tensorboard_callback
 
 log = logging.getLogger("scaleflow")
@@ -29,22 +31,32 @@ def run(cfg, run_dir: str) -> dict:
     """Train `cfg` in `run_dir`; returns the final metrics. Raises on failure (run.json says why)."""
     started = time.perf_counter()
     os.makedirs(run_dir, exist_ok=True)
-    # 1. Hardware first: device configuration must happen before TensorFlow runs any op.
-    hardware = registry.get("hardware", cfg.hardware.name)().configure(cfg)
-    distribution = registry.get("strategy", cfg.strategy.name)().create(cfg)
-    manifest = Manifest(run_dir, OmegaConf.to_container(cfg, resolve=True), enabled=distribution.is_chief)
-    try:
-        result = _train(cfg, run_dir, distribution, hardware, manifest)
-    except BaseException as e:
-        manifest.update(error_traceback=traceback.format_exc(limit=20))
-        manifest.finish("failed", error=f"{type(e).__name__}: {e}")
-        raise
+    check_export_target(cfg, run_dir)  # a model that could not be written is never trained
+    with stop_requests() as stop:  # SIGTERM/SIGINT: finish the step, keep the checkpoint, exit 143/130
+        # 1. Hardware first: device configuration must happen before TensorFlow runs any op.
+        hardware = registry.get("hardware", cfg.hardware.name)().configure(cfg)
+        distribution = registry.get("strategy", cfg.strategy.name)().create(cfg)
+        manifest = Manifest(run_dir, OmegaConf.to_container(cfg, resolve=True), enabled=distribution.is_chief)
+        if distribution.is_chief:
+            clean_stale_staging(export_root(cfg, run_dir))  # left by an export killed mid-way
+        try:
+            result = _train(cfg, run_dir, distribution, hardware, manifest, stop)
+        except BaseException as e:
+            interrupted = stop.interruption(e)
+            if interrupted is None:
+                manifest.update(error_traceback=traceback.format_exc(limit=20))
+                manifest.finish("failed", error=f"{type(e).__name__}: {e}")
+                raise
+            manifest.update(resume_command=interrupted.resume)
+            manifest.finish("interrupted", error=str(interrupted))
+            log.warning("%s", interrupted)
+            raise interrupted from None
     manifest.update(duration_s=round(time.perf_counter() - started, 3))
     manifest.finish("ok")
     return result
 
 
-def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest) -> dict:
+def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest, stop: StopRequest) -> dict:
     import keras
 
     t = cfg.trainer
@@ -66,10 +78,14 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest) 
     log.info("data %s: %d records (%s), %d train steps/epoch of %d", cfg.data.name, info.num_examples,
              info.fingerprint, steps, cfg.data.batch_size)
 
-    # 3. Resume: an interrupted run in this run dir continues from its last completed epoch.
+    # 3. Resume: an interrupted run in this run dir continues from its last completed epoch; one
+    # that trained every epoch but failed after (e.g. in the export) goes straight to the export.
     backup = setup.backup_dir(run_dir, distribution.worker_index)
     initial_epoch = setup.prepare_resume(backup, t.resume)
-    if initial_epoch:
+    if initial_epoch >= t.epochs:
+        log.info("training finished in an earlier attempt (%d/%d epochs, checkpoint in %s): restoring it "
+                 "and going straight to the export", initial_epoch, t.epochs, backup)
+    elif initial_epoch:
         log.info("resuming from epoch %d/%d (checkpoint in %s)", initial_epoch, t.epochs, backup)
     manifest.update(resumed_from_epoch=initial_epoch or None)
 
@@ -101,9 +117,11 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest) 
     callbacks = [
         # Before the backup: run.json's history must never lag behind the epoch a resume starts from.
         manifest_history(manifest, initial_epoch),
-        # double_checkpoint keeps the previous epoch's files: a kill mid-save can still resume.
-        keras.callbacks.BackupAndRestore(backup, save_freq="epoch", delete_checkpoint=True,
+        # double_checkpoint keeps the previous epoch's files: a kill mid-save can still resume. The
+        # checkpoint outlives fit: it is deleted only once the export is verified and in place.
+        keras.callbacks.BackupAndRestore(backup, save_freq="epoch", delete_checkpoint=False,
                                          double_checkpoint=True),
+        stop_on_signal(stop),
         tensorboard_callback(cfg, run_dir, distribution),
         throughput,
         *distribution.callbacks(),
@@ -121,12 +139,17 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest) 
         if explained is None:
             raise
         raise explained from None
-    final = {k: float(v[-1]) for k, v in history.history.items() if v}
+    final = {k: float(v[-1]) for k, v in history.history.items() if v} or \
+        dict((manifest.data.get("metrics") or {}).get("final") or {})  # no epoch left to run
     from scaleflow.planning.prediction import predicted_vs_measured  # the planner's view, for run.json
 
     measured = throughput.summary()
-    manifest.update(throughput=measured,
-                    step_time=predicted_vs_measured(cfg, distribution, info, measured.get("step_time_s")))
+    if measured.get("epochs_measured") or not initial_epoch:
+        manifest.update(throughput=measured,
+                        step_time=predicted_vs_measured(cfg, distribution, info, measured.get("step_time_s")))
+    else:  # nothing was measured in this attempt: keep the earlier attempt's figures
+        manifest.update(throughput=manifest.previous.get("throughput"), step_time=manifest.previous.get("step_time"))
+    stop.check("after training, before the export")
 
     # 6. Export and verify (only the chief writes the real path); run.json's `model` is the identity
     #    the registry, the server and the audit log share.
@@ -137,6 +160,7 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest) 
                             is_chief=distribution.is_chief)
     exported = registry.get("exporter", cfg.export.format)().export(request)
     manifest.update(export=exported, model=exported.get("identity") or manifest.data["model"])
+    setup.discard_backup(backup)  # the model is safe in the export: nothing left to resume
     setup.set_precision("off")
     return final
 
