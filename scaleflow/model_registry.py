@@ -78,19 +78,18 @@ def find_run_files(roots: Iterable[str]) -> list[str]:
 
 
 def _labels(export_dir: str | None) -> dict:
-    """{version: [label, ...]} from `<export.dir>/<name>/labels.json` ({"stable": 3, "canary": 4})."""
+    """{version: [label, ...]} from the model's labels.json (see deploy/labels.py)."""
+    from scaleflow.deploy.labels import LabelsError, read_labels
+
     if not export_dir:
         return {}
     try:
-        with open(os.path.join(os.path.dirname(export_dir), "labels.json")) as f:
-            data = json.load(f)
-    except (OSError, ValueError):
+        labels = read_labels(os.path.dirname(export_dir))
+    except LabelsError:
         return {}
-    labels = data.get("labels", data) if isinstance(data, dict) else {}
     out: dict[int, list[str]] = {}
     for label, version in labels.items():
-        if isinstance(version, int) and not isinstance(version, bool):
-            out.setdefault(version, []).append(label)
+        out.setdefault(version, []).append(label)
     return out
 
 
