@@ -70,6 +70,12 @@ def _node_keys(key: str) -> list[str]:
 _current_overrides: list[str] = []
 
 
+def current_overrides() -> list[str]:
+    """The command line's overrides of the config being validated or run (e.g. to tell whether the
+    user chose `data=` or left evaluate/predict on the trained run's data)."""
+    return list(_current_overrides)
+
+
 def _override_value(group: str) -> Any:
     """The option chosen for `group`: from the overrides, else the default in conf/config.yaml."""
     for o in reversed(_current_overrides):
@@ -276,7 +282,9 @@ def task(cfg) -> Any:
     from scaleflow.config.validate import validate
     from scaleflow.modes import run_mode
 
+    global _current_overrides
     hydra_cfg = HydraConfig.get()
+    _current_overrides = list(hydra_cfg.overrides.task)
     run_dir = hydra_cfg.runtime.output_dir
     if hydra_cfg.mode.name == "MULTIRUN":  # returns the objective; a failed job is recorded, not raised
         from scaleflow.sweep.objective import run_job

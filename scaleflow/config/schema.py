@@ -157,10 +157,33 @@ class RegistryConfig:
     verify: bool = True  # re-hash export files against their checksums
 
 
+# ---------------------------------------------------------------------------------- evaluate/predict
+INFERENCE_SPLITS = ("all", "train", "validation")
+
+
+@dataclass
+class EvaluateConfig:
+    """Options of `mode=evaluate` (the model comes from `run=` or `model_dir=`)."""
+
+    split: str = choice("all", *INFERENCE_SPLITS)  # which records (train/validation: data.validation_split, data.seed)
+    plot: bool = True  # also draw confusion_matrix.png (classification)
+
+
+@dataclass
+class PredictConfig:
+    """Options of `mode=predict` (the model comes from `run=` or `model_dir=`)."""
+
+    split: str = choice("all", *INFERENCE_SPLITS)
+    format: str = choice("csv", "csv", "parquet")
+    output: Optional[str] = None  # default: predictions.<format> in the run dir
+
+
 # ---------------------------------------------------------------------------------------- config
 @dataclass
 class Config:
     mode: str = "train"  # one of scaleflow.modes.MODES: train, plan, shards, plugins, ...
+    run: Optional[str] = None  # evaluate/predict: a finished run dir (its run.json names model and data)
+    model_dir: Optional[str] = None  # evaluate/predict: an export version dir <export.dir>/<name>/<version>
     # Group nodes are typed by their option's own schema (e.g. MLPConfig for model=mlp),
     # so the top level only says they must be present.
     model: Any = MISSING
@@ -173,3 +196,5 @@ class Config:
     plan: PlanConfig = field(default_factory=PlanConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)

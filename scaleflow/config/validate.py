@@ -21,7 +21,9 @@ from scaleflow.errors import ConfigError, did_you_mean, one_of
 
 GROUPS = ("model", "data", "strategy", "hardware", "trainer", "export", "profile")
 # Plain (non-group) nodes and their schema.
-NODES = {"plan": "PlanConfig", "sweep": "SweepConfig", "registry": "RegistryConfig"}
+NODES = {"plan": "PlanConfig", "sweep": "SweepConfig", "registry": "RegistryConfig", "evaluate": "EvaluateConfig",
+         "predict": "PredictConfig"}
+INFERENCE_MODES = ("evaluate", "predict")
 
 
 def _check_field(key: str, value: Any, meta: dict) -> None:
@@ -113,6 +115,15 @@ def validate(cfg: DictConfig) -> None:
         from scaleflow.export.target import check_export_target
 
         check_export_target(cfg, _run_dir())
+    elif cfg.mode in INFERENCE_MODES:
+        from scaleflow.inference.source import check
+
+        check(cfg)  # the model to load and the data to feed it: found and matched before TensorFlow
+    if cfg.mode not in INFERENCE_MODES:
+        for key in ("run", "model_dir"):
+            if cfg.get(key) is not None:
+                raise ConfigError(key, cfg[key], f"null with mode={cfg.mode}",
+                                  f"{key}= names the model of mode=evaluate or mode=predict")
 
 
 def _run_dir() -> str | None:

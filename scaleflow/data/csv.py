@@ -15,8 +15,8 @@ import numpy as np
 from scaleflow.config.schema import DataConfig, bounded, choice, items
 from scaleflow.data.base import DataInfo, InMemoryDataset, label_ids
 from scaleflow.data.sharding import split_indices
-from scaleflow.data.tabular import (TableEncoding, column_roles, describe_encoding, fit_encoding, labels_present,
-                                    read_table)
+from scaleflow.data.tabular import (TableEncoding, class_ids, describe_encoding, fit_encoding,
+                                    labels_present, read_table)
 from scaleflow.errors import ConfigError, did_you_mean, one_of
 
 
@@ -71,13 +71,19 @@ class CSV(InMemoryDataset):
             train, _ = split_indices(table.num_records, config.validation_split, config.seed)
             encoding = fit_encoding(table, config, train, require_label=self.require_label)
             label = encoding.label
-        else:
-            label, _, _, _ = column_roles(table, config, require_label=self.require_label)
+        else:  # a trained model's encoding: only its feature columns (and the label, if needed) must exist
+            label = config.label_column if config.label_column in table.header else None
+            if label is None and self.require_label:
+                raise ConfigError("data.label_column", config.label_column, one_of(table.header) +
+                                  f" (columns of {config.path})", did_you_mean(config.label_column, table.header))
         x, report = encoding.encode(table)
-        if label is None:
+        if label is None:  # unlabelled data (predict): placeholder labels nobody reads
             y = np.zeros(table.num_records, dtype=np.int32)
-        else:
-            y, _ = label_ids(labels_present(table, label).tolist())
+        elif self.encoding is None or self.encoding.classes is None:
+            y, classes = label_ids(labels_present(table, label).tolist())
+            encoding.classes = [c.item() if hasattr(c, "item") else c for c in classes]
+        else:  # a trained model's classes: the same label gets the same id
+            y = class_ids(table, label, labels_present(table, label), self.encoding.classes)
         return encoding, x, y, report
 
     def arrays(self, config):
@@ -91,7 +97,8 @@ class CSV(InMemoryDataset):
             config.label_column in read_table(config.path, config.delimiter).header
         return DataInfo(info.num_examples, info.input_shape, info.num_classes, info.fingerprint,
                         extra={"encoding": encoding.to_dict(), "report": describe_encoding(encoding, report),
-                               "feature_names": encoding.feature_names, "labelled": labelled})
+                               "feature_names": encoding.feature_names, "labelled": labelled,
+                               "class_names": [str(c) for c in encoding.classes] if encoding.classes else None})
 
     def keys(self, config, key):
         table = read_table(config.path, config.delimiter)

@@ -132,6 +132,7 @@ class TableEncoding:
         missing: the data.missing policy (error | mean | zero).
         label: the label column the model was trained on (None: not known).
         ignored: columns left out (data.ignore_columns and the shard key).
+        classes: the label values in class-id order (integer labels keep their value as id).
 
     Example:
         >>> enc = TableEncoding(["x", "color"], {"color": ["blue", "red"]}, {}, "error")
@@ -145,6 +146,7 @@ class TableEncoding:
     missing: str
     label: str | None = None
     ignored: list[str] = field(default_factory=list)
+    classes: list | None = None
 
     @property
     def feature_names(self) -> list[str]:
@@ -161,7 +163,7 @@ class TableEncoding:
     def from_dict(cls, d: dict) -> "TableEncoding":
         return cls(list(d["columns"]), {k: list(v) for k, v in d.get("categorical", {}).items()},
                    {k: float(v) for k, v in d.get("fill", {}).items()}, d.get("missing", "error"),
-                   d.get("label"), list(d.get("ignored", [])))
+                   d.get("label"), list(d.get("ignored", [])), d.get("classes"))
 
     def check_columns(self, table: Table, source: str = "the training data") -> None:
         """The table must hold every feature column the model was trained on (extra columns are unused)."""
@@ -341,6 +343,26 @@ def labels_present(table: Table, label: str) -> np.ndarray:
                           "Every record needs a label to train or evaluate; remove the record, or use "
                           "mode=predict for unlabelled data")
     return values
+
+
+def class_ids(table: Table, label: str, values: np.ndarray, classes: list) -> np.ndarray:
+    """Class ids of `values` under a trained model's class list; a label it never saw is named."""
+    integer = all(isinstance(c, int) for c in classes)
+    index = {c: c for c in classes} if integer else {str(c): i for i, c in enumerate(classes)}
+    out = np.empty(len(values), dtype=np.int32)
+    for r, v in enumerate(values.tolist()):
+        key: Any = v
+        if integer:
+            try:
+                number = float(v)
+                key = int(number) if number == int(number) else v
+            except (ValueError, OverflowError):
+                key = v
+        if key not in index:
+            shown = ", ".join(map(str, classes[:20])) + (", ..." if len(classes) > 20 else "")
+            raise table.error(r, label, f"label {v!r} is not a class the model was trained on ({shown})")
+        out[r] = index[key]
+    return out
 
 
 def describe_encoding(encoding: TableEncoding, report: dict) -> dict[str, Any]:

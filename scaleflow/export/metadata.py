@@ -45,4 +45,7 @@ def export_metadata(cfg, info, train_sample: np.ndarray) -> dict:
         "feature_names": extra.get("feature_names") or ([f"f{i}" for i in range(flat)] if tabular else None),
         # Drift statistics only where features are columns a person can name; images get none.
         "feature_stats": feature_stats(train_sample) if tabular and len(train_sample) else None,
+        # A CSV's column encoding (columns, vocabularies from the training split, imputed values, label
+        # classes): mode=evaluate|predict and servers apply it unchanged to raw records.
+        "encoding": extra.get("encoding"),
     }

@@ -1,4 +1,4 @@
-"""What `mode=` runs. Only `train` imports TensorFlow."""
+"""What `mode=` runs. Only modes that run a model (train, evaluate, predict) import TensorFlow."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ MODES: dict[str, str] = {
     "calibrate": "scaleflow.modes.calibrate:run",
     "shards": "scaleflow.modes.shards:run",
     "models": "scaleflow.modes.models:run",
+    "evaluate": "scaleflow.modes.evaluate:run",
+    "predict": "scaleflow.modes.predict:run",
 }
 
 
