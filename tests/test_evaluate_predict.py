@@ -97,6 +97,11 @@ def test_predict_without_the_label_column_writes_keys_class_names_and_scores(tra
     assert np.mean([r["predicted"] == t for r, t in zip(out, truth)]) > 0.75
     assert result["data"]["records"] == 60 and json.loads((tmp_path / "predictions.json").read_text())["output"]
 
+    blank = tmp_path / "blank.csv"  # the label column is there, but empty: still nothing to read
+    blank.write_text("\n".join([",".join(rows[0])] + [",".join(r[:4]) + "," for r in rows[1:61]]) + "\n")
+    predict(f"run={run_dir}", f"data.path={blank}", out=tmp_path / "blank")
+    assert read_csv(tmp_path / "blank" / "predictions.csv") == out
+
     parquet = predict(f"model_dir={export}", "data=csv", f"data.path={unlabelled}", "predict.format=parquet",
                       out=tmp_path / "pq")
     import pyarrow.parquet as pq

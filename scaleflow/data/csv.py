@@ -37,7 +37,8 @@ class CSV(InMemoryDataset):
     Args:
         encoding: a fitted encoding to apply unchanged (a trained model's, for evaluate/predict);
             None fits one on the training split.
-        require_label: False lets the label column be absent (mode=predict).
+        require_label: False: labels are not read at all, the column may be absent or have empty
+            cells (mode=predict).
 
     Example: `python -m scaleflow data=csv data.path=iris.csv data.label_column=species`
     """
@@ -76,8 +77,8 @@ class CSV(InMemoryDataset):
             if label is None and self.require_label:
                 raise ConfigError("data.label_column", config.label_column, one_of(table.header) +
                                   f" (columns of {config.path})", did_you_mean(config.label_column, table.header))
-        x, report = encoding.encode(table)
-        if label is None:  # unlabelled data (predict): placeholder labels nobody reads
+        x, report = encoding.encode(table, trained=self.encoding is not None)
+        if label is None or not self.require_label:  # predict: placeholder labels nobody reads
             y = np.zeros(table.num_records, dtype=np.int32)
         elif self.encoding is None or self.encoding.classes is None:
             y, classes = label_ids(labels_present(table, label).tolist())

@@ -173,8 +173,9 @@ class TableEncoding:
                             f"on (its feature columns: {', '.join(self.columns)})",
                             hint=f"Predict on data with the columns of {source}")
 
-    def encode(self, table: Table) -> tuple[np.ndarray, dict]:
-        """(inputs float32 (records, len(feature_names)), report {imputed, unknown categories})."""
+    def encode(self, table: Table, trained: bool = False) -> tuple[np.ndarray, dict]:
+        """(inputs float32 (records, len(feature_names)), report {imputed, unknown categories}).
+        `trained`: the encoding is a trained model's (its missing policy cannot change now)."""
         self.check_columns(table)
         width = len(self.feature_names)
         x = np.zeros((table.num_records, width), dtype=np.float32)
@@ -186,7 +187,7 @@ class TableEncoding:
             missing = missing_mask(values)
             if missing.any():
                 if self.missing == "error":
-                    raise _missing_error(table, c, values, missing)
+                    raise _missing_error(table, c, values, missing, trained)
                 imputed[c] = int(missing.sum())
             if c in self.categorical:
                 vocab = self.categorical[c]
@@ -211,12 +212,15 @@ class TableEncoding:
         return x, {"imputed": imputed, "unknown_categories": unknown}
 
 
-def _missing_error(table: Table, column: str, values: np.ndarray, missing: np.ndarray) -> DataError:
+def _missing_error(table: Table, column: str, values: np.ndarray, missing: np.ndarray,
+                   trained: bool = False) -> DataError:
     r = int(np.flatnonzero(missing)[0])
     what = "empty cell" if not values[r] else f"missing value {str(values[r])!r}"
     more = int(missing.sum()) - 1
-    return table.error(r, column, what + (f" (and {more} more in this column)" if more else ""),
-                       "Set data.missing=mean or data.missing=zero to impute, or fix the file")
+    hint = ("The model was trained with data.missing=error, so it has no value to impute: fill the cell, or "
+            "retrain with data.missing=mean or zero" if trained else
+            "Set data.missing=mean or data.missing=zero to impute, or fix the file")
+    return table.error(r, column, what + (f" (and {more} more in this column)" if more else ""), hint)
 
 
 def parse_numbers(table: Table, column: str, values: np.ndarray, missing: np.ndarray) -> np.ndarray:

@@ -41,7 +41,9 @@ def run(cfg, run_dir: str) -> dict:
     os.makedirs(run_dir, exist_ok=True)
     report = {"model": source.describe(), "task": task,
               "data": {"name": data.config.name, "path": data.config.get("path"), "fingerprint": data.info.fingerprint,
-                       "num_examples": data.info.num_examples, "split": cfg.evaluate.split, "records": len(records)},
+                       "num_examples": data.info.num_examples, "split": cfg.evaluate.split, "records": len(records),
+                       **{k: v for k, v in (data.info.extra.get("report") or {}).items()
+                          if k in ("imputed", "unknown_categories")}},
               **result}
     files = {"evaluation": os.path.join(run_dir, "evaluation.json")}
     matrix = result.get("confusion_matrix")

@@ -152,7 +152,10 @@ def summary(cfg, source: ModelSource, data: InferenceData, records: np.ndarray, 
     return {"model": source.describe(), "task": source.metadata.get("task") or "classification",
             "data": {"name": data.config.name, "path": data.config.get("path"), "fingerprint": data.info.fingerprint,
                      "num_examples": data.info.num_examples, "split": cfg.predict.split, "records": len(records),
-                     "shard": data.config.shard, "shard_key": data.config.get("shard_key")},
+                     "shard": data.config.shard, "shard_key": data.config.get("shard_key"),
+                     # e.g. how many CSV cells were imputed and which categories the model never saw
+                     **{k: v for k, v in (data.info.extra.get("report") or {}).items()
+                        if k in ("imputed", "unknown_categories")}},
             "output": output, "format": cfg.predict.format, "columns": columns,
             "parts": [{"pipeline": p, "records": n} for p, n in enumerate(parts)]}
 
