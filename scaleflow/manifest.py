@@ -95,3 +95,13 @@ class Manifest:
     def write(self) -> None:
         if self.enabled:
             atomic_write_json(self.path, self.data)
+
+
+def mark_failed(run_dir: str, error: str) -> None:
+    """run.json says `failed` with `error`, if it still says `running`: for a launcher whose workers
+    were killed (by a watchdog, or because a peer failed) before they could record it themselves."""
+    path = os.path.join(run_dir, "run.json")
+    manifest = Manifest.load(run_dir)
+    if manifest is not None and manifest.get("status") == "running":
+        manifest.update(status="failed", error=error, ended=now())
+        atomic_write_json(path, manifest)

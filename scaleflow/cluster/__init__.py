@@ -6,6 +6,7 @@
     logs.py       stream a worker's output, prefixed by its rank, keeping its last lines
     local.py      LocalCluster: start N workers in their own process groups, watch them, end the job
                   cleanly (startup watchdog, first failure ends all, nothing left behind)
+    heartbeat.py  per-worker liveness/progress files: which worker of a stalled job stopped first
     join.py       the worker side: wait for every peer to join, with a watchdog that ends a worker
                   whose peers never come (a blocked TensorFlow worker ignores SIGTERM)
 

@@ -32,7 +32,12 @@ while True:
     ready, _, _ = select.select([sys.stdin], [], [], first or timeout)
     first = 0
     if not ready:  # no word from the worker in time
-        print(message, file=sys.stderr, flush=True)
+        try:  # a stopped worker (SIGSTOP) is the cause, not a victim waiting on a peer: say which
+            stopped = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+        except (OSError, IndexError):
+            stopped = False
+        print(": ".join(message.split(": ")[:3]) + ": this worker is stopped (SIGSTOP?); ending it (SIGKILL)" if stopped
+              else message, file=sys.stderr, flush=True)
         os.kill(pid, signal.SIGKILL)
         break
     if not os.read(sys.stdin.fileno(), 4096):  # EOF: the worker is done with us (or died)

@@ -13,6 +13,8 @@ Guarantees (each wait has a deadline, so the job never hangs):
 - SIGTERM or SIGINT sent to the launcher is forwarded to every worker (each finishes its step, keeps
   its checkpoint and exits 143/130; the chief records `interrupted`); the launcher waits for them up to
   `finish_timeout_s` and raises TrainingInterrupted. A second signal kills the workers at once.
+- a worker killed by a step watchdog is not blamed for a hang it only waited on: the workers'
+  heartbeats (cluster/heartbeat.py, in `log_dir`) name the one that stopped making progress.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import threading
 import time
 from typing import IO, Sequence
 
+from scaleflow.cluster import heartbeat
 from scaleflow.cluster.logs import LogStream
 from scaleflow.errors import ScaleflowError
 
@@ -87,6 +90,7 @@ class LocalCluster:
         self.streams: list[LogStream] = []
         self.started_at: float | None = None
         self.stop_signal: int | None = None  # a SIGTERM/SIGINT received and forwarded to the workers
+        self.started_wall = 0.0
 
     # ------------------------------------------------------------------------------------- signals
     def _forward(self, signum, frame) -> None:
@@ -119,7 +123,7 @@ class LocalCluster:
     def _start(self) -> None:
         if self.log_dir:
             os.makedirs(self.log_dir, exist_ok=True)
-        self.started_at = time.monotonic()
+        self.started_at, self.started_wall = time.monotonic(), time.time()
         for rank, (command, env) in enumerate(zip(self.commands, self.envs)):
             proc = subprocess.Popen(command, env=env, cwd=self.cwd, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -144,8 +148,11 @@ class LocalCluster:
             if failed:
                 # Prefer a worker killed by a signal: the others' errors are usually its consequence.
                 rank = min(failed, key=lambda r: (codes[r] > 0, r))
+                hung = self._hung() if codes[rank] < 0 else None  # a stopped worker is still there now
                 self._wait_others(self.peer_grace_s)
-                raise self._failure(rank, codes[rank])
+                if codes[rank] < 0 and hung is None:
+                    hung = self._hung()
+                raise self._failure(rank, codes[rank], hung)
             if all(c == 0 for c in codes):
                 return 0
             if first_success is None and any(c == 0 for c in codes):
@@ -183,10 +190,21 @@ class LocalCluster:
         while time.monotonic() < deadline and any(p.poll() is None for p in self.procs):
             time.sleep(self.poll_s)
 
-    def _failure(self, rank: int, code: int) -> WorkerFailed:
+    def _hung(self) -> tuple[int, str] | None:
+        """(rank, why) of the worker whose heartbeat says it stopped making progress first."""
+        if not self.log_dir:
+            return None
+        return heartbeat.suspect(self.log_dir, range(len(self.procs)), started_after=self.started_wall)
+
+    def _failure(self, rank: int, code: int, hung: tuple[int, str] | None = None) -> WorkerFailed:
         self.kill(grace_s=0)
         for s in self.streams:
             s.join(2.0)  # collect the last lines
+        if hung is not None:
+            culprit, why = hung
+            return WorkerFailed(f"worker-{culprit} (pid {self.procs[culprit].pid}) {why}; the job was ended "
+                                f"(worker-{rank} {_how(code)})\n"
+                                + self._tails([culprit]), culprit)
         others = [f"worker-{r} {_how(p.returncode)}" for r, p in enumerate(self.procs)
                   if r != rank and p.returncode not in (None, 0)]
         return WorkerFailed(f"worker-{rank} (pid {self.procs[rank].pid}) {_how(code)}; the job was ended"

@@ -81,7 +81,10 @@ class MultiWorkerDistribution(TFDistribution):
             def on_train_end(self, logs=None):
                 self.watchdog.stop()
 
-        return [CollectiveTimeout()]
+        from scaleflow.cluster.heartbeat import heartbeat_callback
+
+        beat = heartbeat_callback(rank)  # lets the launcher name a worker that hangs
+        return [CollectiveTimeout()] + ([beat] if beat else [])
 
 
 class MultiWorker(Strategy):
@@ -209,8 +212,9 @@ def align_backups(run_dir: str, num_workers: int) -> None:
 
 def launch_local(cfg, run_dir: str, overrides: list[str]) -> int:
     """Start `strategy.num_workers` workers on 127.0.0.1 and wait for all; raises WorkerFailed."""
-    from scaleflow.cluster import LocalCluster, free_ports
+    from scaleflow.cluster import LocalCluster, WorkerFailed, free_ports, heartbeat
     from scaleflow.cluster.tf_config import ENV, local_tf_config
+    from scaleflow.manifest import mark_failed
 
     n = cfg.strategy.num_workers
     os.makedirs(run_dir, exist_ok=True)
@@ -221,6 +225,7 @@ def launch_local(cfg, run_dir: str, overrides: list[str]) -> int:
     for rank in range(n):
         commands.append(worker_command(overrides, run_dir, rank))
         envs.append({**os.environ, ENV: local_tf_config(ports, rank), WORKER_ENV: str(rank),
+                     heartbeat.ENV: os.path.join(os.path.abspath(run_dir), "workers"),
                      "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")})
     timeout = cfg.strategy.timeout_s
     log.info("strategy=multi_worker: starting %d local workers on 127.0.0.1 ports %s in %s", n,
@@ -228,7 +233,11 @@ def launch_local(cfg, run_dir: str, overrides: list[str]) -> int:
     cluster = LocalCluster(commands, envs, cwd=os.getcwd(), startup_timeout_s=timeout + IMPORT_ALLOWANCE_S,
                            finish_timeout_s=max(60.0, timeout), peer_grace_s=min(15.0, timeout),
                            log_dir=os.path.join(run_dir, "workers"))
-    status = cluster.run()
+    try:
+        status = cluster.run()
+    except WorkerFailed as e:  # the chief may have been killed before it could say so
+        mark_failed(run_dir, str(e).splitlines()[0])
+        raise
     log.info("strategy=multi_worker: all %d workers finished", n)
     return status
 
