@@ -97,11 +97,18 @@ class Manifest:
             atomic_write_json(self.path, self.data)
 
 
-def mark_failed(run_dir: str, error: str) -> None:
+def mark_failed(run_dir: str, error: str, cause: bool = False) -> None:
     """run.json says `failed` with `error`, if it still says `running`: for a launcher whose workers
-    were killed (by a watchdog, or because a peer failed) before they could record it themselves."""
+    were killed (by a watchdog, or because a peer failed) before they could record it themselves.
+    `cause=True`: `error` names the root cause and replaces the chief's own error (kept as
+    `error_seen_by_chief`), which is then only a consequence (e.g. "Horovod has been shut down")."""
     path = os.path.join(run_dir, "run.json")
     manifest = Manifest.load(run_dir)
-    if manifest is not None and manifest.get("status") == "running":
-        manifest.update(status="failed", error=error, ended=now())
-        atomic_write_json(path, manifest)
+    if manifest is None or manifest.get("status") not in ("running", "failed"):
+        return
+    if manifest.get("status") == "failed":
+        if not cause:
+            return
+        manifest["error_seen_by_chief"] = manifest.get("error")
+    manifest.update(status="failed", error=error, ended=manifest.get("ended") or now())
+    atomic_write_json(path, manifest)

@@ -43,11 +43,24 @@ def stop_worker_once_training(proc, run_dir: Path, rank: int, pid_of) -> None:
     os.kill(pid_of(rank), signal.SIGSTOP)
 
 
+def horovod_missing() -> str | None:
+    try:
+        from scaleflow_horovod import install
+
+        install.check()
+        return None
+    except Exception as e:  # noqa: BLE001 - the reason is the skip message
+        return str(e)
+
+
 @pytest.mark.slow
-def test_a_stopped_worker_is_named_and_run_json_says_failed(tmp_path):
+@pytest.mark.parametrize("strategy", ["multi_worker", "horovod"])
+def test_a_stopped_worker_is_named_and_run_json_says_failed(tmp_path, strategy):
+    if strategy == "horovod" and horovod_missing():
+        pytest.skip(f"no usable Horovod: {horovod_missing()}")
     run_dir = tmp_path / "run"
-    proc = start(run_dir, "strategy=multi_worker", "strategy.num_workers=2")
-    pid_of = lambda r: int((run_dir / "workers" / f"worker-{r}.pid").read_text())  # noqa: E731
+    proc = start(run_dir, f"strategy={strategy}", "strategy.num_workers=2")
+    pid_of = lambda r: heartbeat.read(str(run_dir / "workers"), r).pid  # noqa: E731
     try:
         stop_worker_once_training(proc, run_dir, 1, pid_of)
         out, err = proc.communicate(timeout=120)
@@ -56,9 +69,10 @@ def test_a_stopped_worker_is_named_and_run_json_says_failed(tmp_path):
             proc.kill()
     assert proc.returncode != 0
     first = next(line for line in err.splitlines() if line.startswith("scaleflow: error:"))
-    assert "worker-1" in first and "stopped" in first and "worker-0 (pid" not in first, err[-3000:]
+    named = "worker-1" if strategy == "multi_worker" else "rank 1"
+    assert named in first and "stopped" in first and "worker-0 (pid" not in first, err[-3000:]
     manifest = json.loads((run_dir / "run.json").read_text())
-    assert manifest["status"] == "failed" and "worker-1" in manifest["error"], manifest["error"]
+    assert manifest["status"] == "failed" and named in manifest["error"], manifest["error"]
 
 
 def test_heartbeats_name_the_worker_that_fell_silent_first(tmp_path):

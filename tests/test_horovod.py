@@ -159,7 +159,7 @@ def test_a_rank_that_dies_ends_the_job_with_an_error_not_a_hang(tmp_path):
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
     assert job.returncode == 1, output[-3000:]
-    assert "strategy=horovod: the job failed" in output
+    assert "strategy=horovod: the job failed" in output or "strategy=horovod: rank 1 " in output
     assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
     _wait_for_ranks_to_end(run_dir)
 

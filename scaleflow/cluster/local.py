@@ -35,9 +35,10 @@ from scaleflow.errors import ScaleflowError
 class WorkerFailed(ScaleflowError):
     """A worker failed, never joined, or did not finish: the message names it and shows its last lines."""
 
-    def __init__(self, message: str, rank: int | None = None):
+    def __init__(self, message: str, rank: int | None = None, hung: bool = False):
         super().__init__(message)
         self.rank = rank
+        self.hung = hung  # the named worker stopped making progress (the others' errors are consequences)
 
 
 def _die_with_parent() -> None:  # runs in the child before exec
@@ -204,7 +205,7 @@ class LocalCluster:
             culprit, why = hung
             return WorkerFailed(f"worker-{culprit} (pid {self.procs[culprit].pid}) {why}; the job was ended "
                                 f"(worker-{rank} {_how(code)})\n"
-                                + self._tails([culprit]), culprit)
+                                + self._tails([culprit]), culprit, hung=True)
         others = [f"worker-{r} {_how(p.returncode)}" for r, p in enumerate(self.procs)
                   if r != rank and p.returncode not in (None, 0)]
         return WorkerFailed(f"worker-{rank} (pid {self.procs[rank].pid}) {_how(code)}; the job was ended"

@@ -236,7 +236,7 @@ def launch_local(cfg, run_dir: str, overrides: list[str]) -> int:
     try:
         status = cluster.run()
     except WorkerFailed as e:  # the chief may have been killed before it could say so
-        mark_failed(run_dir, str(e).splitlines()[0])
+        mark_failed(run_dir, str(e).splitlines()[0], cause=e.hung)
         raise
     log.info("strategy=multi_worker: all %d workers finished", n)
     return status

@@ -55,7 +55,10 @@ class HorovodDistribution(Distribution):
         return averaging_optimizer(optimizer, self.hvd)
 
     def callbacks(self) -> list:
-        return [broadcast_initial_state(self.hvd), average_metrics(self.hvd)]
+        from scaleflow.cluster.heartbeat import heartbeat_callback
+
+        beat = heartbeat_callback(self.worker_index)  # lets the launcher name a rank that hangs
+        return [broadcast_initial_state(self.hvd), average_metrics(self.hvd)] + ([beat] if beat else [])
 
     def describe(self) -> dict:
         return {**super().describe(), "backend": "gloo" if self.hvd.gloo_enabled() else "mpi"}

@@ -69,9 +69,12 @@ def horovodrun_command(cfg, run_dir: str) -> list[str]:
                       "--config", config]
 
 
-def worker_env(cfg) -> dict:
+def worker_env(cfg, run_dir: str) -> dict:
     """The ranks' environment: on one host, the cores are shared out so ranks do not oversubscribe."""
+    from scaleflow.cluster import heartbeat
+
     env = dict(os.environ)
+    env[heartbeat.ENV] = os.path.join(os.path.abspath(run_dir), "workers")  # names a rank that hangs
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # "host:pid": a rank on another host cannot see this process, and must not take it for dead.
     env[LAUNCHER_PID_ENV] = f"{socket.gethostname()}:{os.getpid()}"
@@ -117,7 +120,7 @@ def run(cfg, run_dir: str) -> int:
     log.info("horovod: %d ranks on %s, run dir %s", cfg.strategy.num_workers,
              command[command.index("-H") + 1], run_dir)
     # A session of its own, so that the whole job (horovodrun and its ranks) can be ended together.
-    process = subprocess.Popen(command, env=worker_env(cfg), start_new_session=True)
+    process = subprocess.Popen(command, env=worker_env(cfg, run_dir), start_new_session=True)
     try:
         return process.wait()
     except BaseException:

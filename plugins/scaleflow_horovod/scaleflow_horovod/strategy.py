@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -66,9 +66,22 @@ class Horovod(Strategy):
                                  "(strategy.num_workers=N)")
         if cfg.strategy.num_workers == 1 and not cfg.strategy.hosts:
             return None  # one rank: train here
+        started = time.time()
         status = launcher.run(cfg, run_dir)
         if status != 0:
-            _mark_failed(run_dir, f"a Horovod rank failed (horovodrun exit status {status})")
+            from scaleflow.cluster import heartbeat
+            from scaleflow.cluster.local import WorkerFailed
+            from scaleflow.manifest import mark_failed
+
+            # horovodrun reports only the rank that exited first ("Process name: 0 Exit code: 1"), which
+            # for a hung rank is a healthy one ended by the stall check: the heartbeats name the hung one.
+            hung = heartbeat.suspect(os.path.join(run_dir, "workers"), range(cfg.strategy.num_workers),
+                                     started_after=started) if not cfg.strategy.hosts else None
+            error = (f"strategy=horovod: rank {hung[0]} {hung[1]}; the job was ended (horovodrun exit status "
+                     f"{status})" if hung else f"strategy=horovod: a rank failed (horovodrun exit status {status})")
+            mark_failed(run_dir, error, cause=hung is not None)
+            if hung:
+                raise WorkerFailed(f"{error}; see the log above and {run_dir}/run.json", hung[0], hung=True)
         return status
 
     def create(self, cfg) -> Distribution:
@@ -88,18 +101,3 @@ class Horovod(Strategy):
 def _joined_size() -> int | None:
     size = os.environ.get("HOROVOD_SIZE") if launcher.JOINED_ENV in os.environ else None
     return int(size) if size and size.isdigit() else None
-
-
-def _mark_failed(run_dir: str, error: str) -> None:
-    """A rank killed by horovodrun (because another failed) cannot say so: record it in run.json."""
-    from scaleflow.manifest import atomic_write_json, now
-
-    path = os.path.join(run_dir, "run.json")
-    try:
-        with open(path) as f:
-            manifest = json.load(f)
-    except (OSError, ValueError):
-        return
-    if manifest.get("status") == "running":
-        manifest.update(status="failed", error=error, ended=now())
-        atomic_write_json(path, manifest)
