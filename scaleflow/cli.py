@@ -25,7 +25,9 @@ log = logging.getLogger("scaleflow")
 def _fail(error: BaseException, code: int) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
     kind = "data error" if isinstance(error, DataError) else \
         "config error" if isinstance(error, ConfigError) else getattr(error, "kind", "error")
-    print(f"scaleflow: {kind}: {error}", file=sys.stderr)
+    from scaleflow.security.redact import redact_text
+
+    print(f"scaleflow: {kind}: {redact_text(str(error))}", file=sys.stderr)
     sys.exit(code)
 
 
@@ -220,8 +222,11 @@ def compose(overrides: Sequence[str]):
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
+    from omegaconf import open_dict
+
     from scaleflow.config import store
     from scaleflow.config.validate import validate
+    from scaleflow.security import targets
 
     store.register()
     global _current_overrides
@@ -230,11 +235,15 @@ def compose(overrides: Sequence[str]):
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         try:
-            cfg = hydra_compose(CONFIG_NAME, overrides=search_path_override(overrides))
+            cfg = hydra_compose(CONFIG_NAME, overrides=search_path_override(overrides), return_hydra_config=True)
         except Exception as exc:  # noqa: BLE001 - every composition error becomes a ConfigError
             error = translate(exc)
             error.composition = True
             raise error from None
+    # Hydra's part is composed too, only to refuse code a config file would make Hydra run.
+    targets.check(cfg, targets.command_line_allowed(overrides))
+    with open_dict(cfg):
+        del cfg["hydra"]
     validate(cfg)
     return cfg
 
@@ -248,7 +257,11 @@ def prevalidate(overrides: Sequence[str], multirun: bool) -> None:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except Exception as exc:  # noqa: BLE001
         raise translate(exc) from None
-    fixed = [o.input_line for o in parsed if not o.is_sweep_override() and not o.is_hydra_override()]
+    from scaleflow.security import targets
+
+    targets.check_overrides(overrides, targets.command_line_allowed(overrides))
+    # Hydra's own keys are composed too (callbacks, launcher, logging: what Hydra instantiates).
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     sweeps = [o for o in parsed if o.is_sweep_override() and not o.is_hydra_override()]
     if sweeps and not multirun:
         o = sweeps[0]
@@ -286,6 +299,10 @@ def task(cfg) -> Any:
     hydra_cfg = HydraConfig.get()
     _current_overrides = list(hydra_cfg.overrides.task)
     run_dir = hydra_cfg.runtime.output_dir
+    # Before anything else: Hydra has written .hydra/*.yaml with the command line's secrets in them.
+    from scaleflow.security.redact import protect_hydra_outputs
+
+    protect_hydra_outputs(cfg, hydra_cfg)
     if hydra_cfg.mode.name == "MULTIRUN":  # returns the objective; a failed job is recorded, not raised
         from scaleflow.sweep.objective import run_job
 

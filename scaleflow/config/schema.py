@@ -178,12 +178,28 @@ class PredictConfig:
     output: Optional[str] = None  # default: predictions.<format> in the run dir
 
 
+# -------------------------------------------------------------------------------------- security
+@dataclass
+class SecurityConfig:
+    """Data protection (see scaleflow/security/ and the README's "Security" section)."""
+
+    # More config key names whose values are secrets (besides password, token, secret, key, ...):
+    # redacted as *** in run.json, .hydra/*.yaml, logs and sweep summaries.
+    secret_keys: List[str] = items([])
+    # `_target_` values a config may instantiate (e.g. a callback of yours); nothing else runs.
+    allow_targets: List[str] = items([])
+    # The append-only, hash-chained audit log (JSONL); relative to the working directory, like
+    # outputs/. null or "" turns auditing off.
+    audit_log: Optional[str] = "outputs/audit.jsonl"
+
+
 # ---------------------------------------------------------------------------------------- config
 @dataclass
 class Config:
     mode: str = "train"  # one of scaleflow.modes.MODES: train, plan, shards, plugins, ...
     run: Optional[str] = None  # evaluate/predict: a finished run dir (its run.json names model and data)
     model_dir: Optional[str] = None  # evaluate/predict: an export version dir <export.dir>/<name>/<version>
+    path: Optional[str] = None  # what mode=verify checks / the log mode=audit checks
     # Group nodes are typed by their option's own schema (e.g. MLPConfig for model=mlp),
     # so the top level only says they must be present.
     model: Any = MISSING
@@ -198,3 +214,4 @@ class Config:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)

@@ -22,7 +22,7 @@ from scaleflow.errors import ConfigError, did_you_mean, one_of
 GROUPS = ("model", "data", "strategy", "hardware", "trainer", "export", "profile")
 # Plain (non-group) nodes and their schema.
 NODES = {"plan": "PlanConfig", "sweep": "SweepConfig", "registry": "RegistryConfig", "evaluate": "EvaluateConfig",
-         "predict": "PredictConfig"}
+         "predict": "PredictConfig", "security": "SecurityConfig"}
 INFERENCE_MODES = ("evaluate", "predict")
 
 

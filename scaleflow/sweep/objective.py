@@ -13,7 +13,6 @@ import math
 import os
 from typing import Any
 
-from omegaconf import OmegaConf
 
 from scaleflow.errors import ConfigError, did_you_mean, one_of
 from scaleflow.manifest import Manifest
@@ -97,9 +96,7 @@ def record_failure(cfg, run_dir: str, error: BaseException) -> None:
     if (Manifest.load(run_dir) or {}).get("status") == "failed":
         return
     os.makedirs(run_dir, exist_ok=True)
-    try:
-        config = OmegaConf.to_container(cfg, resolve=True)
-    except Exception:  # noqa: BLE001 - a config that does not resolve is recorded unresolved
-        config = OmegaConf.to_container(cfg, resolve=False)
-    manifest = Manifest(run_dir, config)
+    from scaleflow.security.redact import recorded_config
+
+    manifest = Manifest(run_dir, recorded_config(cfg))  # resolved where it resolves; secrets: ***
     manifest.finish("failed", error=f"{type(error).__name__}: {error}")

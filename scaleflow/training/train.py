@@ -11,7 +11,6 @@ import time
 import traceback
 
 import numpy as np
-from omegaconf import OmegaConf
 
 from scaleflow import registry
 from scaleflow.data.pipeline import input_fn, plan_input
@@ -20,6 +19,7 @@ from scaleflow.export.metadata import export_metadata
 from scaleflow.export.target import check_export_target, clean_stale_staging, export_root
 from scaleflow.manifest import Manifest
 from scaleflow.models.base import InputSpec
+from scaleflow.security.redact import recorded_config
 from scaleflow.training import setup
 from scaleflow.training.signals import StopRequest, stop_on_signal, stop_requests
 from scaleflow.training.callbacks import epoch_logger, manifest_history, tensorboard_callback
@@ -36,7 +36,7 @@ def run(cfg, run_dir: str) -> dict:
         # 1. Hardware first: device configuration must happen before TensorFlow runs any op.
         hardware = registry.get("hardware", cfg.hardware.name)().configure(cfg)
         distribution = registry.get("strategy", cfg.strategy.name)().create(cfg)
-        manifest = Manifest(run_dir, OmegaConf.to_container(cfg, resolve=True), enabled=distribution.is_chief)
+        manifest = Manifest(run_dir, recorded_config(cfg), enabled=distribution.is_chief)  # secrets: ***
         if distribution.is_chief:
             clean_stale_staging(export_root(cfg, run_dir))  # left by an export killed mid-way
         try:
