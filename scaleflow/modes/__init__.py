@@ -15,6 +15,7 @@ MODES: dict[str, str] = {
     "models": "scaleflow.modes.models:run",
     "evaluate": "scaleflow.modes.evaluate:run",
     "predict": "scaleflow.modes.predict:run",
+    "verify": "scaleflow.modes.verify:run",
 }
 
 
