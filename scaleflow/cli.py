@@ -300,9 +300,11 @@ def task(cfg) -> Any:
     _current_overrides = list(hydra_cfg.overrides.task)
     run_dir = hydra_cfg.runtime.output_dir
     # Before anything else: Hydra has written .hydra/*.yaml with the command line's secrets in them.
+    from scaleflow.security import audit
     from scaleflow.security.redact import protect_hydra_outputs
 
     protect_hydra_outputs(cfg, hydra_cfg)
+    audit.configure(cfg)  # security.audit_log, for this job and the processes it starts
     if hydra_cfg.mode.name == "MULTIRUN":  # returns the objective; a failed job is recorded, not raised
         from scaleflow.sweep.objective import run_job
 

@@ -16,6 +16,7 @@ MODES: dict[str, str] = {
     "evaluate": "scaleflow.modes.evaluate:run",
     "predict": "scaleflow.modes.predict:run",
     "verify": "scaleflow.modes.verify:run",
+    "audit": "scaleflow.modes.audit:run",
 }
 
 

@@ -83,6 +83,10 @@ def run(cfg, run_dir: str) -> dict:
             for problem in result.problems:
                 print(f"         - {problem}")
     bad = [r for r in results if not r.ok]
+    from scaleflow.security import audit
+
+    audit.record("verify", path=os.path.abspath(str(cfg.path)), ok=not bad, exports=len(results),
+                 problems={r.path: r.problems for r in bad} or None)
     if bad:
         raise ScaleflowError(f"mode=verify: {len(bad)} of {len(results)} export(s) do not match their checksums: "
                              + ", ".join(r.path for r in bad))

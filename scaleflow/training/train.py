@@ -19,6 +19,7 @@ from scaleflow.export.metadata import export_metadata
 from scaleflow.export.target import check_export_target, clean_stale_staging, export_root
 from scaleflow.manifest import Manifest
 from scaleflow.models.base import InputSpec
+from scaleflow.security import audit
 from scaleflow.security.redact import recorded_config
 from scaleflow.training import setup
 from scaleflow.training.signals import StopRequest, stop_on_signal, stop_requests
@@ -37,6 +38,7 @@ def run(cfg, run_dir: str) -> dict:
         hardware = registry.get("hardware", cfg.hardware.name)().configure(cfg)
         distribution = registry.get("strategy", cfg.strategy.name)().create(cfg)
         manifest = Manifest(run_dir, recorded_config(cfg), enabled=distribution.is_chief)  # secrets: ***
+        audited = audit.run_events(cfg, run_dir, manifest, enabled=distribution.is_chief)  # who ran what
         if distribution.is_chief:
             clean_stale_staging(export_root(cfg, run_dir))  # left by an export killed mid-way
         try:
@@ -46,13 +48,16 @@ def run(cfg, run_dir: str) -> dict:
             if interrupted is None:
                 manifest.update(error_traceback=traceback.format_exc(limit=20))
                 manifest.finish("failed", error=f"{type(e).__name__}: {e}")
+                audited.end(manifest.data)
                 raise
             manifest.update(resume_command=interrupted.resume)
             manifest.finish("interrupted", error=str(interrupted))
+            audited.end(manifest.data)
             log.warning("%s", interrupted)
             raise interrupted from None
     manifest.update(duration_s=round(time.perf_counter() - started, 3))
     manifest.finish("ok")
+    audited.end(manifest.data)
     return result
 
 
