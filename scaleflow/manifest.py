@@ -14,6 +14,9 @@ from scaleflow.identity import config_hash, model_identity
 
 
 def atomic_write_json(path: str, data: Any) -> None:
+    from scaleflow.security.redact import scrub
+
+    data = scrub(data)  # a secret this process knows (a token in a URL, an env value) is written as ***
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".run.", suffix=".json.tmp", dir=directory)

@@ -200,6 +200,21 @@ def secrets_of(resolved: Any, raw: Any = None, extra: Iterable[str] = (), key: A
     return found
 
 
+def scrub(value: Any) -> Any:
+    """`value` (JSON-like) with `redact_text` applied to every string: for artifacts other than the
+    config (run.json's error and resume command, shards.json, ...). Unchanged objects are returned
+    as they are, so the common case costs one walk."""
+    if not _secrets and not isinstance(value, (dict, list, tuple, str)):
+        return value
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {scrub(k) if isinstance(k, str) else k: scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub(v) for v in value]
+    return value
+
+
 # ------------------------------------------------------------------------------------- configs
 def secret_keys(cfg: Any) -> list[str]:
     """`security.secret_keys` of a config (DictConfig or dict), [] when absent."""
