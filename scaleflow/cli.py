@@ -333,7 +333,7 @@ def share_cores(n_jobs: Any) -> None:
         os.environ.setdefault(name, threads)
 
 
-HELP_GROUPS = ("model", "data", "strategy", "hardware", "trainer", "export", "profile", "experiment",
+HELP_GROUPS = ("model", "data", "strategy", "hardware", "trainer", "export", "profile", "logger", "experiment",
                "hparams_search")
 
 

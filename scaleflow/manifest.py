@@ -64,6 +64,7 @@ class Manifest:
     def __init__(self, run_dir: str, config: dict, enabled: bool = True):
         self.path = os.path.join(run_dir, "run.json")
         self.enabled = enabled
+        self.listeners: list = []
         previous = self.load(run_dir) or {}
         self.previous = previous  # an interrupted attempt's manifest, for resuming its history
         self.config_hash = config_hash(config)
@@ -90,10 +91,30 @@ class Manifest:
     def update(self, **fields: Any) -> None:
         self.data.update(fields)
         self.write()
+        self._notify("update", self.data, tuple(fields))
 
     def finish(self, status: str, error: str | None = None) -> None:
         self.data["versions"] = versions()
         self.update(status=status, error=error, ended=now())
+        self._notify("finish", self.data)
+
+    def follow(self, logger: Any) -> None:
+        """Mirror every change into `logger` (see tracking/base.py: `update`, `finish`)."""
+        self.listeners.append(logger)
+
+    def _notify(self, hook: str, *args: Any) -> None:
+        # A tracker that fails (store down, disk full) is dropped with a warning: the run and its
+        # run.json go on; losing training to a logging problem would be the worse failure.
+        for logger in list(self.listeners):
+            try:
+                getattr(logger, hook)(*args)
+            except Exception as e:  # noqa: BLE001
+                import logging
+
+                logging.getLogger("scaleflow").warning("logger %s failed in %s (%s: %s); it logs nothing more "
+                                                       "for this run", getattr(logger, "name", logger), hook,
+                                                       type(e).__name__, e)
+                self.listeners.remove(logger)
 
     def write(self) -> None:
         if self.enabled:

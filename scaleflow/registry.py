@@ -29,11 +29,12 @@ KINDS: dict[str, str] = {
     "hardware": "scaleflow.hardware",
     "exporter": "scaleflow.exporters",
     "callback": "scaleflow.callbacks",
+    "logger": "scaleflow.loggers",
 }
 
 # The config group (and the key inside it) that selects an object of each kind.
 CONFIG_GROUP = {"model": "model", "dataset": "data", "strategy": "strategy", "hardware": "hardware",
-                "exporter": "export"}
+                "exporter": "export", "logger": "logger"}
 SELECTOR_KEY = {"export": "format"}
 
 

@@ -209,6 +209,7 @@ class Config:
     trainer: Any = MISSING
     export: Any = MISSING
     profile: Any = MISSING
+    logger: Any = MISSING
     plan: PlanConfig = field(default_factory=PlanConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)

@@ -19,7 +19,7 @@ from scaleflow import registry
 from scaleflow.config.store import schema_for
 from scaleflow.errors import ConfigError, did_you_mean, one_of
 
-GROUPS = ("model", "data", "strategy", "hardware", "trainer", "export", "profile")
+GROUPS = ("model", "data", "strategy", "hardware", "trainer", "export", "profile", "logger")
 # Plain (non-group) nodes and their schema.
 NODES = {"plan": "PlanConfig", "sweep": "SweepConfig", "registry": "RegistryConfig", "evaluate": "EvaluateConfig",
          "predict": "PredictConfig", "security": "SecurityConfig"}

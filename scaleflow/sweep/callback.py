@@ -39,16 +39,23 @@ class SweepSummary(Callback):
         self.started: Optional[float] = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from scaleflow import registry
         from scaleflow.sweep.objective import check
 
         global _last
         _last = None
         self.started = time.time()
         check(config)
+        # The configured logger (e.g. mlflow) opens a parent run that every job's run hangs under.
+        self.logger = registry.get("logger", config.logger.name)() if "logger" in config else None
+        if self.logger is not None:
+            self.logger.sweep_start(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global _last
         _last = write_summary(config, since=self.started, plot=self.plot, hparams=self.hparams)
+        if getattr(self, "logger", None) is not None:
+            self.logger.sweep_end(config, _last)
 
 
 def write_summary(config: DictConfig, since: Optional[float] = None, plot: bool = True,

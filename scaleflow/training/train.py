@@ -18,6 +18,7 @@ from scaleflow.export.base import ExportRequest
 from scaleflow.export.metadata import export_metadata
 from scaleflow.export.target import check_export_target, clean_stale_staging, export_root
 from scaleflow.manifest import Manifest
+from scaleflow.tracking.base import follow_with_logger
 from scaleflow.models.base import InputSpec
 from scaleflow.security import audit
 from scaleflow.security.redact import recorded_config
@@ -41,6 +42,7 @@ def run(cfg, run_dir: str) -> dict:
         audited = audit.run_events(cfg, run_dir, manifest, enabled=distribution.is_chief)  # who ran what
         if distribution.is_chief:
             clean_stale_staging(export_root(cfg, run_dir))  # left by an export killed mid-way
+            follow_with_logger(cfg, run_dir, manifest)  # logger=mlflow, ...: mirrors run.json
         try:
             result = _train(cfg, run_dir, distribution, hardware, manifest, stop)
         except BaseException as e:

@@ -1,0 +1,1 @@
+"""Experiment trackers (`logger=`): where a run's params, metrics and models are also recorded."""
