@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import platform
 import tempfile
@@ -13,16 +14,26 @@ import scaleflow
 from scaleflow.identity import config_hash, model_identity
 
 
+NON_FINITE_KEY = "non_finite"
+MAX_PATHS = 50
+
+
 def atomic_write_json(path: str, data: Any) -> None:
+    """Write `data` as strict JSON: NaN and inf (which `json` would write bare, making the file
+    unreadable to strict parsers) become null, and a dict gets a `non_finite` note saying where."""
     from scaleflow.security.redact import scrub
 
+    data, found = json_safe(data)
+    if found and isinstance(data, dict):
+        data[NON_FINITE_KEY] = {"note": "these values were NaN or infinite and are stored as null",
+                                "count": len(found), "values": dict(list(found.items())[:MAX_PATHS])}
     data = scrub(data)  # a secret this process knows (a token in a URL, an env value) is written as ***
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".run.", suffix=".json.tmp", dir=directory)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False, default=_json_default)
+            json.dump(data, f, indent=2, sort_keys=False, default=_json_default, allow_nan=False)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
@@ -31,6 +42,25 @@ def atomic_write_json(path: str, data: Any) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def json_safe(value: Any, where: str = "") -> tuple[Any, dict[str, str]]:
+    """(a copy of `value` with every non-finite float as None, {path: "nan" | "inf" | "-inf"})."""
+    found: dict[str, str] = {}
+
+    def clean(v: Any, at: str) -> Any:
+        if isinstance(v, dict):
+            return {k: clean(x, f"{at}.{k}" if at else str(k)) for k, x in v.items() if k != NON_FINITE_KEY}
+        if isinstance(v, (list, tuple)):
+            return [clean(x, f"{at}[{i}]") for i, x in enumerate(v)]
+        if hasattr(v, "tolist") and not isinstance(v, (str, bytes)):  # NumPy arrays and scalars
+            return clean(v.tolist(), at)
+        if isinstance(v, float) and not math.isfinite(v):
+            found[at] = str(v)
+            return None
+        return v
+
+    return clean(value, where), found
 
 
 def _json_default(value: Any) -> Any:

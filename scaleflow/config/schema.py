@@ -105,6 +105,7 @@ class TrainerConfig:
     mixed_precision: str = choice("off", "off", "bf16", "fp16")
     jit_compile: Any = "auto"  # "auto" | true | false
     resume: bool = True
+    on_nan: str = choice("stop", "stop", "continue")  # a NaN/inf training loss fails the run, or not
     verbose: str = choice("line", "line", "progress", "quiet")
     callbacks: List[str] = items([])  # extra registered callbacks (scaleflow.callbacks), by name
 

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from scaleflow.config.schema import DataConfig
+from scaleflow.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -115,9 +116,24 @@ class InMemoryDataset(Dataset):
         key = (self.name, self.cache_token(), repr(sorted((k, repr(v)) for k, v in dict(config).items())))
         if key not in self._cache:
             x, y = self.arrays(config)
+            self.check_finite(config, x)
             self._cache.clear()  # hold one dataset at a time
             self._cache[key] = (np.ascontiguousarray(x), np.asarray(y).astype(np.int32))
         return self._cache[key]
+
+    def check_finite(self, config, x: np.ndarray) -> None:
+        """NaN or inf in an input trains "successfully" into a NaN model: name the first one."""
+        found = first_non_finite(x)
+        if found is not None:
+            record, position = found
+            raise DataError(config.get("path") or f"data={self.name}",
+                            f"{x[record][position]} is not a finite number", record=record,
+                            column=self.feature_name(config, position),
+                            hint="Fix or drop that record: inputs must be finite")
+
+    def feature_name(self, config, position: tuple[int, ...]) -> str:
+        """How an error names the feature at `position` (an index into one record's features)."""
+        return ",".join(map(str, position))
 
     def describe(self, config) -> DataInfo:
         x, y = self._arrays(config)
@@ -143,6 +159,20 @@ class InMemoryDataset(Dataset):
     def gather_arrays(self, config, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x, y = self._arrays(config)
         return x[indices], y[indices]
+
+
+NON_FINITE = "scaleflow: non-finite input feature"  # the check_numerics message streamed readers use
+
+
+def first_non_finite(x: np.ndarray) -> tuple[int, tuple[int, ...]] | None:
+    """(record, position within the record) of the first NaN or inf in `x`, or None."""
+    if x.dtype.kind not in "fc" or not x.size:
+        return None
+    finite = np.isfinite(x)
+    if finite.all():
+        return None
+    index = np.unravel_index(int(np.argmin(finite.reshape(-1))), x.shape)
+    return int(index[0]), tuple(int(i) for i in index[1:])
 
 
 def file_fingerprint(paths: Sequence[str]) -> str:

@@ -78,6 +78,9 @@ class NPZ(InMemoryDataset):
         labels, _ = label_ids(y)
         return x.astype(np.float32), labels
 
+    def feature_name(self, config, position):
+        return f"{config.x_key}[:, {', '.join(map(str, position))}]" if position else config.x_key
+
     def keys(self, config, key):
         with open_npz(config.path) as archive:
             if key not in archive.files:

@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from scaleflow.config.schema import DataConfig
-from scaleflow.data.base import DataInfo, Dataset, file_fingerprint
+from scaleflow.data.base import NON_FINITE, DataInfo, Dataset, file_fingerprint, first_non_finite
 from scaleflow.data.tfrecord_format import RecordError, count_records, feature_value, locate_corruption, records
 from scaleflow.errors import ConfigError, DataError, one_of
 
@@ -97,6 +97,8 @@ class TFRecord(Dataset):
 
         if not isinstance(error, (tf.errors.DataLossError, tf.errors.InvalidArgumentError)):
             return None
+        if NON_FINITE in str(error):  # raised by read()'s check: find the record in Python
+            return self._locate_non_finite(config, list(files) if files is not None else list_files(config.path))
         for f in list(files) if files is not None else list_files(config.path):
             found = locate_corruption(f, config.compression or "")
             if found is not None:
@@ -107,6 +109,15 @@ class TFRecord(Dataset):
         import tensorflow as tf
 
         files = list(files) if files is not None else list_files(config.path)
+        ds = tf.data.TFRecordDataset(files, compression_type=config.compression or None)
+        return ds.batch(256).map(self._parser(config), num_parallel_calls=tf.data.AUTOTUNE,
+                                 deterministic=True).unbatch()
+
+    def _parser(self, config, check_finite: bool = True):
+        """records (a batch) -> (features, labels). NaN or inf in a feature stops the read with
+        NON_FINITE (TensorFlow cannot say which file); explain_read_error then names the record."""
+        import tensorflow as tf
+
         spec = {name: tf.io.FixedLenFeature(list(s.get("shape", [])), getattr(tf, s.get("dtype", "float32")))
                 for name, s in config.features.items()}
         spec[config.label] = tf.io.FixedLenFeature([], tf.int64)
@@ -117,12 +128,45 @@ class TFRecord(Dataset):
             example = tf.io.parse_example(records, spec)
             label = tf.cast(example[config.label], tf.int32)
             if single:
-                return tf.cast(example[names[0]], tf.float32), label
-            parts = [tf.reshape(tf.cast(example[n], tf.float32), [tf.shape(records)[0], -1]) for n in names]
-            return tf.concat(parts, axis=1), label
+                x = tf.cast(example[names[0]], tf.float32)
+            else:
+                x = tf.concat([tf.reshape(tf.cast(example[n], tf.float32), [tf.shape(records)[0], -1])
+                               for n in names], axis=1)
+            return (tf.debugging.check_numerics(x, NON_FINITE) if check_finite else x), label
 
-        ds = tf.data.TFRecordDataset(files, compression_type=config.compression or None)
-        return ds.batch(256).map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+        return parse
+
+    def _locate_non_finite(self, config, files) -> DataError | None:
+        import tensorflow as tf
+
+        parse = self._parser(config, check_finite=False)
+        for path in files:
+            first = 0
+            for x, _ in tf.data.TFRecordDataset([path], compression_type=config.compression or None) \
+                    .batch(1024).map(parse):
+                found = first_non_finite(x.numpy())
+                if found is not None:
+                    record, position = found
+                    return DataError(path, f"{x.numpy()[record][position]} is not a finite number",
+                                     record=first + record, column=self._feature_at(config, position),
+                                     hint="Fix or drop that record: inputs must be finite")
+                first += int(x.shape[0])
+        return None
+
+    @staticmethod
+    def _feature_at(config, position: tuple[int, ...]) -> str:
+        """The feature name (and index within it) at `position` of the concatenated features."""
+        names = list(config.features)
+        shapes = [list(config.features[n].get("shape", [])) for n in names]
+        if len(names) == 1 and shapes[0]:
+            return f"{names[0]}[{', '.join(map(str, position))}]"
+        flat = position[0] if position else 0
+        for name, shape in zip(names, shapes):
+            size = max(1, math.prod(shape))
+            if flat < size:
+                return f"{name}[{flat}]" if shape else name
+            flat -= size
+        return str(position)
 
 
 def _values(path: str, compression: str, name: str):

@@ -23,6 +23,7 @@ from scaleflow.models.base import InputSpec
 from scaleflow.security import audit
 from scaleflow.security.redact import recorded_config
 from scaleflow.training import setup
+from scaleflow.training.non_finite import stop_on_non_finite_loss
 from scaleflow.training.signals import StopRequest, stop_on_signal, stop_requests
 from scaleflow.training.callbacks import epoch_logger, manifest_history, tensorboard_callback
 
@@ -48,7 +49,8 @@ def run(cfg, run_dir: str) -> dict:
         except BaseException as e:
             interrupted = stop.interruption(e)
             if interrupted is None:
-                manifest.update(error_traceback=traceback.format_exc(limit=20))
+                manifest.update(error_traceback=traceback.format_exc(limit=20),
+                                **({"failed_at": e.at} if isinstance(getattr(e, "at", None), dict) else {}))
                 manifest.finish("failed", error=f"{type(e).__name__}: {e}")
                 audited.end(manifest.data)
                 raise
@@ -129,6 +131,7 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest, 
         keras.callbacks.BackupAndRestore(backup, save_freq="epoch", delete_checkpoint=False,
                                          double_checkpoint=True),
         stop_on_signal(stop),
+        *([stop_on_non_finite_loss(spe)] if t.on_nan == "stop" else []),
         tensorboard_callback(cfg, run_dir, distribution),
         throughput,
         *distribution.callbacks(),
