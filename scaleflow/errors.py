@@ -43,10 +43,8 @@ class DataError(ConfigError):
         where = str(path)
         if line is not None:
             where += f" line {line}" + (f" (record {record})" if record is not None else "")
-        elif record is not None:
-            where += f" record {record}"
         if column is not None:
-            where += ("," if line is not None or record is not None else "") + f" column {column!r}"
+            where += ("," if line is not None else "") + f" column {column!r}"
         message = f"{where}: {problem}" + (f". {hint}" if hint else "")
         ScaleflowError.__init__(self, message)
 

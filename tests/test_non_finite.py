@@ -39,7 +39,7 @@ def test_nan_in_an_in_memory_source_is_named_before_training(tmp_path):
     x[17, 2] = np.nan
     np.savez(tmp_path / "train.npz", x=x, y=y)
     cfg = compose("data=npz", f"data.path={tmp_path / 'train.npz'}")
-    with pytest.raises(DataError, match=r"train.npz record 17, column 'x\[:, 2\]': nan is not a finite number"):
+    with pytest.raises(DataError, match=r"train.npz: record 17, feature x\[:, 2\]: nan is not a finite number"):
         registry.get("dataset", "npz")().describe(cfg.data)  # describe: no TensorFlow, before any step
 
 
@@ -54,12 +54,12 @@ def test_inf_in_a_tfrecord_stops_the_read_naming_file_and_record(train, tf, tmp_
                     "x": tf.train.Feature(float_list=tf.train.FloatList(value=x[i])),
                     "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(y[i])]))}))
                     .SerializeToString())
-    with pytest.raises(DataError, match=r"part-1.tfrecord record 100, column 'x\[1\]': inf is not a finite"):
+    with pytest.raises(DataError, match=r"part-1.tfrecord: record 100, feature x\[1\]: inf is not a finite"):
         train("data=tfrecord", f"data.path={tmp_path / 'records'}", "data.features={x: {shape: [4]}}",
               "data.validation_split=0", "data.shuffle_buffer=0", "trainer.epochs=1", "model.hidden_units=[8]",
               run_dir=tmp_path / "run")
     run = strict_json(tmp_path / "run" / "run.json")
-    assert run["status"] == "failed" and "part-1.tfrecord record 100" in run["error"]
+    assert run["status"] == "failed" and "part-1.tfrecord: record 100" in run["error"]
 
 
 def test_a_diverging_loss_fails_the_run_at_its_epoch_and_step(train, tmp_path):

@@ -127,8 +127,8 @@ class InMemoryDataset(Dataset):
         if found is not None:
             record, position = found
             raise DataError(config.get("path") or f"data={self.name}",
+                            f"record {record}, feature {self.feature_name(config, position)}: "
                             f"{x[record][position]} is not a finite number", record=record,
-                            column=self.feature_name(config, position),
                             hint="Fix or drop that record: inputs must be finite")
 
     def feature_name(self, config, position: tuple[int, ...]) -> str:

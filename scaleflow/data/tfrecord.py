@@ -147,8 +147,8 @@ class TFRecord(Dataset):
                 found = first_non_finite(x.numpy())
                 if found is not None:
                     record, position = found
-                    return DataError(path, f"{x.numpy()[record][position]} is not a finite number",
-                                     record=first + record, column=self._feature_at(config, position),
+                    return DataError(path, f"record {first + record}, feature {self._feature_at(config, position)}: "
+                                     f"{x.numpy()[record][position]} is not a finite number", record=first + record,
                                      hint="Fix or drop that record: inputs must be finite")
                 first += int(x.shape[0])
         return None
