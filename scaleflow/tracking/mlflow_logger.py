@@ -109,7 +109,9 @@ class MLflow(Logger):
     def _log_params(self, config: dict, run_id: str) -> None:
         from mlflow.entities import Param
 
-        params = [Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in sorted(flatten(config).items())]
+        from scaleflow.security.redact import scrub  # a tracker is an artifact too: secrets as ***
+
+        params = [Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in sorted(flatten(scrub(config)).items())]
         for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(run_id, params=params[i:i + 100])
 
