@@ -2,7 +2,8 @@
 
 Every problem is found while the config is validated (NumPy only, before TensorFlow starts) and named
 by file, line, record and column; string columns are ignored or encoded as categories fitted on the
-training split only; missing values are imputed as `data.missing` says, and run.json records it.
+training split only; missing values are imputed as `data.missing` says, and run.json records it
+(trained for real in test_evaluate_predict.py's module fixture, which also checks run.json).
 """
 
 from __future__ import annotations
@@ -103,20 +104,6 @@ def test_categories_come_from_the_training_split_and_missing_cells_are_imputed(t
     zero, _, _, _ = CSV().prepare(csv_config(path, "data.shard_key=id", "data.categorical_columns=[color]",
                                              "data.missing=zero").data)
     assert zero.fill == {"x2": 0.0}
-
-
-@pytest.mark.integration
-def test_categorical_and_imputed_csv_trains_for_real_and_run_json_records_it(tmp_path, train):
-    path = mixed_csv(tmp_path / "d.csv", n=600)
-    run = train("data=csv", f"data.path={path}", "data.shard_key=id", "data.categorical_columns=[color]",
-                "data.missing=mean", "data.batch_size=32", "trainer.epochs=4", "trainer.learning_rate=0.02",
-                "model.hidden_units=[16]", "export=none")
-    assert run["status"] == "ok" and run["config"]["data"]["missing"] == "mean"
-    encoding = run["data"]["encoding"]
-    assert encoding["missing"] == "mean" and encoding["imputed"] == {"x2": 36} and "x2" in encoding["fill"]
-    assert encoding["categorical"] == {"color": ["blue", "green", "red"]} and encoding["ignored"] == ["id"]
-    assert run["data"]["input_shape"] == [5]
-    assert run["metrics"]["final"]["val_accuracy"] > 0.8  # color alone gives the class
 
 
 def test_cli_names_the_bad_cell_in_one_line_with_exit_status_2(tmp_path):

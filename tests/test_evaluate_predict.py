@@ -37,7 +37,17 @@ def trained(tf, tmp_path_factory):
     run(compose(*TRAIN, f"data.path={path}"), str(run_dir))
     manifest = json.loads((run_dir / "run.json").read_text())
     assert manifest["status"] == "ok"
-    return run_dir, Path(manifest["export"]["path"]), path
+    return run_dir, Path(manifest["export"]["path"]), path, manifest
+
+
+def test_categorical_and_imputed_csv_trains_for_real_and_run_json_records_it(trained):
+    *_, manifest = trained
+    assert manifest["config"]["data"]["missing"] == "mean"
+    encoding = manifest["data"]["encoding"]
+    assert encoding["missing"] == "mean" and encoding["imputed"] == {"x2": 24} and "x2" in encoding["fill"]
+    assert encoding["categorical"] == {"color": ["blue", "green", "red"]} and encoding["ignored"] == ["id"]
+    assert manifest["data"]["input_shape"] == [5]
+    assert manifest["metrics"]["final"]["val_accuracy"] > 0.8  # color alone gives the class
 
 
 def evaluate(*overrides: str, out: Path) -> dict:
@@ -59,7 +69,7 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def test_evaluate_a_run_dir_on_its_own_data_writes_metrics_and_confusion_matrix(trained, tmp_path):
-    run_dir, _, _ = trained
+    run_dir, *_ = trained
     report = evaluate(f"run={run_dir}", out=tmp_path)
     assert report["data"]["records"] == N and report["data"]["name"] == "csv"
     assert report["metrics"]["accuracy"] > 0.8 and report["metrics"]["loss"] > 0
@@ -72,7 +82,7 @@ def test_evaluate_a_run_dir_on_its_own_data_writes_metrics_and_confusion_matrix(
 
 
 def test_evaluate_an_export_on_new_data_equals_the_run_dir(trained, tmp_path):
-    run_dir, export, _ = trained
+    run_dir, export, *_ = trained
     other = mixed_csv(tmp_path / "test.csv", n=150, seed=1)
     by_run = evaluate(f"run={run_dir}", f"data.path={other}", out=tmp_path / "a")
     by_export = evaluate(f"model_dir={export}", "data=csv", f"data.path={other}", out=tmp_path / "b")
@@ -82,7 +92,7 @@ def test_evaluate_an_export_on_new_data_equals_the_run_dir(trained, tmp_path):
 
 
 def test_predict_without_the_label_column_writes_keys_class_names_and_scores(trained, tmp_path):
-    run_dir, export, train_csv = trained
+    run_dir, export, train_csv, _ = trained
     rows = [line.split(",") for line in train_csv.read_text().splitlines()]
     unlabelled = tmp_path / "new.csv"
     unlabelled.write_text("\n".join(",".join(r[:4]) for r in rows[:61]) + "\n")  # id,x1,x2,color: 60 records
@@ -115,7 +125,7 @@ def test_predict_over_two_pipelines_is_an_exact_partition(trained, tmp_path):
     from scaleflow.inference.source import inference_data, resolve, selected_records
     from scaleflow.modes.predict import join_parts, part_path, partition, predict_part, write_table
 
-    run_dir, _, _ = trained
+    run_dir, *_ = trained
     cfg = compose("mode=predict", f"run={run_dir}", "data.shard=hash")
     source = resolve(cfg)
     data = inference_data(cfg, source, labelled=False)
@@ -139,7 +149,7 @@ def test_predict_over_two_pipelines_is_an_exact_partition(trained, tmp_path):
 
 
 def test_bad_model_or_data_is_a_config_error_before_tensorflow(trained, tmp_path):
-    run_dir, export, train_csv = trained
+    run_dir, export, train_csv, _ = trained
     cases = [
         (["mode=predict", f"run={tmp_path / 'nope'}"], "run", "Nothing exists at that path"),
         (["mode=evaluate", f"run={tmp_path}"], "run", "No readable run.json"),
@@ -177,7 +187,7 @@ print("TENSORFLOW_IMPORTED=%s" % ("tensorflow" in sys.modules), file=sys.stderr)
 
 
 def test_cli_refuses_data_that_differs_from_training_in_one_line_without_tensorflow(trained, tmp_path):
-    run_dir, _, train_csv = trained
+    run_dir, _, train_csv, _ = trained
     different = tmp_path / "different.csv"
     different.write_text(train_csv.read_text().replace("color", "colour", 1))
     result = subprocess.run([sys.executable, "-c", PROBE, "mode=predict", f"run={run_dir}", f"data.path={different}",
@@ -191,7 +201,7 @@ def test_cli_refuses_data_that_differs_from_training_in_one_line_without_tensorf
 
 @pytest.mark.slow
 def test_predict_under_multi_worker_writes_every_record_once(trained, tmp_path):
-    run_dir, _, _ = trained
+    run_dir, *_ = trained
     result = cli("mode=predict", f"run={run_dir}", "strategy=multi_worker", "strategy.num_workers=2",
                  "data.shard=hash", f"hydra.run.dir={tmp_path}", cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
