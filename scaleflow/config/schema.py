@@ -11,7 +11,7 @@ stays the single place that says what a key accepts:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
@@ -54,6 +54,12 @@ class DataConfig:
     uneven: str = choice("repeat", "repeat", "drop")
     reshuffle_each_epoch: bool = False
     seed: int = 0
+    # Masking as records are read (security/mask.py): column -> drop | hash | {method: bucket, edges: [...]}
+    # | {method: noise, scale: s}. `hash` is keyed HMAC-SHA256: the key comes from an environment
+    # variable or a file, never from the config itself.
+    mask: Dict[str, Any] = field(default_factory=dict)
+    mask_key_env: Optional[str] = None
+    mask_key_file: Optional[str] = None
 
 
 # -------------------------------------------------------------------------------------- strategy

@@ -111,6 +111,9 @@ def validate(cfg: DictConfig) -> None:
     from scaleflow.data.pipeline import check_shard_config
 
     check_shard_config(cfg)  # sharding rules that need only the config
+    from scaleflow.security.mask import check_config
+
+    check_config(cfg)  # data.mask: rules, their key (exit 2 before any record is read)
     if cfg.mode == "train":  # a model that cannot be written is found now, not after training
         from scaleflow.export.target import check_export_target
 

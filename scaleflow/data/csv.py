@@ -31,6 +31,13 @@ class CSVConfig(DataConfig):
     delimiter: str = ","
 
 
+def _table(config):
+    """The file's table, masked as `data.mask` says (before anything else reads it)."""
+    from scaleflow.security.mask import Masking
+
+    return read_table(config.path, config.delimiter, mask=Masking.from_config(config))
+
+
 class CSV(InMemoryDataset):
     """Rows of a CSV file; record i is data row i.
 
@@ -66,7 +73,7 @@ class CSV(InMemoryDataset):
     def prepare(self, config) -> tuple[TableEncoding, np.ndarray, np.ndarray, dict]:
         """(encoding, inputs, class ids, report). Without a given encoding it is fitted on the
         training split (the same seeded split the pipeline uses), so no validation value leaks in."""
-        table = read_table(config.path, config.delimiter)
+        table = _table(config)
         encoding = self.encoding
         if encoding is None:
             train, _ = split_indices(table.num_records, config.validation_split, config.seed)
@@ -95,14 +102,14 @@ class CSV(InMemoryDataset):
         info = super().describe(config)
         encoding, _, _, report = self.prepare(config)
         labelled = encoding.label is not None if self.encoding is None else \
-            config.label_column in read_table(config.path, config.delimiter).header
+            config.label_column in _table(config).header
         return DataInfo(info.num_examples, info.input_shape, info.num_classes, info.fingerprint,
                         extra={"encoding": encoding.to_dict(), "report": describe_encoding(encoding, report),
                                "feature_names": encoding.feature_names, "labelled": labelled,
                                "class_names": [str(c) for c in encoding.classes] if encoding.classes else None})
 
     def keys(self, config, key):
-        table = read_table(config.path, config.delimiter)
+        table = _table(config)
         if key not in table.header:
             raise ConfigError("data.shard_key", key, one_of(table.header) + f" (columns of {config.path})",
                               did_you_mean(key, table.header))

@@ -57,16 +57,20 @@ class Table:
 _tables: dict[tuple, Table] = {}
 
 
-def read_table(path: str, delimiter: str = ",") -> Table:
+def read_table(path: str, delimiter: str = ",", mask: Any = None) -> Table:
     """Read and check the shape of a CSV file: a header, then one record per line with as many fields.
-    The last table read is kept (validation, describe and read all ask for it)."""
+    `mask` (security/mask.py) is applied right after parsing: nothing downstream sees a raw masked
+    value. The last table read is kept (validation, describe and read all ask for it)."""
     try:
         st = os.stat(path)
     except OSError as e:
         raise ConfigError("data.path", path, "an existing CSV file", e.strerror) from None
-    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, delimiter)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, delimiter, mask.token() if mask else None)
     if key not in _tables:
         table = _read(path, delimiter)
+        if mask is not None:
+            header, cells = mask.apply(path, table.header, table.cells)
+            table = Table(table.path, header, cells, table.lines)
         _tables.clear()
         _tables[key] = table
     return _tables[key]

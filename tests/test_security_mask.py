@@ -1,0 +1,86 @@
+"""Masked columns: their raw values reach no artifact of the run or its export (issue 16, item 1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import compose
+from scaleflow.errors import ConfigError
+from scaleflow.security.mask import Masking, Rule
+
+N = 240
+KEY_ENV = {"SF_TEST_MASK_KEY": "k3y-for-tests-only"}
+
+
+def planted_csv(path: Path) -> dict[str, list[str]]:
+    """A CSV whose sensitive cells are distinctive strings we can grep for afterwards."""
+    rng = np.random.default_rng(0)
+    cols = {"user_id": [f"uid-planted-{i:05d}" for i in range(N)],
+            "name": [f"Xylophonius{i}" for i in range(N)],
+            "city": [f"Zzcity{i % 3}planted" for i in range(N)],
+            "age": [f"{20 + i % 50}.{123457 + i}" for i in range(N)],
+            "income": [f"{50000 + 7 * i}.{4321 + i}" for i in range(N)],
+            "x": [f"{v:.3f}" for v in rng.normal(size=N)],
+            "label": [str(i % 2) for i in range(N)]}
+    lines = [",".join(cols)] + [",".join(cols[c][i] for c in cols) for i in range(N)]
+    path.write_text("\n".join(lines) + "\n")
+    return cols
+
+
+MASK = ["+data.mask={user_id: hash, name: drop, city: hash, age: {method: bucket, edges: [30, 50]}, "
+        "income: {method: noise, scale: 1000}}", "data.mask_key_env=SF_TEST_MASK_KEY"]
+
+
+def grep(root: Path, needles: list[str]) -> list[str]:
+    hits = []
+    for path in root.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            hits += [f"{path.relative_to(root)}: {n}" for n in needles if n.encode() in data]
+    return hits
+
+
+def test_rules_transform_cells_and_drop_columns():
+    m = Masking([Rule("id", "hash"), Rule("age", "bucket", (18.0, 65.0)), Rule("name", "drop")], key=b"k")
+    header, cells = m.apply("f.csv", ["id", "age", "name"], np.array([["a", "12", "Ann"], ["b", "70", "Bo"], ["a", "", "C"]]))
+    assert header == ["id", "age"]
+    assert cells[0, 0] == cells[2, 0] != cells[1, 0] and len(cells[0, 0]) == 16 and "a" != cells[0, 0]
+    assert cells[:, 1].tolist() == ["0", "2", ""]  # a missing cell stays missing
+    assert Masking([Rule("id", "hash")], key=b"other").apply("f.csv", ["id"], np.array([["a"]]))[1][0, 0] != cells[0, 0]
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["+data.mask={nosuch: drop}"], "data.mask.nosuch"),
+    (["+data.mask={user_id: hash}"], "data.mask_key_env"),
+    (["+data.mask={user_id: hash}", "data.mask_key_env=SF_TEST_UNSET_VARIABLE"], "data.mask_key_env"),
+    (["+data.mask={user_id: hash}", "data.mask_key_file=/nonexistent/key"], "data.mask_key_file"),
+    (["+data.mask={age: shuffle}"], "data.mask.age.method"),
+    (["+data.mask={age: {method: bucket, edges: [50, 30]}}"], "data.mask.age.edges"),
+])
+def test_bad_mask_rules_are_config_errors_naming_the_rule(tmp_path, overrides, key):
+    path = tmp_path / "people.csv"
+    planted_csv(path)
+    with pytest.raises(ConfigError) as e:
+        compose("data=csv", f"data.path={path}", "data.categorical_columns=[city]", *overrides)
+    assert e.value.key == key
+
+
+def test_masked_values_are_in_no_file_of_the_run_dir_shards_or_export(tmp_path, train, monkeypatch):
+    for k, v in KEY_ENV.items():
+        monkeypatch.setenv(k, v)
+    path = tmp_path / "people.csv"
+    cols = planted_csv(path)
+    overrides = ["data=csv", f"data.path={path}", "data.categorical_columns=[city]", "data.shard=hash",
+                 "data.shard_key=user_id", "trainer.epochs=1", "model.hidden_units=[8]", *MASK,
+                 f"export.dir={tmp_path / 'run' / 'export'}", "security.audit_log=null"]
+    run = train(*overrides, run_dir=tmp_path / "run")
+    from scaleflow.modes.shards import run as shards
+
+    shards(compose(*overrides, "mode=shards", "strategy.num_workers=2"), str(tmp_path / "run"))
+    assert run["status"] == "ok" and (tmp_path / "run" / "shards.json").exists()
+    planted = cols["user_id"] + cols["name"] + cols["city"] + cols["age"] + cols["income"] + [KEY_ENV["SF_TEST_MASK_KEY"]]
+    assert grep(tmp_path / "run", planted) == []
+    assert "name" not in run["data"]["encoding"]["columns"]
