@@ -185,6 +185,20 @@ class PredictConfig:
     output: Optional[str] = None  # default: predictions.<format> in the run dir
 
 
+@dataclass
+class ExplainConfig:
+    """Options of `mode=explain` (the model comes from `run=` or `model_dir=`)."""
+
+    split: str = choice("validation", *INFERENCE_SPLITS)
+    samples: int = bounded(512, min=1, max=100_000)  # records explained (a seeded sample of the split)
+    steps: int = bounded(32, min=4, max=1024)  # integrated-gradients path steps
+    baseline: str = choice("mean", "mean", "zero")  # training feature means (stored with the export) or 0
+    permutation_repeats: int = bounded(3, min=1, max=100)
+    top_k: int = bounded(10, min=1, max=1000)  # features shown per ranking and chart
+    plot: bool = True
+    seed: int = 0
+
+
 # -------------------------------------------------------------------------------------- security
 @dataclass
 class SecurityConfig:
@@ -222,4 +236,5 @@ class Config:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)

@@ -22,8 +22,8 @@ from scaleflow.errors import ConfigError, did_you_mean, one_of
 GROUPS = ("model", "data", "strategy", "hardware", "trainer", "export", "profile", "logger")
 # Plain (non-group) nodes and their schema.
 NODES = {"plan": "PlanConfig", "sweep": "SweepConfig", "registry": "RegistryConfig", "evaluate": "EvaluateConfig",
-         "predict": "PredictConfig", "security": "SecurityConfig"}
-INFERENCE_MODES = ("evaluate", "predict")
+         "predict": "PredictConfig", "security": "SecurityConfig", "explain": "ExplainConfig"}
+INFERENCE_MODES = ("evaluate", "predict", "explain")
 
 
 def _check_field(key: str, value: Any, meta: dict) -> None:

@@ -29,14 +29,18 @@ class LoadedModel:
         specs = getattr(self._fn, "input_signature", None) or []
         self.dtype = specs[0].dtype if specs else tf.float32
 
-    def __call__(self, x: Any) -> np.ndarray:
+    def forward(self, x: Any) -> Any:
+        """The scores as a tensor (differentiable: mode=explain takes gradients through it)."""
         import tensorflow as tf
 
         x = tf.cast(x, self.dtype)
         out = self._fn(**{self._by_name: x}) if self._by_name else self._fn(x)
         if isinstance(out, dict):  # a signature with named outputs: the scores
             out = out.get("scores", next(iter(out.values())))
-        return np.asarray(tf.cast(out, tf.float32))
+        return tf.cast(out, tf.float32)
+
+    def __call__(self, x: Any) -> np.ndarray:
+        return np.asarray(self.forward(x))
 
 
 def score(model: LoadedModel, dataset, config, indices: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -224,7 +224,7 @@ def _check_inputs(source: ModelSource, data: DictConfig, info, labelled: bool) -
 def check(cfg) -> None:
     """Config validation of mode=evaluate|predict (no TensorFlow)."""
     source = resolve(cfg)
-    inference_data(cfg, source, labelled=cfg.mode == "evaluate")
+    inference_data(cfg, source, labelled=cfg.mode in ("evaluate", "explain"))
     if cfg.mode == "predict":
         if cfg.predict.format == "parquet":
             import importlib.util

@@ -13,6 +13,7 @@ MODES: dict[str, str] = {
     "calibrate": "scaleflow.modes.calibrate:run",
     "shards": "scaleflow.modes.shards:run",
     "models": "scaleflow.modes.models:run",
+    "explain": "scaleflow.modes.explain:run",
     "evaluate": "scaleflow.modes.evaluate:run",
     "predict": "scaleflow.modes.predict:run",
     "verify": "scaleflow.modes.verify:run",

@@ -1,0 +1,1 @@
+"""Explaining a trained model to people: attributions (attributions.py) and what they show (report.py)."""
