@@ -27,7 +27,8 @@ import shlex
 import signal
 import sys
 import threading
-from typing import Iterator, Sequence
+import time
+from typing import Callable, Iterator, Sequence
 
 from scaleflow.errors import ScaleflowError
 
@@ -124,6 +125,52 @@ def stop_on_signal(stop: StopRequest):
             stop.check(f"in epoch {self.epoch + 1} during validation")
 
     return StopOnSignal()
+
+
+class ForwardSignals:
+    """In a launching process: SIGTERM/SIGINT are passed on to the job's processes, which stop
+    cleanly themselves; the launcher then reports the interruption (`signum` says which).
+
+    Args:
+        targets: returns the pids to signal (called when the signal arrives).
+
+    Example:
+        with ForwardSignals(lambda: [worker.pid]) as forwarded:
+            status = wait_for_the_job()
+        if forwarded.signum is not None:
+            raise TrainingInterrupted(forwarded.signum, "forwarded", resume_command())
+    """
+
+    def __init__(self, targets: Callable[[], Sequence[int]]):
+        self.targets = targets
+        self.signum: int | None = None
+        self.at: float | None = None  # time.monotonic() of the first signal
+        self.count = 0  # processes the first signal reached
+        self.hurry = False  # a second signal: stop waiting and end the job
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            self.hurry = True
+            return
+        self.signum, self.at = signum, time.monotonic()
+        for pid in self.targets():
+            try:
+                os.kill(pid, signum)
+                self.count += 1
+            except (ProcessLookupError, PermissionError):
+                pass
+        log.warning("received %s: forwarded to %d process(es); waiting for them to stop (send it again to "
+                    "end them at once)", signal.Signals(signum).name, self.count)
+
+    def __enter__(self) -> "ForwardSignals":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
 
 
 def remember_command(overrides: Sequence[str]) -> None:

@@ -11,6 +11,7 @@ the stall check (a rank stuck while the others wait in an all-reduce), all set f
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import os
 import shutil
@@ -18,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 from omegaconf import OmegaConf
 
@@ -121,11 +123,47 @@ def run(cfg, run_dir: str) -> int:
              command[command.index("-H") + 1], run_dir)
     # A session of its own, so that the whole job (horovodrun and its ranks) can be ended together.
     process = subprocess.Popen(command, env=worker_env(cfg, run_dir), start_new_session=True)
+    from scaleflow.training.signals import ForwardSignals, TrainingInterrupted, resume_command
+
+    # horovodrun's own SIGTERM handling SIGSTOPs and kills the ranks: signals go to the ranks instead.
+    with ForwardSignals(lambda: local_ranks(process.pid)) as forwarded:
+        try:
+            status = _wait(process, forwarded, stop_timeout_s=cfg.strategy.timeout_s + 30)
+        except BaseException:
+            _end(process)
+            raise
+    if forwarded.signum is not None:
+        raise TrainingInterrupted(forwarded.signum, f"sent to the launcher and forwarded to {forwarded.count} local "
+                                  "rank(s)", resume_command())
+    return status
+
+
+def local_ranks(horovodrun_pid: int) -> list[int]:
+    """Pids of this job's ranks on this host (descendants of horovodrun running the worker module)."""
     try:
-        return process.wait()
-    except BaseException:
-        _end(process)
-        raise
+        import psutil  # a dependency of horovod
+
+        children = psutil.Process(horovodrun_pid).children(recursive=True)
+        # The module as an argument of its own: the `sh -c "... python -m scaleflow_horovod.worker ..."`
+        # wrapping a rank must not be signalled (a shell dies of SIGTERM; horovodrun then ends the job).
+        return [c.pid for c in children if "scaleflow_horovod.worker" in c.cmdline()]
+    except Exception:  # noqa: BLE001 - gone already, or no psutil: nothing to forward to
+        return []
+
+
+def _wait(process: subprocess.Popen, forwarded, stop_timeout_s: float) -> int:
+    """Wait for horovodrun; after a forwarded signal, at most stop_timeout_s (a second signal: not at all)."""
+    while True:
+        try:
+            return process.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            pass
+        if forwarded.hurry or (forwarded.at is not None and time.monotonic() - forwarded.at > stop_timeout_s):
+            for pid in local_ranks(process.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            _end(process, grace_s=2.0)
+            return process.returncode
 
 
 def _end(process: subprocess.Popen, grace_s: float = 10.0) -> None:

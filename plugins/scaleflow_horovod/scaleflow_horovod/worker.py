@@ -53,8 +53,16 @@ def main(argv=None) -> int:
     exit_with_launcher()
     from scaleflow.training.train import run
 
+    from scaleflow.training.signals import TrainingInterrupted
+
     try:
         run(cfg, args.run_dir)
+    except TrainingInterrupted as e:
+        print(f"scaleflow: interrupted (rank {rank}): {e}", file=sys.stderr)
+        # Under scaleflow's launcher (which forwarded the signal and reports it), a clean stop is a
+        # success for horovodrun: a non-zero status makes it SIGSTOP and kill the other ranks, maybe
+        # before rank 0 has recorded the interruption in run.json.
+        return 0 if os.environ.get(LAUNCHER_PID_ENV) else e.exit_code
     except ScaleflowError as e:
         print(f"scaleflow: error (rank {rank}): {e}", file=sys.stderr)
         return e.exit_code
