@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml $(PLUGINS)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -e '.[test]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
+	# TF Serving's config protos, to check models.config in tests; its metadata requires the full
+	# `tensorflow` package (not tensorflow-cpu), hence --no-deps.
+	$(PIP) install --quiet --no-deps tensorflow-serving-api==2.21.0
 	touch $@
 
 install: $(STAMP)

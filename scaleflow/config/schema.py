@@ -125,6 +125,23 @@ class ExportConfig:
     version: Any = "auto"  # "auto" (next integer, TF Serving style) or a positive integer
     verify: bool = True
     tolerance: float = bounded(1e-4, min=0.0)
+    # What a finished run's verified export becomes in <dir>/<name>/labels.json (scaleflow/deploy):
+    # if_better: `stable` when it beats the current stable on sweep.objective over this run's
+    # validation records (same data fingerprint), else `canary`; always: `stable`; never: no label.
+    promote: str = choice("if_better", "if_better", "always", "never")
+
+
+QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
+
+
+@dataclass
+class TFLiteExportConfig(ExportConfig):
+    """`export=tflite`: post-training quantization for edge devices."""
+
+    # none: float32; dynamic: int8 weights, float activations; float16: float16 weights;
+    # int8: full-integer (weights, activations, int8 input/output) calibrated on the training shard.
+    quantize: str = choice("none", *QUANTIZATIONS)
+    calibration_samples: int = bounded(256, min=1, max=100_000)  # training records for int8 calibration
 
 
 # --------------------------------------------------------------------------------------- profile
@@ -214,6 +231,33 @@ class SecurityConfig:
     audit_log: Optional[str] = "outputs/audit.jsonl"
 
 
+# ---------------------------------------------------------------------------------------- deploy
+DEPLOY_TARGETS = ("kserve", "tfserving")
+
+
+@dataclass
+class DeployConfig:
+    """`mode=deploy`: Kubernetes manifests for a model's export, and label rollback (no TensorFlow)."""
+
+    target: str = choice("kserve", *DEPLOY_TARGETS)
+    run: Optional[str] = None  # a run dir: deploy the export its run.json names
+    model_dir: Optional[str] = None  # or <export.dir>/<export.name> directly
+    rollback: bool = False  # move `stable` back to the previous stable version, then write manifests
+    out: Optional[str] = None  # where manifests go (default: this mode's run dir)
+    name: Optional[str] = None  # Kubernetes object name (default: the export name, DNS-1123-ised)
+    namespace: str = "default"
+    # kserve: where the cluster finds <name>/ (TF Serving layout + models.config), e.g. s3://b/models/mlp
+    storage_uri: Optional[str] = None  # default pvc://<volume_claim>/<export name>
+    # tfserving: the official image, the volume holding <name>/ and the autoscaler's bounds.
+    image: str = "tensorflow/serving:2.21.0"
+    volume_claim: str = "scaleflow-models"
+    min_replicas: int = bounded(1, min=1, max=1000)
+    max_replicas: int = bounded(4, min=1, max=1000)
+    target_cpu_utilization: int = bounded(70, min=1, max=100)
+    cpu: str = "500m"  # per replica request (the autoscaler's base)
+    memory: str = "1Gi"
+
+
 # ---------------------------------------------------------------------------------------- config
 @dataclass
 class Config:
@@ -238,3 +282,4 @@ class Config:
     predict: PredictConfig = field(default_factory=PredictConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)

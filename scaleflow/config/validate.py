@@ -22,7 +22,8 @@ from scaleflow.errors import ConfigError, did_you_mean, one_of
 GROUPS = ("model", "data", "strategy", "hardware", "trainer", "export", "profile", "logger")
 # Plain (non-group) nodes and their schema.
 NODES = {"plan": "PlanConfig", "sweep": "SweepConfig", "registry": "RegistryConfig", "evaluate": "EvaluateConfig",
-         "predict": "PredictConfig", "security": "SecurityConfig", "explain": "ExplainConfig"}
+         "predict": "PredictConfig", "security": "SecurityConfig", "explain": "ExplainConfig",
+         "deploy": "DeployConfig"}
 INFERENCE_MODES = ("evaluate", "predict", "explain")
 
 

@@ -95,6 +95,34 @@ def _write(root: str, state: dict) -> None:
     atomic_write_json(labels_path(root), state)
 
 
+@contextlib.contextmanager
+def editing(root: str) -> Iterator[dict]:
+    """Read-modify-write under the labels lock: yields the state; `record(state, ...)` changes it;
+    it is written (atomically) when the block ends without an exception. Use it when a decision must
+    see the labels it changes (promotion evaluates the current stable while holding the lock, so two
+    runs finishing together cannot both beat the same stable). Do not nest."""
+    with _locked(root):
+        state = read_state(root)
+        before = json.dumps(state, sort_keys=True, default=str)
+        yield state
+        if json.dumps(state, sort_keys=True, default=str) != before:
+            _write(root, state)
+
+
+def record(state: dict, label: str, version: int | None, *, action: str = "set", reason: str = "",
+           extra: dict | None = None) -> None:
+    """Point `label` at `version` (None removes it) in `state`, appending the move to its history."""
+    if label not in LABELS:
+        raise LabelsError(f"unknown label {label!r}; labels are {', '.join(LABELS)}")
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 1):
+        raise LabelsError(f"{label}={version!r} is not a version number")
+    if state[label] == version:
+        return
+    state["history"].append({"label": label, "from": state[label], "to": version, "action": action,
+                             "reason": reason, "at": _now(), **(extra or {})})
+    state[label] = version
+
+
 def move(root: str, changes: dict[str, int | None], *, action: str = "set", reason: str = "",
          extra: dict | None = None) -> dict:
     """Point each label in `changes` at a version (None removes it), atomically, recording the move.
@@ -107,20 +135,9 @@ def move(root: str, changes: dict[str, int | None], *, action: str = "set", reas
         extra: more fields for the history entry (e.g. the objective values compared).
     Returns: the new state.
     """
-    for label, version in changes.items():
-        if label not in LABELS:
-            raise LabelsError(f"unknown label {label!r}; labels are {', '.join(LABELS)}")
-        if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 1):
-            raise LabelsError(f"{label}={version!r} is not a version number")
-    with _locked(root):
-        state = read_state(root)
+    with editing(root) as state:
         for label, version in changes.items():
-            if state[label] == version:
-                continue
-            state["history"].append({"label": label, "from": state[label], "to": version, "action": action,
-                                     "reason": reason, "at": _now(), **(extra or {})})
-            state[label] = version
-        _write(root, state)
+            record(state, label, version, action=action, reason=reason, extra=extra)
     return state
 
 

@@ -38,7 +38,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator, Optional
 
 import numpy as np
 
@@ -68,6 +68,10 @@ class ExportRequest:
         metadata: stored in the integrity file for servers and tools: task, class_names,
             feature_names, feature_stats, vocabularies, ... (JSON-serialisable).
         is_chief: only the chief writes the real path.
+        representative: training records (float32) for calibration, e.g. int8 quantization
+            (`export.calibration_samples` of them, from this worker's training shard).
+        validation: (features, labels) of the run's validation records, for evaluating exports
+            (edge accuracy, promotion); None when the run has no validation split.
     """
 
     model: Any
@@ -77,6 +81,8 @@ class ExportRequest:
     identity: dict = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
     is_chief: bool = True
+    representative: Optional[np.ndarray] = None
+    validation: Optional[tuple] = None
 
 
 class Exporter(abc.ABC):

@@ -54,8 +54,29 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global _last
         _last = write_summary(config, since=self.started, plot=self.plot, hparams=self.hparams)
+        _last["promotion"] = promote_best(_last)
         if getattr(self, "logger", None) is not None:
             self.logger.sweep_end(config, _last)
+
+
+def promote_best(summary: dict) -> Optional[dict]:
+    """End a multirun by applying `export.promote` to its best job's export (jobs defer to this, so
+    only the best of the sweep can become `stable`). A failure here is logged, never raised: the
+    sweep's results stand."""
+    run_dir = summary.get("best_run_dir")
+    if not run_dir:
+        return None
+    try:
+        from scaleflow.deploy.promote import promote_run
+
+        record = promote_run(run_dir)
+    except Exception as e:  # noqa: BLE001 - the summary is written; promotion is the extra step
+        log.error("sweep summary: could not promote the best job (%s): %s: %s", run_dir, type(e).__name__, e)
+        return {"decision": "error", "reason": f"{type(e).__name__}: {e}"}
+    if record is not None:
+        log.info("sweep summary: best job's export version %s is %s: %s", record.get("version"),
+                 record["decision"], record["reason"])
+    return record
 
 
 def write_summary(config: DictConfig, since: Optional[float] = None, plot: bool = True,
@@ -89,4 +110,5 @@ def write_summary(config: DictConfig, since: Optional[float] = None, plot: bool 
     if best is not None:
         log.info("best: job %d (%s) %s=%.6g", best.job, " ".join(best.overrides), objective, best.objective)
     return {"sweep_dir": sweep_dir, "jobs": len(rows), "failed": failed,
-            "best": None if best is None else best.job, "files": files}
+            "best": None if best is None else best.job, "best_run_dir": None if best is None else best.run_dir,
+            "files": files}

@@ -167,10 +167,17 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest, 
                             identity={"run_dir": os.path.abspath(run_dir), "config_hash": manifest.config_hash,
                                       "data_fingerprint": info.fingerprint},
                             metadata=export_metadata(cfg, info, _records(dataset, cfg.data, plan.train.shards[0], 2048)),
-                            is_chief=distribution.is_chief)
+                            is_chief=distribution.is_chief,
+                            representative=_calibration_records(dataset, cfg, plan),
+                            validation=_validation_records(dataset, cfg.data, plan) if distribution.is_chief else None)
     exported = registry.get("exporter", cfg.export.format)().export(request)
     manifest.update(export=exported, model=exported.get("identity") or manifest.data["model"])
     setup.discard_backup(backup)  # the model is safe in the export: nothing left to resume
+    # 7. Promotion: the verified export becomes `stable` or `canary` in labels.json (scaleflow/deploy).
+    if distribution.is_chief and exported.get("dir"):
+        from scaleflow.deploy.promote import promote_after_training
+
+        manifest.update(export={**exported, "promotion": promote_after_training(cfg, exported, request)})
     setup.set_precision("off")
     return final
 
@@ -180,6 +187,31 @@ def _sample_batch(dataset, config, plan, size: int = 64) -> np.ndarray:
     source = plan.validation.shards[0] if plan.validation is not None and len(plan.validation.shards[0]) \
         else plan.train.shards[0]
     return _records(dataset, config, source, size)
+
+
+def _calibration_records(dataset, cfg, plan) -> np.ndarray | None:
+    """`export.calibration_samples` records drawn at random (seeded) from this run's training shard,
+    for exporters that calibrate (int8 quantization); None when the exporter does not ask for them."""
+    if cfg.export.get("quantize", "none") != "int8":
+        return None
+    shard = np.asarray(plan.train.shards[0])
+    size = min(int(cfg.export.calibration_samples), len(shard))
+    chosen = np.random.default_rng(cfg.data.seed).choice(shard, size, replace=False) if size else shard[:0]
+    return _records(dataset, cfg.data, chosen, size) if size else None
+
+
+def _validation_records(dataset, config, plan, limit: int = 10_000):
+    """(features, labels) of the validation split (all pipelines' shards, at most `limit`), on which
+    exports are evaluated (edge accuracy, promotion); None without a validation split."""
+    import tensorflow as tf
+
+    if plan.validation is None:
+        return None
+    indices = np.unique(np.concatenate([np.asarray(s) for s in plan.validation.shards]))[:limit]
+    if not len(indices):
+        return None
+    x, y = next(iter(dataset.take(config, indices).batch(len(indices))))
+    return tf.cast(x, tf.float32).numpy(), np.asarray(y)
 
 
 def _records(dataset, config, indices, size: int = 64) -> np.ndarray:
