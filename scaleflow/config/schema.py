@@ -240,8 +240,9 @@ class DeployConfig:
     """`mode=deploy`: Kubernetes manifests for a model's export, and label rollback (no TensorFlow)."""
 
     target: str = choice("kserve", *DEPLOY_TARGETS)
-    run: Optional[str] = None  # a run dir: deploy the export its run.json names
-    model_dir: Optional[str] = None  # or <export.dir>/<export.name> directly
+    # The model: `run=<run dir>` (top-level key, as for evaluate/predict) deploys the export its
+    # run.json names, or deploy.model_dir=<export.dir>/<export.name> (the model dir, all its versions).
+    model_dir: Optional[str] = None
     rollback: bool = False  # move `stable` back to the previous stable version, then write manifests
     out: Optional[str] = None  # where manifests go (default: this mode's run dir)
     name: Optional[str] = None  # Kubernetes object name (default: the export name, DNS-1123-ised)
@@ -262,7 +263,7 @@ class DeployConfig:
 @dataclass
 class Config:
     mode: str = "train"  # one of scaleflow.modes.MODES: train, plan, shards, plugins, ...
-    run: Optional[str] = None  # evaluate/predict: a finished run dir (its run.json names model and data)
+    run: Optional[str] = None  # evaluate/predict/deploy: a finished run dir (its run.json names model and data)
     model_dir: Optional[str] = None  # evaluate/predict: an export version dir <export.dir>/<name>/<version>
     path: Optional[str] = None  # what mode=verify checks / the log mode=audit checks
     # Group nodes are typed by their option's own schema (e.g. MLPConfig for model=mlp),

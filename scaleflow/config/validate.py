@@ -123,8 +123,14 @@ def validate(cfg: DictConfig) -> None:
         from scaleflow.inference.source import check
 
         check(cfg)  # the model to load and the data to feed it: found and matched before TensorFlow
+    elif cfg.mode == "deploy":
+        from scaleflow.modes.deploy import check as check_deploy
+
+        check_deploy(cfg)  # run= or deploy.model_dir, replica bounds
     if cfg.mode not in INFERENCE_MODES:
         for key in ("run", "model_dir"):
+            if key == "run" and cfg.mode == "deploy":
+                continue  # mode=deploy deploys the export of run=<run dir>
             if cfg.get(key) is not None:
                 raise ConfigError(key, cfg[key], f"null with mode={cfg.mode}",
                                   f"{key}= names the model of mode=evaluate or mode=predict")

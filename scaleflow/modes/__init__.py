@@ -18,6 +18,7 @@ MODES: dict[str, str] = {
     "predict": "scaleflow.modes.predict:run",
     "verify": "scaleflow.modes.verify:run",
     "audit": "scaleflow.modes.audit:run",
+    "deploy": "scaleflow.modes.deploy:run",
 }
 
 
