@@ -79,13 +79,14 @@ def test_exports_are_versioned_never_overwritten_and_leave_no_staging(train, tmp
     export_dir = tmp_path / "models"
     train(*QUICK, f"export.dir={export_dir}", "export.name=clf", run_dir=tmp_path / "a")
     train(*QUICK, f"export.dir={export_dir}", "export.name=clf", run_dir=tmp_path / "b")
-    assert sorted(os.listdir(export_dir / "clf")) == ["1", "2"]  # TF Serving layout, next version each time
+    # TF Serving layout, next version each time (labels.json says which is stable: scaleflow/deploy)
+    assert sorted(os.listdir(export_dir / "clf")) == ["1", "2", "labels.json"]
     from scaleflow.errors import ScaleflowError
 
     with pytest.raises(ScaleflowError, match="already exists"):  # found by validation, before training
         train(*QUICK, f"export.dir={export_dir}", "export.name=clf", "export.version=2", run_dir=tmp_path / "c")
     assert not (tmp_path / "c" / "run.json").exists()
-    assert sorted(os.listdir(export_dir / "clf")) == ["1", "2"]  # nothing half-written, nothing replaced
+    assert sorted(os.listdir(export_dir / "clf")) == ["1", "2", "labels.json"]  # nothing half-written or replaced
 
 
 def test_failed_export_verification_fails_the_run(train, tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ One file per model, `<export.dir>/<export.name>/labels.json`, beside the version
 Readers (the server, `mode=models`) take only the label keys (`read_labels`); anything else in the file is
 bookkeeping. The file is replaced atomically (write to a temp file, fsync, rename), so a reader never sees
 a half-written file and needs no lock; writers serialise their read-modify-write with an exclusive
-`flock` on `<root>/.labels.lock`, so two runs finishing at once cannot lose each other's move.
+`flock` on the model directory, so two runs finishing at once cannot lose each other's move.
 Pure Python: config-only modes and the server use it without TensorFlow.
 
 Example:
@@ -36,7 +36,6 @@ from typing import Callable, Iterator
 from scaleflow.errors import ScaleflowError
 
 LABELS_FILE = "labels.json"
-LOCK_FILE = ".labels.lock"
 LABELS = ("stable", "canary")
 MAX_HISTORY = 1000  # bounded so the file stays small; old moves are the least likely rollback targets
 
@@ -79,13 +78,15 @@ def read_labels(root: str) -> dict[str, int]:
 
 @contextlib.contextmanager
 def _locked(root: str) -> Iterator[None]:
+    # The lock is taken on the model directory itself (Linux allows flock on a directory), so no
+    # lock file joins the version directories; the OS releases it when the holder exits in any way.
     os.makedirs(root, exist_ok=True)
-    with open(os.path.join(root, LOCK_FILE), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when the process dies
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _write(root: str, state: dict) -> None:
