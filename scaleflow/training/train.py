@@ -169,7 +169,8 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest, 
                             metadata=export_metadata(cfg, info, _records(dataset, cfg.data, plan.train.shards[0], 2048)),
                             is_chief=distribution.is_chief,
                             representative=_calibration_records(dataset, cfg, plan),
-                            validation=_validation_records(dataset, cfg.data, plan) if distribution.is_chief else None)
+                            validation=_validation_records(dataset, cfg.data, plan, info.input_shape)
+                            if distribution.is_chief else None)
     exported = registry.get("exporter", cfg.export.format)().export(request)
     manifest.update(export=exported, model=exported.get("identity") or manifest.data["model"])
     setup.discard_backup(backup)  # the model is safe in the export: nothing left to resume
@@ -200,13 +201,17 @@ def _calibration_records(dataset, cfg, plan) -> np.ndarray | None:
     return _records(dataset, cfg.data, chosen, size) if size else None
 
 
-def _validation_records(dataset, config, plan, limit: int = 10_000):
-    """(features, labels) of the validation split (all pipelines' shards, at most `limit`), on which
-    exports are evaluated (edge accuracy, promotion); None without a validation split."""
+def _validation_records(dataset, config, plan, input_shape=None, limit: int = 10_000,
+                        max_bytes: int = 256 << 20):
+    """(features, labels) of the validation split (all pipelines' shards; at most `limit` records and
+    about `max_bytes` of float32 features, so images stay bounded), on which exports are evaluated
+    (edge accuracy, promotion); None without a validation split."""
     import tensorflow as tf
 
     if plan.validation is None:
         return None
+    if input_shape:
+        limit = max(1, min(limit, max_bytes // (4 * int(np.prod(input_shape)))))
     indices = np.unique(np.concatenate([np.asarray(s) for s in plan.validation.shards]))[:limit]
     if not len(indices):
         return None
