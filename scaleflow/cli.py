@@ -389,7 +389,9 @@ def _split_argv(argv: Sequence[str]):
 
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from scaleflow import tf_logging
+
+    tf_logging.set_default_level()  # TensorFlow's C++ info lines stay hidden unless the user sets a level
     try:
         args, flags, overrides = _split_argv(argv)
         overrides += implied_overrides(overrides)  # e.g. strategy=tpu -> hardware=tpu

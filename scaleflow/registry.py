@@ -1,6 +1,6 @@
 """The registry: the one way config names become objects.
 
-Every model, dataset, strategy, hardware target, exporter and callback (built-in or third-party) is
+Every model, dataset, strategy, hardware target, exporter, callback and task (built-in or third-party) is
 an entry point in one of the groups below. A config names *what* (`model=mlp`); the registry decides
 *how* by loading the entry point of that name. A config can never name an import path to run.
 
@@ -30,12 +30,15 @@ KINDS: dict[str, str] = {
     "exporter": "scaleflow.exporters",
     "callback": "scaleflow.callbacks",
     "logger": "scaleflow.loggers",
+    "task": "scaleflow.tasks",
 }
 
 # The config group (and the key inside it) that selects an object of each kind.
 CONFIG_GROUP = {"model": "model", "dataset": "data", "strategy": "strategy", "hardware": "hardware",
                 "exporter": "export", "logger": "logger"}
 SELECTOR_KEY = {"export": "format"}
+# Kinds selected by a top-level key of the same name (`task=regression`), not by a config group.
+TOP_LEVEL_KEY = {"task": "task"}
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ def get(kind: str, name: str) -> Any:
     available = _entry_points(kind)
     if name not in available:
         group = CONFIG_GROUP.get(kind, kind)
-        key = f"{group}.{SELECTOR_KEY.get(group, 'name')}"
+        key = TOP_LEVEL_KEY.get(kind) or f"{group}.{SELECTOR_KEY.get(group, 'name')}"
         raise ConfigError(key, name, one_of(available) if available else f"a registered {kind}",
                           did_you_mean(name, available))
     return _load(kind, name, available[name].value)

@@ -94,7 +94,7 @@ def test_csv_string_labels_become_class_ids_and_bad_column_is_named(files):
 
     root, _, y = files
     cfg = compose(*overrides_for("csv", root))
-    _, labels = registry.get("dataset", "csv")().arrays(cfg.data)
+    _, labels = registry.get("dataset", "csv")().gather_arrays(cfg.data, np.arange(N))
     np.testing.assert_array_equal(labels, y)
     with pytest.raises(ConfigError, match="Did you mean 'species'"):  # found while validating the config
         compose(*overrides_for("csv", root)[:2], "data.label_column=specie")

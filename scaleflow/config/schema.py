@@ -60,6 +60,10 @@ class DataConfig:
     mask: Dict[str, Any] = field(default_factory=dict)
     mask_key_env: Optional[str] = None
     mask_key_file: Optional[str] = None
+    # Labels (see scaleflow/tasks): class names in class-id order (else from the labels), and a guard
+    # against a numeric target read as thousands of classes.
+    class_names: Optional[List[str]] = None
+    max_classes: int = bounded(1000, min=2)
 
 
 # -------------------------------------------------------------------------------------- strategy
@@ -99,6 +103,28 @@ class HardwareConfig:
 
 # --------------------------------------------------------------------------------------- trainer
 @dataclass
+class LRScheduleConfig:
+    """`trainer.lr_schedule` (scaleflow/training/schedules.py): a decay after a linear warmup."""
+
+    name: str = choice("constant", "constant", "cosine", "exponential", "step")
+    warmup_epochs: float = bounded(0.0, min=0.0)  # linear warmup from ~0 to trainer.learning_rate
+    decay_rate: float = bounded(0.5, min=0.0, max=1.0)  # exponential: factor per decay_epochs; step: per drop
+    decay_epochs: float = bounded(1.0, min=0.001)  # exponential: epochs per decay_rate; step: epochs between drops
+    min_lr: float = bounded(0.0, min=0.0)  # cosine: the final learning rate
+
+
+@dataclass
+class EarlyStoppingConfig:
+    """`trainer.early_stopping` (scaleflow/training/controls.py); `monitor`/`mode` also judge keep_best."""
+
+    enabled: bool = False
+    monitor: str = "val_loss"  # a metric the run logs: loss, <metric>, val_loss, val_<metric>
+    mode: str = choice("auto", "auto", "min", "max")  # auto: max for accuracy-like metrics, else min
+    patience: int = bounded(3, min=1)  # epochs without improvement before stopping
+    min_delta: float = bounded(0.0, min=0.0)  # a smaller change is not an improvement
+
+
+@dataclass
 class TrainerConfig:
     epochs: int = bounded(5, min=1, max=1_000_000)
     steps_per_epoch: Optional[int] = bounded(None, min=1)  # None: one pass over this worker's shard
@@ -112,8 +138,17 @@ class TrainerConfig:
     jit_compile: Any = "auto"  # "auto" | true | false
     resume: bool = True
     on_nan: str = choice("stop", "stop", "continue")  # a NaN/inf training loss fails the run, or not
-    verbose: str = choice("line", "line", "progress", "quiet")
+    verbose: str = choice("line", "line", "progress", "quiet", "debug")  # debug: TensorFlow's C++ logs too
     callbacks: List[str] = items([])  # extra registered callbacks (scaleflow.callbacks), by name
+    # Loss and metrics by Keras name; null: the task's defaults (checked against the task before TF).
+    loss: Optional[str] = None
+    metrics: Optional[List[str]] = None
+    # Training controls (scaleflow/training/controls.py, schedules.py).
+    lr_schedule: LRScheduleConfig = field(default_factory=LRScheduleConfig)
+    clip_norm: Optional[float] = bounded(None, min=0.0)  # clip gradients to this global norm
+    clip_value: Optional[float] = bounded(None, min=0.0)  # clip each gradient element to [-v, v]
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    keep_best: bool = False  # export the best epoch by early_stopping.monitor (needs validation data), else the last
 
 
 # ---------------------------------------------------------------------------------------- export
@@ -266,6 +301,7 @@ class Config:
     run: Optional[str] = None  # evaluate/predict/deploy: a finished run dir (its run.json names model and data)
     model_dir: Optional[str] = None  # evaluate/predict: an export version dir <export.dir>/<name>/<version>
     path: Optional[str] = None  # what mode=verify checks / the log mode=audit checks
+    task: str = "classification"  # a registered task (scaleflow.tasks): classification, binary, multilabel, regression
     # Group nodes are typed by their option's own schema (e.g. MLPConfig for model=mlp),
     # so the top level only says they must be present.
     model: Any = MISSING

@@ -66,6 +66,9 @@ def _check_node(prefix: str, node: DictConfig, schema_cls: type) -> None:
         _check_field(f"{prefix}.{f.name}", value, dict(f.metadata))
 
 
+check_node = _check_node  # for nested nodes checked by the modules that own them
+
+
 def _auto_or_positive_int(key: str, value: Any) -> None:
     if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
         return
@@ -104,6 +107,12 @@ def validate(cfg: DictConfig) -> None:
         if key in cfg:
             _check_node(key, cfg[key], getattr(schema, cls_name))
 
+    from scaleflow.tasks.checks import check_task_config
+
+    check_task_config(cfg)  # task, loss, metrics, class names
+    from scaleflow.training.controls import check_controls
+
+    check_controls(cfg)  # schedule, clipping, early stopping, keep_best
     # Cross-field rules owned by each selected object (no TensorFlow import allowed there).
     for obj in selected.values():
         rule = getattr(obj, "validate", None)

@@ -8,6 +8,10 @@ process computes the same assignment.
 Small in-memory datasets subclass `InMemoryDataset` and implement only `arrays`.
 File-backed datasets implement `describe` and `read` (and `keys` to support `data.shard=hash`
 with a `data.shard_key`).
+
+A dataset reads labels as its task needs them (`self.task`, given at construction; classification
+when none is given): in-memory datasets return raw labels from `arrays` and the task encodes them
+(class ids, multi-hot rows, float targets), naming any bad label by row and value.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ class DataInfo:
     files: tuple[str, ...] = ()  # file-backed sources, in global read order
     file_records: tuple[int, ...] = ()  # records in each file; global index runs file by file
     extra: dict = field(default_factory=dict)
+    class_names: tuple[str, ...] = ()  # in class-id order (classification, binary, multilabel)
+    target_names: tuple[str, ...] = ()  # regression targets, in column order
 
     @property
     def file_offsets(self) -> np.ndarray:
@@ -41,6 +47,15 @@ class Dataset:
     name: ClassVar[str]
     Config: ClassVar[type] = DataConfig
     path_kind: ClassVar[str | None] = None  # "file" | "dir" | "exists": data.path is checked
+    label_key: ClassVar[str] = "data.label"  # the config key that names the label, for errors
+
+    def __init__(self, task: Any = None):
+        if task is None:
+            from scaleflow import registry
+            from scaleflow.tasks import DEFAULT
+
+            task = registry.get("task", DEFAULT)()
+        self.task = task
 
     @classmethod
     def validate(cls, cfg) -> None:
@@ -101,7 +116,8 @@ class Dataset:
 
 
 class InMemoryDataset(Dataset):
-    """A dataset held as NumPy arrays: `arrays(config) -> (features, labels)`."""
+    """A dataset held as NumPy arrays: `arrays(config) -> (features, raw labels)`; the task turns the
+    raw labels into targets (`label_names` names label columns, `where` names a record in errors)."""
 
     _cache: ClassVar[dict] = {}
 
@@ -112,14 +128,41 @@ class InMemoryDataset(Dataset):
         """What, beside the config, changes this dataset's arrays (e.g. a fitted encoding)."""
         return ""
 
-    def _arrays(self, config) -> tuple[np.ndarray, np.ndarray]:
-        key = (self.name, self.cache_token(), repr(sorted((k, repr(v)) for k, v in dict(config).items())))
+    def label_names(self, config) -> list[str] | None:
+        """Names of the label columns (e.g. regression targets), when the source has them."""
+        return None
+
+    def where(self, config, index: int) -> str:
+        """Record `index` as a person finds it in the source (e.g. 'row 7 of data.csv')."""
+        return f"record {index}"
+
+    def min_classes(self, config) -> int:
+        return 0
+
+    def reads_labels(self) -> bool:
+        """False when the labels are placeholders nobody reads (mode=predict on unlabelled data)."""
+        return True
+
+    def _encoded(self, config):
+        key = (self.name, self.task.name, self.cache_token(),
+               repr(sorted((k, repr(v)) for k, v in dict(config).items())))
         if key not in self._cache:
-            x, y = self.arrays(config)
+            x, labels = self.arrays(config)
             self.check_finite(config, x)
+            if self.reads_labels():
+                targets = self.task.encode(labels, config, key=self.label_key, where=lambda i: self.where(config, i),
+                                           names=self.label_names(config), min_classes=self.min_classes(config))
+            else:
+                from scaleflow.tasks.base import Targets
+
+                targets = Targets(np.zeros(len(x), dtype=np.int32))
             self._cache.clear()  # hold one dataset at a time
-            self._cache[key] = (np.ascontiguousarray(x), np.asarray(y).astype(np.int32))
+            self._cache[key] = (np.ascontiguousarray(x), targets)
         return self._cache[key]
+
+    def _arrays(self, config) -> tuple[np.ndarray, np.ndarray]:
+        x, targets = self._encoded(config)
+        return x, targets.y
 
     def check_finite(self, config, x: np.ndarray) -> None:
         """NaN or inf in an input trains "successfully" into a NaN model: name the first one."""
@@ -136,14 +179,14 @@ class InMemoryDataset(Dataset):
         return ",".join(map(str, position))
 
     def describe(self, config) -> DataInfo:
-        x, y = self._arrays(config)
+        x, targets = self._encoded(config)
         digest = hashlib.sha256()
         digest.update(str((x.shape, x.dtype.str)).encode())
         digest.update(x.tobytes())
-        digest.update(y.tobytes())
-        return DataInfo(num_examples=len(x), input_shape=tuple(x.shape[1:]),
-                        num_classes=int(y.max()) + 1 if len(y) else 0,
-                        fingerprint=digest.hexdigest()[:16])
+        digest.update(targets.y.tobytes())
+        return DataInfo(num_examples=len(x), input_shape=tuple(x.shape[1:]), num_classes=targets.num_classes,
+                        fingerprint=digest.hexdigest()[:16], class_names=targets.class_names,
+                        target_names=targets.target_names)
 
     def read(self, config, files=None):
         import tensorflow as tf
@@ -184,19 +227,3 @@ def file_fingerprint(paths: Sequence[str]) -> str:
         st = os.stat(p)
         digest.update(f"{os.path.basename(p)}:{st.st_size}:{int(st.st_mtime)}".encode())
     return digest.hexdigest()[:16]
-
-
-def label_ids(labels: Sequence[Any]) -> tuple[np.ndarray, list]:
-    """Integer class ids for labels: integers are kept, anything else is mapped in sorted order."""
-    arr = np.asarray(labels)
-    if arr.dtype.kind in "iu":
-        return arr.astype(np.int32), sorted(set(arr.tolist()))
-    try:
-        as_float = arr.astype(np.float64)
-        if np.all(as_float == np.round(as_float)):
-            return as_float.astype(np.int32), sorted(set(as_float.astype(int).tolist()))
-    except ValueError:
-        pass
-    classes = sorted(set(arr.tolist()))
-    index = {c: i for i, c in enumerate(classes)}
-    return np.array([index[v] for v in arr.tolist()], dtype=np.int32), classes

@@ -13,11 +13,12 @@ from typing import List, Optional
 import numpy as np
 
 from scaleflow.config.schema import DataConfig, bounded, choice, items
-from scaleflow.data.base import DataInfo, InMemoryDataset, label_ids
+from scaleflow.data.base import DataInfo, InMemoryDataset
 from scaleflow.data.sharding import split_indices
 from scaleflow.data.tabular import (TableEncoding, class_ids, describe_encoding, fit_encoding,
                                     labels_present, read_table)
 from scaleflow.errors import ConfigError, did_you_mean, one_of
+from scaleflow.tasks.labels import as_number
 
 
 @dataclass
@@ -53,25 +54,31 @@ class CSV(InMemoryDataset):
     name = "csv"
     Config = CSVConfig
     path_kind = "file"
+    label_key = "data.label_column"
 
-    def __init__(self, encoding: TableEncoding | None = None, require_label: bool = True):
+    def __init__(self, task=None, encoding: TableEncoding | None = None, require_label: bool = True):
+        super().__init__(task)
         self.encoding, self.require_label = encoding, require_label
 
     @classmethod
     def validate(cls, cfg) -> None:
         super().validate(cfg)
         if cfg.get("mode", "train") == "train":
-            cls().prepare(cfg.data)  # every data problem is found here, before TensorFlow
+            from scaleflow.tasks import get
+
+            cls(task=get(cfg)).describe(cfg.data)  # every data problem (labels too) is found here, before TF
 
     def for_inference(self, metadata: dict, labelled: bool) -> "CSV":
         encoding = metadata.get("encoding")
-        return CSV(TableEncoding.from_dict(encoding) if encoding else None, require_label=labelled)
+        return CSV(task=self.task, encoding=TableEncoding.from_dict(encoding) if encoding else None,
+                   require_label=labelled)
 
     def cache_token(self) -> str:
         return repr((self.encoding.to_dict() if self.encoding else None, self.require_label))
 
     def prepare(self, config) -> tuple[TableEncoding, np.ndarray, np.ndarray, dict]:
-        """(encoding, inputs, class ids, report). Without a given encoding it is fitted on the
+        """(encoding, inputs, labels, report): raw label text for the task to read, or class ids under
+        a trained model's class list. Without a given encoding it is fitted on the
         training split (the same seeded split the pipeline uses), so no validation value leaks in."""
         table = _table(config)
         encoding = self.encoding
@@ -88,8 +95,7 @@ class CSV(InMemoryDataset):
         if label is None or not self.require_label:  # predict: placeholder labels nobody reads
             y = np.zeros(table.num_records, dtype=np.int32)
         elif self.encoding is None or self.encoding.classes is None:
-            y, classes = label_ids(labels_present(table, label).tolist())
-            encoding.classes = [c.item() if hasattr(c, "item") else c for c in classes]
+            y = labels_present(table, label)  # the task reads them (ids kept, names mapped, bad ones named)
         else:  # a trained model's classes: the same label gets the same id
             y = class_ids(table, label, labels_present(table, label), self.encoding.classes)
         return encoding, x, y, report
@@ -98,13 +104,24 @@ class CSV(InMemoryDataset):
         _, x, y, _ = self.prepare(config)
         return x, y
 
+    def reads_labels(self) -> bool:
+        return self.require_label
+
+    def where(self, config, index):
+        return f"{config.path} line {int(read_table(config.path, config.delimiter).lines[index])} (record {index})"
+
     def describe(self, config) -> DataInfo:
         info = super().describe(config)
-        encoding, _, _, report = self.prepare(config)
+        encoding, _, raw, report = self.prepare(config)
+        if self.encoding is None and encoding.label is not None and self.task.name in ("classification", "binary"):
+            # The trained class list, for evaluate/predict to map labels the same way: integer-like labels
+            # are their own ids, names are listed in id order.
+            numeric = all(as_number(v) is not None for v in raw.tolist())
+            encoding.classes = list(range(len(info.class_names))) if numeric else list(info.class_names)
         labelled = encoding.label is not None if self.encoding is None else \
             config.label_column in _table(config).header
         return DataInfo(info.num_examples, info.input_shape, info.num_classes, info.fingerprint,
-                        extra={"encoding": encoding.to_dict(), "report": describe_encoding(encoding, report),
+                        class_names=info.class_names, target_names=info.target_names, extra={"encoding": encoding.to_dict(), "report": describe_encoding(encoding, report),
                                "feature_names": encoding.feature_names, "labelled": labelled,
                                "class_names": [str(c) for c in encoding.classes] if encoding.classes else None})
 

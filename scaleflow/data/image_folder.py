@@ -81,9 +81,14 @@ class ImageFolder(Dataset):
             raise ConfigError("data.path", config.path, "a directory with one sub-directory of images per class")
         check_images(files)
         h, w = config.image_size
-        return DataInfo(num_examples=len(files), input_shape=(h, w, config.channels), num_classes=len(classes),
+        if self.task.name not in ("classification", "binary"):
+            raise ConfigError("task", self.task.name, "classification or binary for data=image_folder",
+                              "Its labels are the sub-directory names, one class per image")
+        targets = self.task.encode(np.array(classes)[labels] if len(labels) else np.array([], dtype=str), config,
+                                   key="data.path", where=lambda i: files[i])
+        return DataInfo(num_examples=len(files), input_shape=(h, w, config.channels), num_classes=targets.num_classes,
                         fingerprint=file_fingerprint(files), files=tuple(files), file_records=(1,) * len(files),
-                        extra={"classes": classes})
+                        extra={"classes": classes}, class_names=targets.class_names)
 
     def keys(self, config, key):
         files, labels, classes = list_images(config.path)
@@ -112,8 +117,11 @@ class ImageFolder(Dataset):
     def read(self, config, files=None):
         import tensorflow as tf
 
-        all_files, labels, _ = list_images(config.path)
-        label_of = dict(zip(all_files, labels.tolist()))
+        all_files, labels, classes = list_images(config.path)
+        # Class ids follow the task's reading of the directory names (e.g. data.class_names order).
+        ids = self.task.encode(np.array(classes)[labels], config, key="data.path").y.reshape(len(labels), -1)[:, 0] \
+            if len(labels) else labels
+        label_of = dict(zip(all_files, ids.tolist()))
         files = list(files) if files is not None else all_files
         h, w = config.image_size
         channels = config.channels
@@ -121,7 +129,7 @@ class ImageFolder(Dataset):
         def load(path, label):
             image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
             image = tf.image.resize(tf.cast(image, tf.float32) / 255.0, [h, w])
-            return tf.ensure_shape(image, [h, w, channels]), label
+            return tf.ensure_shape(image, [h, w, channels]), self.task.tf_targets(label)
 
         ds = tf.data.Dataset.from_tensor_slices((files, [label_of[f] for f in files]))
         return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

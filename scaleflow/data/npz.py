@@ -1,4 +1,4 @@
-"""A NumPy .npz archive of features and integer (or string) labels."""
+"""A NumPy .npz archive of features and labels (class ids or names, multi-hot rows, or float targets)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scaleflow.config.schema import DataConfig
-from scaleflow.data.base import InMemoryDataset, label_ids
+from scaleflow.data.base import InMemoryDataset
 from scaleflow.errors import ConfigError, DataError, did_you_mean, one_of
 
 
@@ -50,7 +50,7 @@ class NPZConfig(DataConfig):
 
 
 class NPZ(InMemoryDataset):
-    """Arrays `x_key` (N, ...) and `y_key` (N,) from an .npz file.
+    """Arrays `x_key` (N, ...) and `y_key` (N,) or (N, K) from an .npz file.
 
     Example: `python -m scaleflow data=npz data.path=train.npz data.x_key=images data.y_key=labels`
     """
@@ -58,6 +58,7 @@ class NPZ(InMemoryDataset):
     name = "npz"
     Config = NPZConfig
     path_kind = "file"
+    label_key = "data.y_key"
 
     def arrays(self, config):
         with open_npz(config.path) as archive:
@@ -67,16 +68,18 @@ class NPZ(InMemoryDataset):
                     raise ConfigError(f"data.{key_name}", key, one_of(archive.files) + f" (arrays in {config.path})",
                                       did_you_mean(key, archive.files))
             x, y = load_array(archive, config.path, config.x_key), load_array(archive, config.path, config.y_key)
-        if x.ndim == 0 or y.ndim != 1:
+        if x.ndim == 0 or y.ndim not in (1, 2):
             raise DataError(config.path, f"array {config.x_key!r} has shape {x.shape} and {config.y_key!r} "
-                            f"{y.shape}: expected features (N, ...) and labels (N,)")
+                            f"{y.shape}: expected features (N, ...) and labels (N,) or (N, K)")
         if x.dtype.kind not in "biuf":
             raise DataError(config.path, f"array {config.x_key!r} has dtype {x.dtype}: features must be numeric")
         if len(x) != len(y):
             raise ConfigError("data.path", config.path, f"arrays of equal length; {config.x_key} has {len(x)}"
                               f" rows, {config.y_key} has {len(y)}")
-        labels, _ = label_ids(y)
-        return x.astype(np.float32), labels
+        return x.astype(np.float32), y  # raw labels: the task reads them
+
+    def where(self, config, index):
+        return f"row {index} of {config.y_key} in {config.path}"
 
     def feature_name(self, config, position):
         return f"{config.x_key}[:, {', '.join(map(str, position))}]" if position else config.x_key

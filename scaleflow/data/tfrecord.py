@@ -24,7 +24,8 @@ class TFRecordConfig(DataConfig):
     # name -> {shape: [..], dtype: float32|int64}; several features are flattened and concatenated.
     features: Dict[str, Any] = field(default_factory=lambda: {"x": {"shape": [32], "dtype": "float32"}})
     label: str = "label"
-    num_classes: Optional[int] = None  # None: max label + 1, found by scanning the files
+    num_classes: Optional[int] = None  # None: max label + 1, found by scanning the files (multilabel: required)
+    targets: int = 1  # task=regression: values of the float label feature per record
     compression: str = ""  # "" | GZIP | ZLIB
 
 
@@ -48,6 +49,7 @@ class TFRecord(Dataset):
     name = "tfrecord"
     Config = TFRecordConfig
     path_kind = "exists"
+    label_key = "data.label"
 
     @classmethod
     def validate(cls, cfg) -> None:
@@ -63,14 +65,30 @@ class TFRecord(Dataset):
     def describe(self, config) -> DataInfo:
         files = list_files(config.path)
         compression = config.compression or ""
+        task = self.task.name
+        num_classes = config.num_classes
+        class_names: tuple = ()
+        target_names: tuple = ()
         try:  # the framing of every file is checked here, so a bad file is named before training
             counts = tuple(count_records(f, compression) for f in files)
-            num_classes = config.num_classes
-            if num_classes is None:
+            if task == "regression":
+                target_names = tuple(["target"] if config.targets == 1 else
+                                     [f"target_{j}" for j in range(config.targets)])
+            elif task == "multilabel":
+                if num_classes is None:
+                    raise ConfigError("data.num_classes", None, "the number of labels (the int64 label feature's "
+                                      "length) for task=multilabel")
+                class_names = tuple(config.class_names or [f"label_{j}" for j in range(num_classes)])
+            elif num_classes is None or task == "binary":
                 labels = [v for f in files for v in _values(f, compression, config.label)]
-                if any(v is None for v in labels):
-                    raise ConfigError("data.label", config.label, "an int64 feature present in every record")
-                num_classes = int(max(labels)) + 1 if labels else 0
+                missing = [i for i, v in enumerate(labels) if v is None]
+                if missing:
+                    raise ConfigError("data.label", config.label, "an int64 feature present in every record",
+                                      f"Record {missing[0]} has none")
+                targets = self.task.encode(np.array(labels), config, key="data.label", min_classes=num_classes or 0)
+                num_classes, class_names = targets.num_classes, targets.class_names
+            else:
+                class_names = tuple(config.class_names or [str(c) for c in range(num_classes)])
         except RecordError as e:
             raise _data_error(e) from None
         shapes = [list(spec.get("shape", [])) for spec in config.features.values()]
@@ -78,8 +96,9 @@ class TFRecord(Dataset):
             input_shape = tuple(shapes[0])
         else:
             input_shape = (sum(max(1, math.prod(s)) for s in shapes),)
-        return DataInfo(num_examples=sum(counts), input_shape=input_shape, num_classes=num_classes,
-                        fingerprint=file_fingerprint(files), files=tuple(files), file_records=counts)
+        return DataInfo(num_examples=sum(counts), input_shape=input_shape, num_classes=num_classes or 0,
+                        fingerprint=file_fingerprint(files), files=tuple(files), file_records=counts,
+                        class_names=class_names, target_names=target_names)
 
     def keys(self, config, key):
         files = list_files(config.path)
@@ -110,8 +129,8 @@ class TFRecord(Dataset):
 
         files = list(files) if files is not None else list_files(config.path)
         ds = tf.data.TFRecordDataset(files, compression_type=config.compression or None)
-        return ds.batch(256).map(self._parser(config), num_parallel_calls=tf.data.AUTOTUNE,
-                                 deterministic=True).unbatch()
+        ds = ds.batch(256).map(self._parser(config), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.unbatch().map(lambda x, y: (x, self.task.tf_targets(y)))  # targets as the task's loss expects
 
     def _parser(self, config, check_finite: bool = True):
         """records (a batch) -> (features, labels). NaN or inf in a feature stops the read with
@@ -120,13 +139,15 @@ class TFRecord(Dataset):
 
         spec = {name: tf.io.FixedLenFeature(list(s.get("shape", [])), getattr(tf, s.get("dtype", "float32")))
                 for name, s in config.features.items()}
-        spec[config.label] = tf.io.FixedLenFeature([], tf.int64)
+        task = self.task.name
+        label_shape = {"regression": [config.targets], "multilabel": [config.num_classes or 1]}.get(task, [])
+        spec[config.label] = tf.io.FixedLenFeature(label_shape, tf.float32 if task == "regression" else tf.int64)
         names = list(config.features)
         single = len(names) == 1 and list(config.features[names[0]].get("shape", []))
 
         def parse(records):  # a batch at a time: parse_example is much faster than per record
             example = tf.io.parse_example(records, spec)
-            label = tf.cast(example[config.label], tf.int32)
+            label = example[config.label]
             if single:
                 x = tf.cast(example[names[0]], tf.float32)
             else:

@@ -41,7 +41,9 @@ def export_metadata(cfg, info, train_sample: np.ndarray) -> dict:
         "task": task_name(cfg),
         "input_shape": list(info.input_shape),
         "num_classes": info.num_classes,
-        "class_names": extra.get("class_names") or extra.get("classes"),
+        # The task's reading of the labels (scaleflow/tasks): names in class-id order, target names.
+        "class_names": list(getattr(info, "class_names", ()) or ()) or extra.get("class_names") or extra.get("classes"),
+        "target_names": list(getattr(info, "target_names", ()) or ()) or None,
         "feature_names": extra.get("feature_names") or ([f"f{i}" for i in range(flat)] if tabular else None),
         # Drift statistics only where features are columns a person can name; images get none.
         "feature_stats": feature_stats(train_sample) if tabular and len(train_sample) else None,

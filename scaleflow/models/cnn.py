@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import List
 
 from scaleflow.config.schema import ModelConfig, bounded, items
-from scaleflow.models.base import InputSpec, Model, classifier_head
+from scaleflow.models.base import InputSpec, Model
 from scaleflow.models.conv import conv_input, in_channels, spatial_size
 
 
@@ -35,7 +35,7 @@ class CNN(Model):
         if not filters or any(not isinstance(f, int) or f < 1 for f in filters):
             raise ConfigError("model.filters", filters, "a non-empty list of integers >= 1")
 
-    def build(self, config, spec: InputSpec):
+    def build_body(self, config, spec: InputSpec):
         import keras
 
         inputs, x, Conv, Pool, GlobalPool = conv_input(spec)
@@ -48,7 +48,7 @@ class CNN(Model):
         x = keras.layers.Dense(config.dense_units, activation=config.activation)(x)
         if config.dropout:
             x = keras.layers.Dropout(config.dropout)(x)
-        return keras.Model(inputs, classifier_head(x, spec), name="cnn")
+        return keras.Model(inputs, x, name="cnn")  # the task adds the head
 
     def num_parameters(self, config, spec: InputSpec) -> int:
         k = config.kernel_size ** (2 if len(spec.input_shape) == 3 else 1)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import List
 
 from scaleflow.config.schema import ModelConfig, items
-from scaleflow.models.base import InputSpec, Model, classifier_head
+from scaleflow.models.base import InputSpec, Model
 
 
 @dataclass
@@ -33,7 +33,7 @@ class MLP(Model):
         if not units or any(not isinstance(u, int) or u < 1 for u in units):
             raise ConfigError("model.hidden_units", units, "a non-empty list of integers >= 1")
 
-    def build(self, config, spec: InputSpec):
+    def build_body(self, config, spec: InputSpec):
         import keras
 
         inputs = keras.Input(spec.input_shape, name="features")
@@ -47,7 +47,7 @@ class MLP(Model):
                 x = keras.layers.Activation(config.activation)(x)
             if config.dropout:
                 x = keras.layers.Dropout(config.dropout)(x)
-        return keras.Model(inputs, classifier_head(x, spec), name="mlp")
+        return keras.Model(inputs, x, name="mlp")  # the task adds the head
 
     def _widths(self, config, spec: InputSpec) -> list[int]:
         return [math.prod(spec.input_shape), *config.hidden_units, spec.num_classes]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from scaleflow.config.schema import ModelConfig, bounded
-from scaleflow.models.base import InputSpec, Model, classifier_head
+from scaleflow.models.base import InputSpec, Model
 from scaleflow.models.conv import conv_input, in_channels, spatial_size
 
 
@@ -27,7 +27,7 @@ class ResNet(Model):
     name = "resnet"
     Config = ResNetConfig
 
-    def build(self, config, spec: InputSpec):
+    def build_body(self, config, spec: InputSpec):
         import keras
 
         L = keras.layers
@@ -49,7 +49,7 @@ class ResNet(Model):
         x = GlobalPool()(x)
         if config.dropout:
             x = L.Dropout(config.dropout)(x)
-        return keras.Model(inputs, classifier_head(x, spec), name="resnet")
+        return keras.Model(inputs, x, name="resnet")  # the task adds the head
 
     def flops_per_example(self, config, spec: InputSpec) -> float:
         k = config.kernel_size ** (2 if len(spec.input_shape) == 3 else 1)

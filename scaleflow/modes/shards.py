@@ -68,7 +68,9 @@ def shards_report(cfg, plan: InputPlan, keys: np.ndarray | None) -> dict:
 
 def run(cfg, run_dir: str) -> dict:
     check_shard_config(cfg)
-    dataset = registry.get("dataset", cfg.data.name)()
+    from scaleflow.tasks import dataset_for
+
+    dataset = dataset_for(cfg)
     info = dataset.describe(cfg.data)
     num_pipelines = int(cfg.strategy.num_workers)
     plan = plan_input(dataset, cfg.data, info, num_pipelines, log_summary=False)  # the table says it

@@ -11,6 +11,9 @@ log = logging.getLogger("scaleflow")
 
 
 def run(cfg, run_dir: str):
+    from scaleflow.tasks import check_labels
+
+    check_labels(cfg)  # bad labels: exit 2 before TensorFlow or any worker starts
     status = registry.get("strategy", cfg.strategy.name)().launch(cfg, run_dir)
     if status is not None:  # the strategy ran the job in other processes
         if status != 0:

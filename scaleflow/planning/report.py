@@ -11,7 +11,7 @@ import math
 from scaleflow import registry
 from scaleflow.data.pipeline import plan_input
 from scaleflow.errors import ConfigError, ScaleflowError
-from scaleflow.models.base import InputSpec
+from scaleflow import tasks
 from scaleflow.planning.cost_model import Workload, links, memory_per_replica, step_time
 from scaleflow.planning.quantities import quantities
 from scaleflow.planning.topology import Figures, Layout, figures, layout, with_replicas
@@ -20,7 +20,7 @@ COMPUTE_TARGET = 0.8  # recommend a batch whose step is at least this much compu
 
 
 def workload(cfg, info) -> tuple[Workload, dict]:
-    spec = InputSpec(tuple(info.input_shape), info.num_classes)
+    spec = tasks.get(cfg).input_spec(info)
     model = registry.get("model", cfg.model.name)()
     flops, params = model.flops_per_example(cfg.model, spec), model.num_parameters(cfg.model, spec)
     if flops is None or params is None:
@@ -122,7 +122,7 @@ def build(cfg) -> dict:
         raise ConfigError("plan.max_replicas", cfg.plan.max_replicas, "0 (the hardware's devices) or a count >= 1")
     figs = figures(cfg)
     lay = layout(cfg, figs)
-    dataset = registry.get("dataset", cfg.data.name)()
+    dataset = tasks.dataset_for(cfg)
     info = dataset.describe(cfg.data)
     inputs = plan_input(dataset, cfg.data, info, lay.pipelines)
     work, model_facts = workload(cfg, info)

@@ -29,7 +29,8 @@ def set_precision(mode: str) -> str:
     return policy
 
 
-def make_optimizer(trainer):
+def make_optimizer(trainer, options: dict | None = None):
+    """`options` override keyword arguments (a learning-rate schedule, clipping: training/controls.py)."""
     import keras
 
     cls = getattr(keras.optimizers, OPTIMIZERS[trainer.optimizer])
@@ -38,7 +39,7 @@ def make_optimizer(trainer):
         kwargs["momentum"] = trainer.momentum
     if trainer.weight_decay:
         kwargs["weight_decay"] = trainer.weight_decay
-    optimizer = cls(**kwargs)
+    optimizer = cls(**{**kwargs, **(options or {})})
     if trainer.mixed_precision == "fp16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer

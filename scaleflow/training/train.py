@@ -12,20 +12,20 @@ import traceback
 
 import numpy as np
 
-from scaleflow import registry
+from scaleflow import registry, tasks, tf_logging
 from scaleflow.data.pipeline import input_fn, plan_input
 from scaleflow.export.base import ExportRequest
 from scaleflow.export.metadata import export_metadata
 from scaleflow.export.target import check_export_target, clean_stale_staging, export_root
 from scaleflow.manifest import Manifest
 from scaleflow.tracking.base import follow_with_logger
-from scaleflow.models.base import InputSpec
 from scaleflow.security import audit
 from scaleflow.security.redact import recorded_config
 from scaleflow.training import setup
 from scaleflow.training.non_finite import stop_on_non_finite_loss
 from scaleflow.training.signals import StopRequest, stop_on_signal, stop_requests
 from scaleflow.training.callbacks import epoch_logger, manifest_history, tensorboard_callback
+from scaleflow.training.controls import Controls, optimizer_options
 
 log = logging.getLogger("scaleflow")
 
@@ -34,6 +34,7 @@ def run(cfg, run_dir: str) -> dict:
     """Train `cfg` in `run_dir`; returns the final metrics. Raises on failure (run.json says why)."""
     started = time.perf_counter()
     os.makedirs(run_dir, exist_ok=True)
+    tf_logging.import_tensorflow(cfg.trainer.verbose)  # without its C++ start-up info lines
     check_export_target(cfg, run_dir)  # a model that could not be written is never trained
     with stop_requests() as stop:  # SIGTERM/SIGINT: finish the step, keep the checkpoint, exit 143/130
         # 1. Hardware first: device configuration must happen before TensorFlow runs any op.
@@ -77,13 +78,15 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest, 
              distribution.num_workers, distribution.num_replicas, distribution.num_pipelines)
 
     # 2. Data: describe (no TF), plan the exact shard of every pipeline, build this pipeline's input.
-    dataset = registry.get("dataset", cfg.data.name)()
+    task = tasks.get(cfg)  # what is predicted: labels, head, loss, metrics, export outputs
+    dataset = registry.get("dataset", cfg.data.name)(task=task)
     info = dataset.describe(cfg.data)
     plan = plan_input(dataset, cfg.data, info, distribution.num_pipelines)
     steps = t.steps_per_epoch or plan.train.steps
-    manifest.update(data={**plan.report(), "name": cfg.data.name, "input_shape": list(info.input_shape),
-                          "num_classes": info.num_classes,
-                          **({"encoding": info.extra["report"]} if "report" in info.extra else {})})
+    manifest.update(task=task.name, data={**plan.report(), "name": cfg.data.name, "input_shape": list(info.input_shape),
+                                          "num_classes": info.num_classes, "class_names": list(info.class_names),
+                                          "target_names": list(info.target_names),
+                                          **({"encoding": info.extra["report"]} if "report" in info.extra else {})})
     log.info("data %s: %d records (%s), %d train steps/epoch of %d", cfg.data.name, info.num_examples,
              info.fingerprint, steps, cfg.data.batch_size)
 
@@ -97,6 +100,10 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest, 
     elif initial_epoch:
         log.info("resuming from epoch %d/%d (checkpoint in %s)", initial_epoch, t.epochs, backup)
     manifest.update(resumed_from_epoch=initial_epoch or None)
+    # Early stopping / keep_best: their state lives beside the checkpoint and resumes with it.
+    controls = Controls.from_config(cfg, backup, task)
+    if controls is not None:
+        controls.resume(initial_epoch)
 
     train_ds = distribution.distribute(input_fn(dataset, cfg.data, plan.train, training=True,
                                                 seed=cfg.data.seed, initial_epoch=initial_epoch))
@@ -106,17 +113,17 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest, 
                                                   seed=cfg.data.seed))
 
     # 4. Model, optimizer and compile, under the strategy's scope.
-    spec = InputSpec(tuple(info.input_shape), info.num_classes)
+    spec = task.input_spec(info)
     model_plugin = registry.get("model", cfg.model.name)()
     spe = setup.steps_per_execution(t.steps_per_execution, steps, cfg.hardware.name)
     # Some strategies cannot run several steps per call (Keras 3.15 under MultiWorkerMirrored).
     spe = min(spe, getattr(distribution, "max_steps_per_execution", None) or spe)
     with distribution.scope():
-        model = model_plugin.build(cfg.model, spec)
-        optimizer = distribution.wrap_optimizer(setup.make_optimizer(t))
+        model = task.build_model(model_plugin, cfg.model, spec)  # the plugin's body, the task's head
+        optimizer = distribution.wrap_optimizer(setup.make_optimizer(t, optimizer_options(t, steps)))
         jit = distribution.jit_compile if distribution.jit_compile is not None else t.jit_compile
-        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                      steps_per_execution=spe, jit_compile=jit)
+        loss, metrics = task.compile_args(t, spec)
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics, steps_per_execution=spe, jit_compile=jit)
     log.info("model %s: %s parameters, precision %s, steps_per_execution %d", cfg.model.name,
              f"{model.count_params():,}", policy, spe)
 
@@ -126,6 +133,8 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest, 
     callbacks = [
         # Before the backup: run.json's history must never lag behind the epoch a resume starts from.
         manifest_history(manifest, initial_epoch),
+        # Before the backup too: the controls' state of an epoch is on disk before its checkpoint.
+        *([controls.callback()] if controls is not None else []),
         # double_checkpoint keeps the previous epoch's files: a kill mid-save can still resume. The
         # checkpoint outlives fit: it is deleted only once the export is verified and in place.
         keras.callbacks.BackupAndRestore(backup, save_freq="epoch", delete_checkpoint=False,
@@ -138,10 +147,12 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest, 
         *[registry.get("callback", name).create(cfg, run_dir, distribution, cfg.data.batch_size, steps)
           for name in cfg.trainer.get("callbacks", [])],
     ]
-    if t.verbose == "line":
+    if t.verbose in ("line", "debug"):
         callbacks.append(epoch_logger(t.epochs, throughput))
+    # An early-stopped run that failed later (e.g. in the export) has no epoch left to run.
+    epochs = initial_epoch if controls is not None and controls.already_stopped else t.epochs
     try:
-        history = model.fit(train_ds, epochs=t.epochs, steps_per_epoch=steps, validation_data=val_ds,
+        history = model.fit(train_ds, epochs=epochs, steps_per_epoch=steps, validation_data=val_ds,
                             validation_steps=plan.validation.steps if plan.validation else None,
                             callbacks=callbacks, verbose=1 if t.verbose == "progress" else 0, shuffle=False)
     except Exception as e:  # a bad record found mid-epoch: name its file instead of TensorFlow's trace
@@ -151,6 +162,8 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest, 
         raise explained from None
     final = {k: float(v[-1]) for k, v in history.history.items() if v} or \
         dict((manifest.data.get("metrics") or {}).get("final") or {})  # no epoch left to run
+    if controls is not None:
+        manifest.update(training_controls=controls.summary())
     from scaleflow.planning.prediction import predicted_vs_measured  # the planner's view, for run.json
 
     measured = throughput.summary()

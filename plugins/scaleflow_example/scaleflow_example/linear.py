@@ -1,4 +1,4 @@
-"""A linear (softmax regression) model: the smallest possible scaleflow model plugin."""
+"""A linear model: the smallest possible scaleflow model plugin (the task's head on the raw features)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from scaleflow.config.schema import ModelConfig
-from scaleflow.models.base import InputSpec, Model, classifier_head
+from scaleflow.models.base import InputSpec, Model
 
 
 @dataclass
@@ -15,7 +15,8 @@ class LinearConfig(ModelConfig):
 
 
 class Linear(Model):
-    """Softmax regression on the flattened input.
+    """The task's head directly on the flattened input: softmax regression for task=classification,
+    logistic regression for task=binary, linear regression for task=regression.
 
     Example: `python -m scaleflow model=linear data=moons`
     """
@@ -24,12 +25,12 @@ class Linear(Model):
     Config = LinearConfig
     conf = "pkg://scaleflow_example.conf"
 
-    def build(self, config, spec: InputSpec):
+    def build_body(self, config, spec: InputSpec):
         import keras
 
         inputs = keras.Input(spec.input_shape, name="features")
         x = keras.layers.Flatten()(inputs) if len(spec.input_shape) > 1 else inputs
-        return keras.Model(inputs, classifier_head(x, spec), name="linear")
+        return keras.Model(inputs, x, name="linear")  # the task adds the head
 
     def num_parameters(self, config, spec: InputSpec) -> int:
         return math.prod(spec.input_shape) * spec.num_classes + spec.num_classes
