@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,14 +71,13 @@ def test_each_task_reads_its_targets():
         regression.encode(np.array(["1.5", "n/a"]), data_config(), where=lambda i: f"data row {i + 1}")
 
 
-def test_csv_labels_are_checked_before_training(tmp_path):
+def test_csv_labels_are_checked_with_the_config_before_training(tmp_path):
     path = tmp_path / "d.csv"
-    path.write_text("a,b,label\n1,2,0\n3,4,1\n5,6,\n")
-    cfg = compose("data=csv", f"data.path={path}")
-    from scaleflow.tasks import check_labels
-
-    with pytest.raises(ConfigError, match=r"data.label_column='': .*data row 3 of"):
-        check_labels(cfg)
+    path.write_text("a,b,label\n1,2,0\n3,4,1\n5,6,0.5\n")
+    with pytest.raises(ConfigError, match=r"data.label_column='0.5': .*d.csv line 4 \(record 2\)"):
+        compose("data=csv", f"data.path={path}")
+    path.write_text("a,b,label\n1,2,1.5\n3,4,2.5\n5,6,0.5\n")
+    assert compose("data=csv", f"data.path={path}", "task=regression").task == "regression"
 
 
 # ------------------------------------------------------------------------ loss and metric names
@@ -163,7 +163,7 @@ def majority_accuracy(task, *overrides):
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
 @pytest.mark.parametrize("task, extra", [("regression", ["data.targets=2"]), ("binary", []),
                                          ("multilabel", ["data.num_classes=5"])])
-def test_each_task_learns_on_small_data(train, task, extra, strategy):
+def test_each_task_learns_on_small_data(train, tf, task, extra, strategy):
     metrics = ["trainer.metrics=[accuracy]"] if strategy != "default" and task != "regression" else []  # AUC is slow
     run = train(f"task={task}", *QUICK, *extra, *STRATEGIES[strategy], *metrics)
     assert run["status"] == "ok" and run["task"] == task
@@ -176,5 +176,16 @@ def test_each_task_learns_on_small_data(train, task, extra, strategy):
         assert final["val_accuracy"] >= baseline + 0.15, (final, baseline)
         assert strategy != "default" or final["val_auc"] > 0.9, final
         assert run["data"]["class_names"] == (["0", "1"] if task == "binary" else [f"label_{j}" for j in range(5)])
-    if strategy == "default":
+    if strategy == "default":  # the export answers with names, verified on reload and again here
         assert run["export"]["verified"]
+        metadata = json.loads((Path(run["export"]["dir"]) / "scaleflow_export.json").read_text())["metadata"]
+        assert metadata["task"] == task
+        x = np.random.default_rng(0).normal(size=(8, 32)).astype(np.float32)
+        out = tf.saved_model.load(run["export"]["path"]).signatures["serving_default"](features=tf.constant(x))
+        if task == "regression":
+            assert set(out) == {"targets", "target_0", "target_1"} and metadata["target_names"] == ["target_0", "target_1"]
+            np.testing.assert_allclose(out["target_1"].numpy(), out["targets"].numpy()[:, 1])
+        else:
+            names = metadata["class_names"]
+            top = np.argmax(out["scores"].numpy(), axis=1) if task == "multilabel" else out["class_id"].numpy()
+            assert [n.decode() for n in out["class_name"].numpy()] == [names[i] for i in top]

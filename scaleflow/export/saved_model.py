@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from scaleflow.export.base import Exporter
+from scaleflow.export.base import Exporter, ExportVerificationError
 
 
-def serving_function(path: str):
-    """`predict(x)` over the `serving_default` signature of the SavedModel at `path`: what TF Serving
-    and `mode=serve` call. The loaded object is kept alive by the closure (signatures die with it)."""
+def serving_function(path: str, metadata: dict | None = None):
+    """`predict(x)` -> scores over the `serving_default` signature of the SavedModel at `path`: what TF
+    Serving and `mode=serve` call. The loaded object is kept alive by the closure (signatures die with
+    it). With `metadata`, every call also checks the named outputs (class names, targets) against the
+    scores (export/signatures.py)."""
     import tensorflow as tf
+
+    from scaleflow.export.signatures import check_named_outputs
 
     loaded = tf.saved_model.load(path)
     signature = loaded.signatures["serving_default"]
@@ -18,7 +22,13 @@ def serving_function(path: str):
 
     def predict(x: np.ndarray) -> np.ndarray:
         outputs = signature(**{name: tf.constant(x, dtype=spec.dtype)})
-        return np.asarray(next(iter(outputs.values())))
+        if metadata is not None and ("scores" in outputs or "targets" in outputs):
+            try:
+                check_named_outputs({k: v.numpy() for k, v in outputs.items()}, metadata)
+            except ValueError as e:
+                raise ExportVerificationError(f"export verification failed: {e}") from None
+        scores = outputs.get("scores", outputs.get("targets"))  # named outputs; older exports: the only one
+        return np.asarray(scores if scores is not None else next(iter(outputs.values())))
 
     predict.loaded = loaded
     return predict
@@ -34,8 +44,10 @@ class SavedModel(Exporter):
     name = "saved_model"
 
     def write(self, model, directory, request) -> dict:
-        model.export(directory, format="tf_saved_model", verbose=False)
-        return {"signatures": ["serve", "serving_default"]}
+        from scaleflow.export.signatures import write_saved_model
+
+        # serve: the scores; serving_default: the task's named outputs (class names, targets).
+        return write_saved_model(model, directory, request.metadata)
 
     def load(self, directory, request):
-        return serving_function(directory)
+        return serving_function(directory, request.metadata)  # verifies the labels on reload too

@@ -200,7 +200,9 @@ def inference_data(cfg, source: ModelSource, *, labelled: bool) -> InferenceData
     typed = OmegaConf.merge(OmegaConf.structured(dataset_cls.Config), node)
     full = OmegaConf.merge(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "data"]), {"data": typed})
     dataset_cls.validate(full)
-    dataset = dataset_cls().for_inference(source.metadata, labelled)
+    # Labels are read as the model's task reads them (class ids, 0/1, multi-hot rows, float targets).
+    task = registry.get("task", source.metadata.get("task") or "classification")()
+    dataset = dataset_cls(task=task).for_inference(source.metadata, labelled)
     info = dataset.describe(typed)
     _check_inputs(source, typed, info, labelled)
     return InferenceData(typed, dataset, info)

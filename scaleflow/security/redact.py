@@ -33,7 +33,7 @@ SECRET_WORDS = frozenset({
 })
 # A key ending in one of these names where a secret is, not the secret itself.
 REFERENCE_SUFFIXES = ("file", "env", "path", "dir", "keys", "name", "names", "column", "columns")
-NOT_SECRET_KEYS = frozenset({"shard_key"})
+NOT_SECRET_KEYS = frozenset({"shard_key", "x_key", "y_key"})  # data keys: the name of an array
 # Query parameters of signed URLs (S3, GCS, Azure SAS) that carry the credential.
 SECRET_QUERY = frozenset({"sig", "signature", "x-amz-signature", "x-amz-credential", "x-amz-security-token",
                           "x-goog-signature", "x-goog-credential", "access_token", "code"})
