@@ -54,8 +54,8 @@ loaded = tf.saved_model.load(sys.argv[1])
 fn = loaded.signatures["serving_default"]
 (name, spec), = fn.structured_input_signature[1].items()
 x = np.load(sys.argv[2])
-out = next(iter(fn(**{name: tf.constant(x)}).values())).numpy()
-np.save(sys.argv[3], out)
+outputs = fn(**{name: tf.constant(x)})
+np.save(sys.argv[3], outputs["scores"].numpy())  # besides class_id and class_name (export/signatures.py)
 """
 
 
