@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 from typing import Any
 
 
@@ -56,11 +57,16 @@ def run_job(cfg, run_dir: str) -> Any:
     """
     from scaleflow.config.validate import validate
     from scaleflow.modes import run_mode
+    from scaleflow.training.signals import TrainingInterrupted
 
     try:
         check(cfg)
         validate(cfg)
         result = run_mode(cfg, run_dir)
+    except TrainingInterrupted as e:  # SIGTERM/SIGINT stop the sweep, not just this job (run.json has it)
+        write_outcome(run_dir, "interrupted", str(e))
+        print(f"scaleflow: interrupted: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)  # SystemExit passes through Hydra's launcher
     except Exception as e:  # noqa: BLE001 - one failed job must not stop the others
         kind = "config error" if isinstance(e, ConfigError) else "error"
         log.error("job failed: %s: %s", kind, e)
