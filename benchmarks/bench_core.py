@@ -8,6 +8,8 @@
    against (a) a plain Keras script with Keras' defaults (`fit(x, y, batch_size=64)`) and (b) a hand-tuned
    Keras script (tf.data + shuffle + batch + prefetch, the same steps_per_execution), same model, data and
    batch. Each in its own process, so peak memory (max RSS) is compared too.
+3. The same for a regression job (`task=regression`: synthetic linear target, linear head, MSE, MAE and
+   R^2), against Keras scripts with the same head, loss and metrics (`--tasks classification` skips it).
 """
 
 from __future__ import annotations
@@ -86,15 +88,15 @@ TRAIN_SCRIPT = r"""
 import json, statistics, sys
 import numpy as np
 from _timing import peak_rss_mb
-mode, epochs, spe = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+mode, epochs, spe, task = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+QUALITY = {"classification": "val_accuracy", "regression": "val_r2_score"}[task]
 
 def arrays():
-    from omegaconf import OmegaConf
     from scaleflow.cli import compose
     from scaleflow.data.sharding import split_indices
-    from scaleflow.data.synthetic import Synthetic
-    cfg = compose([])
-    x, y = Synthetic().arrays(cfg.data)
+    from scaleflow.tasks import dataset_for
+    cfg = compose([f"task={task}"])
+    x, y = dataset_for(cfg).gather_arrays(cfg.data, np.arange(cfg.data.num_examples))  # the targets scaleflow trains on
     train, val = split_indices(len(x), cfg.data.validation_split, cfg.data.seed)
     return x[train], y[train], x[val], y[val]
 
@@ -103,12 +105,12 @@ if mode == "scaleflow":
     from scaleflow.cli import compose
     from scaleflow.training.train import run
     run_dir = tempfile.mkdtemp()
-    run(compose([f"trainer.epochs={epochs}", "export=none"]), run_dir)
+    run(compose([f"task={task}", f"trainer.epochs={epochs}", "export=none"]), run_dir)
     manifest = json.load(open(run_dir + "/run.json"))
     per_epoch = manifest["throughput"]["per_epoch"]
     eps = [e["examples_per_sec"] for e in per_epoch[1:]]
     print(json.dumps({"examples_per_sec": statistics.median(eps), "peak_rss_mb": peak_rss_mb(),
-                      "val_accuracy": manifest["metrics"]["final"].get("val_accuracy")}))
+                      "quality": manifest["metrics"]["final"].get(QUALITY)}))
     sys.exit(0)
 
 import keras, tensorflow as tf
@@ -117,30 +119,36 @@ keras.utils.set_random_seed(0)
 inputs = keras.Input((xt.shape[1],))
 h = keras.layers.Dense(128, activation="relu")(inputs)
 h = keras.layers.Dense(128, activation="relu")(h)
-model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(h))
+if task == "regression":  # the same head, loss and metrics as task=regression
+    from scaleflow.tasks.regression import r2_score
+    model = keras.Model(inputs, keras.layers.Dense(yt.shape[1])(h))
+    loss, metrics = "mean_squared_error", ["mae", r2_score(yt.shape[1], "r2_score")]
+else:
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(h))
+    loss, metrics = "sparse_categorical_crossentropy", ["accuracy"]
 # The baselines are timed by scaleflow's own Throughput callback, so all three are measured alike.
 from scaleflow.training.throughput import Throughput
 timer = Throughput.create(None, None, None, 64, -(-len(xt) // 64))
 if mode == "plain":  # Keras' defaults
-    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile("adam", loss, metrics=metrics)
     hist = model.fit(xt, yt, batch_size=64, epochs=epochs, validation_data=(xv, yv), verbose=0, callbacks=[timer])
 else:  # hand-tuned: tf.data + prefetch + the same steps_per_execution as scaleflow's auto
-    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"], steps_per_execution=spe)
+    model.compile("adam", loss, metrics=metrics, steps_per_execution=spe)
     ds = tf.data.Dataset.from_tensor_slices((xt, yt)).shuffle(10000).batch(64).prefetch(tf.data.AUTOTUNE)
     vds = tf.data.Dataset.from_tensor_slices((xv, yv)).batch(64).prefetch(tf.data.AUTOTUNE)
     hist = model.fit(ds, epochs=epochs, validation_data=vds, verbose=0, callbacks=[timer])
 eps = [len(xt) / e['seconds'] for e in timer.epochs[1:]]
 print(json.dumps({"examples_per_sec": statistics.median(eps), "peak_rss_mb": peak_rss_mb(),
-                  "val_accuracy": hist.history["val_accuracy"][-1]}))
+                  "quality": hist.history[QUALITY][-1]}))
 """
 
 
-def throughput(epochs: int, spe: int, rounds: int) -> dict:
+def throughput(epochs: int, spe: int, rounds: int, task: str = "classification") -> dict:
     """Best of `rounds` interleaved rounds per mode: load from other processes only slows a run down."""
     out: dict = {}
     for _ in range(rounds):
         for mode in ("plain", "tuned", "scaleflow"):
-            result = subprocess.run([PY, "-c", TRAIN_SCRIPT, mode, str(epochs), str(spe)], env=ENV,
+            result = subprocess.run([PY, "-c", TRAIN_SCRIPT, mode, str(epochs), str(spe), task], env=ENV,
                                     capture_output=True, text=True, cwd=str(REPO))
             if result.returncode:
                 raise SystemExit(f"{mode} failed:\n{result.stderr[-3000:]}")
@@ -156,6 +164,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved training rounds; best is kept")
     parser.add_argument("--skip-config", action="store_true")
+    parser.add_argument("--tasks", default="classification,regression",
+                        help="training jobs: classification (the default job) and/or regression")
     args = parser.parse_args()
 
     if not args.skip_config:
@@ -167,16 +177,21 @@ def main() -> None:
                   f"ratio {r['ratio']:.2f}x")
         print(f"  TensorFlow imported by --cfg job: {c['imports_tensorflow']}")
 
-    t = throughput(args.epochs, spe=32, rounds=args.rounds)
-    sf, plain, tuned = t["scaleflow"], t["plain"], t["tuned"]
-    print(f"training throughput, default job (examples/s, median epoch after the first; {args.epochs} epochs; "
-          f"best of {args.rounds} rounds)")
-    for name, r in t.items():
-        print(f"  {name:<10} {r['examples_per_sec']:>10,.0f} ex/s   peak RSS {r['peak_rss_mb']:7.0f} MB   "
-              f"val_accuracy {r['val_accuracy']:.3f}")
-    print(f"  scaleflow / plain Keras defaults : {sf['examples_per_sec'] / plain['examples_per_sec']:.2f}x (target >= 2x)")
-    print(f"  scaleflow / hand-tuned Keras     : {sf['examples_per_sec'] / tuned['examples_per_sec']:.2f}x (target >= 0.97x)")
-    print(f"  peak memory scaleflow / plain    : {sf['peak_rss_mb'] / plain['peak_rss_mb']:.2f}x (target <= 1.2x)")
+    for task in args.tasks.split(","):
+        t = throughput(args.epochs, spe=32, rounds=args.rounds, task=task)
+        sf, plain, tuned = t["scaleflow"], t["plain"], t["tuned"]
+        job = "default job" if task == "classification" else "task=regression"
+        quality = "val_accuracy" if task == "classification" else "val_r2_score"
+        print(f"training throughput, {job} (examples/s, median epoch after the first; {args.epochs} epochs; "
+              f"best of {args.rounds} rounds)")
+        for name, r in t.items():
+            print(f"  {name:<10} {r['examples_per_sec']:>10,.0f} ex/s   peak RSS {r['peak_rss_mb']:7.0f} MB   "
+                  f"{quality} {r['quality']:.3f}")
+        print(f"  scaleflow / plain Keras defaults : {sf['examples_per_sec'] / plain['examples_per_sec']:.2f}x "
+              "(target >= 2x)")
+        print(f"  scaleflow / hand-tuned Keras     : {sf['examples_per_sec'] / tuned['examples_per_sec']:.2f}x "
+              "(target >= 0.97x)")
+        print(f"  peak memory scaleflow / plain    : {sf['peak_rss_mb'] / plain['peak_rss_mb']:.2f}x (target <= 1.2x)")
 
 
 if __name__ == "__main__":

@@ -62,11 +62,14 @@ def _node_keys(key: str) -> list[str]:
     from scaleflow.config.store import schema_for
 
     parent = key.rsplit(".", 1)[0] if "." in key else ""
+    group, *nested = parent.split(".") if parent else [""]
     try:
-        cls = schema_for(parent, _override_value(parent)) if parent else schema.Config
+        cls = schema_for(group, _override_value(group)) if group else schema.Config
+        for name in nested:  # e.g. trainer.early_stopping: a dataclass field of the group's schema
+            cls = cls.__dataclass_fields__[name].default_factory
     except Exception:  # noqa: BLE001 - best effort: a hint, not a check
         return []
-    return list(cls.__dataclass_fields__)
+    return list(getattr(cls, "__dataclass_fields__", {}))
 
 
 _current_overrides: list[str] = []

@@ -112,5 +112,6 @@ def test_kill_9_during_patience_then_resume_stops_and_exports_like_an_uninterrup
     assert got["best"] == pytest.approx(ref["best"], abs=1e-6)
 
     x = np.random.default_rng(1).normal(size=(16, 32)).astype(np.float32)
-    outputs = [tf.saved_model.load(r["export"]["path"]).serve(tf.constant(x)).numpy() for r in (reference, resumed)]
-    np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5)
+    loaded = [tf.saved_model.load(r["export"]["path"]) for r in (reference, resumed)]  # keep them alive
+    np.testing.assert_allclose(loaded[0].serve(tf.constant(x)).numpy(), loaded[1].serve(tf.constant(x)).numpy(),
+                               atol=1e-5)

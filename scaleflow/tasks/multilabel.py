@@ -13,9 +13,8 @@ SEPARATOR = "|"
 class Multilabel(Task):
     """Multi-label: multi-hot targets (N, labels) as float, a sigmoid head, binary cross-entropy.
 
-    Labels are either one 0/1 column per label (e.g. `data.label_columns=[sports,politics]` for a CSV,
-    or an (N, labels) array) or one string per record with the labels joined by '|' ("sports|politics";
-    empty: none). `accuracy` is the per-label binary accuracy. The export returns `scores`, `labels`
+    Labels are either an (N, labels) 0/1 array (npz; tfrecord with `data.num_classes`) or one string
+    per record with the labels joined by '|' ("sports|politics"; a CSV column; empty: none). `accuracy` is the per-label binary accuracy. The export returns `scores`, `labels`
     (0/1 per label), `class_name` (the top-scoring label) and `class_names` (the predicted labels
     joined by '|').
     Example: `python -m scaleflow task=multilabel data=synthetic data.num_classes=5`

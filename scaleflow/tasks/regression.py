@@ -13,7 +13,8 @@ from scaleflow.tasks.labels import default_where, numeric_matrix
 class Regression(Task):
     """Regression: float targets (N, targets), a linear head, mean squared error, MAE and R^2.
 
-    Targets are one numeric column (or several: a CSV's `data.label_columns`, an (N, T) array).
+    Targets are one numeric column (a CSV's `data.label_column`) or an (N, T) array (npz, tfrecord with
+    `data.targets`).
     The export returns `targets` (N, T) and one output per target, named after it.
     Example: `python -m scaleflow task=regression data=synthetic data.targets=2`
     """
