@@ -294,6 +294,29 @@ class DeployConfig:
     memory: str = "1Gi"
 
 
+# ----------------------------------------------------------------------------------------- serve
+@dataclass
+class ServeConfig:
+    """Options of `mode=serve`: a KServe model server speaking TensorFlow Serving's REST API."""
+
+    model_dir: Optional[str] = None  # <export.dir>/<export.name>: the version dirs 1/, 2/, ... and labels.json
+    run: Optional[str] = None  # a run dir: serve the model its run.json `export` block names
+    name: Optional[str] = None  # the model name in URLs (/v1/models/<name>); default: model_dir's basename
+    host: str = "127.0.0.1"  # loopback unless set: nothing listens beyond it unless configured
+    port: int = bounded(8501, min=1, max=65535)  # TensorFlow Serving's REST port
+    versions: List[int] = items([])  # served beside the latest (and the labelled) versions
+    poll_s: float = bounded(2.0, min=0.05, max=3600.0)  # how often the model dir is re-read
+    max_batch_size: int = bounded(64, min=1, max=65536)  # rows per model call; 1 turns batching off
+    batch_timeout_ms: float = bounded(2.0, min=0.0, max=10000.0)  # how long a batch waits to fill
+    workers: int = bounded(1, min=1, max=64)  # server processes behind one port
+    threads: int = bounded(4, min=1, max=256)  # model calls in flight per process when batching is off
+    max_body_bytes: int = bounded(10 << 20, min=64)  # larger request bodies get 413
+    warmup: bool = True  # replay assets.extra/tf_serving_warmup_requests before a version is served
+    drift_window: int = bounded(1000, min=10)  # request rows per drift window (per version, per process)
+    drift_threshold: float = bounded(0.2, min=0.0)  # PSI above it is logged once per window
+    grace_s: float = bounded(30.0, min=0.0)  # SIGTERM: how long in-flight requests may take to finish
+
+
 # ---------------------------------------------------------------------------------------- config
 @dataclass
 class Config:
@@ -320,3 +343,4 @@ class Config:
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)

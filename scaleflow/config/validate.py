@@ -23,7 +23,7 @@ GROUPS = ("model", "data", "strategy", "hardware", "trainer", "export", "profile
 # Plain (non-group) nodes and their schema.
 NODES = {"plan": "PlanConfig", "sweep": "SweepConfig", "registry": "RegistryConfig", "evaluate": "EvaluateConfig",
          "predict": "PredictConfig", "security": "SecurityConfig", "explain": "ExplainConfig",
-         "deploy": "DeployConfig"}
+         "deploy": "DeployConfig", "serve": "ServeConfig"}
 INFERENCE_MODES = ("evaluate", "predict", "explain")
 
 
@@ -138,8 +138,8 @@ def validate(cfg: DictConfig) -> None:
         check_deploy(cfg)  # run= or deploy.model_dir, replica bounds
     if cfg.mode not in INFERENCE_MODES:
         for key in ("run", "model_dir"):
-            if key == "run" and cfg.mode == "deploy":
-                continue  # mode=deploy deploys the export of run=<run dir>
+            if key == "run" and cfg.mode in ("deploy", "serve"):
+                continue  # mode=deploy deploys (mode=serve serves) the export of run=<run dir>
             if cfg.get(key) is not None:
                 raise ConfigError(key, cfg[key], f"null with mode={cfg.mode}",
                                   f"{key}= names the model of mode=evaluate or mode=predict")

@@ -47,7 +47,26 @@ class SavedModel(Exporter):
         from scaleflow.export.signatures import write_saved_model
 
         # serve: the scores; serving_default: the task's named outputs (class names, targets).
-        return write_saved_model(model, directory, request.metadata)
+        fields = write_saved_model(model, directory, request.metadata)
+        warmup = self.write_warmup(directory, request)
+        return {**fields, **({"warmup_requests": warmup} if warmup else {})}
+
+    def write_warmup(self, directory: str, request) -> int:
+        """TF Serving's `assets.extra/tf_serving_warmup_requests` from the validation records the
+        export is verified on: one request of 1 record and one of up to 32, so TF Serving and
+        `mode=serve` trace the graph before the first real request. Returns the number written."""
+        import tensorflow as tf
+
+        from scaleflow.export.warmup import write_warmup
+
+        sample = np.asarray(request.sample)
+        if not len(sample):
+            return 0
+        signature = tf.saved_model.load(directory).signatures["serving_default"]
+        (input_name, spec), = signature.structured_input_signature[1].items()
+        batches = [sample[:1].astype(spec.dtype.as_numpy_dtype), sample[:32].astype(spec.dtype.as_numpy_dtype)]
+        write_warmup(directory, request.cfg.export.name, input_name, batches)
+        return len(batches)
 
     def load(self, directory, request):
         return serving_function(directory, request.metadata)  # verifies the labels on reload too

@@ -19,6 +19,7 @@ MODES: dict[str, str] = {
     "verify": "scaleflow.modes.verify:run",
     "audit": "scaleflow.modes.audit:run",
     "deploy": "scaleflow.modes.deploy:run",
+    "serve": "scaleflow.modes.serve:run",
 }
 
 

@@ -1,0 +1,101 @@
+"""Server-side dynamic batching: concurrent requests share one model call.
+
+A model call on a small network costs about the same for 1 row as for 64 (dispatch dominates), so
+under concurrent load the server gathers the rows of waiting requests, up to `max_batch_size`,
+waiting at most `batch_timeout_s` for more once the first one arrives, runs one call in a thread and
+hands every request its own rows back. While a batch runs, new requests queue and form the next one,
+so under load batches fill without waiting; a lone request waits only `batch_timeout_s`.
+
+With `max_batch_size` 1 (batching off) every request calls the model on its own, up to `threads`
+at once; a request with more rows than `max_batch_size` always runs alone.
+
+Example:
+    batcher = Batcher(predict, max_batch_size=64, timeout_s=0.002, executor=pool, on_batch=print)
+    y = await batcher(x)            # inside the server's event loop, from many requests at once
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from concurrent.futures import Executor
+from typing import Callable
+
+import numpy as np
+
+
+class Batcher:
+    """Args:
+        predict: `predict(x) -> outputs`, rows in, rows out (thread-safe).
+        max_batch_size: most rows per model call; 1 turns batching off.
+        timeout_s: how long a batch waits to fill after its first request.
+        executor: where model calls run (they release the GIL in TensorFlow).
+        on_batch: called with the number of rows of every model call (the batch-size histogram).
+    """
+
+    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], max_batch_size: int, timeout_s: float,
+                 executor: Executor, on_batch: Callable[[int], None] | None = None):
+        self.predict, self.max_batch_size, self.timeout_s = predict, max_batch_size, timeout_s
+        self.executor, self.on_batch = executor, on_batch
+        self._queue: deque = deque()
+        self._arrived: asyncio.Event | None = None
+        self._drainer: asyncio.Task | None = None
+
+    async def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.max_batch_size <= 1 or len(x) >= self.max_batch_size:
+            return await self._run(x)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.append((x, future))
+        if self._arrived is None:
+            self._arrived = asyncio.Event()
+        self._arrived.set()
+        if self._drainer is None or self._drainer.done():
+            # The drainer runs only while requests wait: no idle task per version to clean up.
+            self._drainer = loop.create_task(self._drain())
+        return await future
+
+    async def _run(self, x: np.ndarray) -> np.ndarray:
+        if self.on_batch is not None:
+            self.on_batch(len(x))
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self.predict, x)
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._queue:
+            batch = [self._queue.popleft()]
+            rows = len(batch[0][0])
+            deadline = loop.time() + self.timeout_s
+            while rows < self.max_batch_size:
+                if not self._queue:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    self._arrived.clear()
+                    try:
+                        await asyncio.wait_for(self._arrived.wait(), remaining)
+                    except asyncio.TimeoutError:
+                        break
+                    continue
+                if rows + len(self._queue[0][0]) > self.max_batch_size:
+                    break  # it starts the next batch
+                item = self._queue.popleft()
+                batch.append(item)
+                rows += len(item[0])
+            await self._call(batch)
+        # No await between the empty check and returning: a request queued after this point sees the
+        # task done and starts a new drainer.
+
+    async def _call(self, batch: list) -> None:
+        try:
+            outputs = await self._run(np.concatenate([x for x, _ in batch]) if len(batch) > 1 else batch[0][0])
+        except Exception as e:  # noqa: BLE001 - every waiting request gets the error
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(e)
+            return
+        start = 0
+        for x, future in batch:
+            if not future.done():  # a client that went away cancelled its future
+                future.set_result(outputs[start:start + len(x)])
+            start += len(x)
