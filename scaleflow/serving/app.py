@@ -37,7 +37,7 @@ from kserve.protocol.rest.server import RESTServer
 
 from scaleflow.serving import metrics
 from scaleflow.serving.model import ScaleflowModel, start_in_background, workers_ready
-from scaleflow.serving.repository import NotFound
+from scaleflow.serving.repository import NotFound, NotReady
 from scaleflow.serving.tfserving import BadRequest, parse_json
 
 log = logging.getLogger("scaleflow.serve")
@@ -144,8 +144,8 @@ def tfserving_router(model: ScaleflowModel) -> APIRouter:
 
     def status(name: str, version: str | None = None, label: str | None = None) -> Response:
         check_name(name)
-        if model.repository is None:
-            raise ServingError(503, f"model {name} is still loading")
+        if model.repository is None or not model.repository.polls:
+            raise ServingError(503, f"model {name} is still loading and warming up")
         if label is not None:
             servable = _servable(model, None, label)
             return json_response({"model_version_status": model.repository.status(servable.version)})
@@ -190,6 +190,8 @@ def _servable(model: ScaleflowModel, version: int | None, label: str | None):
         return model.servable(version, label)
     except NotFound as e:
         raise ServingError(404, str(e)) from None
+    except NotReady as e:
+        raise ServingError(503, str(e)) from None
 
 
 def health_router(model: ScaleflowModel, settings) -> APIRouter:
@@ -223,6 +225,10 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     return await _serving_error(request, ServingError(404, str(exc)))
 
 
+async def _not_ready(request: Request, exc: Exception) -> Response:
+    return await _serving_error(request, ServingError(503, str(exc)))
+
+
 # ------------------------------------------------------------------------------------ server
 class ScaleflowRESTServer(RESTServer):
     """KServe's REST server, TF Serving's routes first; binds `serve.host`, not KServe's 0.0.0.0.
@@ -240,23 +246,57 @@ class ScaleflowRESTServer(RESTServer):
         from kserve.model_server import app
 
         _configure_logging()
-        for name in ("kserve.trace", "uvicorn.access"):  # a line per request: costly under load
-            logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger("uvicorn.access").setLevel(logging.WARNING)  # a line per request: costly under load
         app.include_router(tfserving_router(self.model))
         app.include_router(health_router(self.model, self.settings))
         super().create_application()  # KServe's middlewares, routes and error handlers
         app.add_exception_handler(ServingError, _serving_error)
         app.add_exception_handler(BadRequest, _bad_request)
         app.add_exception_handler(NotFound, _not_found)
+        app.add_exception_handler(NotReady, _not_ready)
         app.add_exception_handler(kserve_errors.InvalidInput, _bad_request)
         app.add_exception_handler(kserve_errors.ModelNotFound, _not_found)
         app.add_middleware(RequestHooks, settings=self.settings, hooks=request_hooks(self.settings))
         start_in_background(self.model, self.settings.state_dir)
         return app
 
+    def _add_middlewares(self, app):
+        """Not KServe's: its timing middleware logs two lines per request (cost under load);
+        RequestHooks records latency as Prometheus histograms instead."""
+
     def run(self, sockets=None):
         super().run(sockets=sockets)
         self.model.stop()
+
+
+def _worker_processes_class():
+    from kserve.protocol.rest.multiprocess.server import RESTServerMultiProcess
+
+    class WorkerProcesses(RESTServerMultiProcess):
+        """KServe's process manager, with one change: a worker counts as alive while its process
+        exists. KServe pings each worker every 0.5 s and kills it after 5 s without an answer, but a
+        spawned worker answers only once its imports are done (kserve, then TensorFlow in a thread):
+        on a busy 2-core machine that takes longer, and workers were killed in a loop."""
+
+        async def keep_subprocess_alive(self, sockets) -> None:
+            from kserve.protocol.rest.multiprocess.server import RESTServerProcess
+
+            if self.should_exit.is_set():
+                return
+            for index, process in enumerate(self._processes):
+                if process._process.is_alive():
+                    continue
+                log.warning("worker process %s exited (status %s); starting another", process.pid,
+                            process._process.exitcode)
+                process = RESTServerProcess(sockets, self._rest_server.run)
+                process.start()
+                self._processes[index] = process
+
+    return WorkerProcesses
+
+
+def _WorkerProcesses(*args, **kwargs):  # noqa: N802 - a class made on demand (kserve imports stay lazy)
+    return _worker_processes_class()(*args, **kwargs)
 
 
 def _configure_logging() -> None:
@@ -296,12 +336,10 @@ def serve(settings) -> None:
         rest.run()
         log.info("server stopped")
         return
-    from kserve.protocol.rest.multiprocess.server import RESTServerMultiProcess
-
     # Set before the workers start (they inherit the environment and import prometheus-client then).
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="scaleflow-metrics-"))
 
-    multi = RESTServerMultiProcess("kserve.model_server:app", dataplane, ModelRepositoryExtension(model_registry=registry),
+    multi = _WorkerProcesses("kserve.model_server:app", dataplane, ModelRepositoryExtension(model_registry=registry),
                                    settings.port, workers=settings.workers, grace_period=int(settings.grace_s))
     multi._rest_server = rest  # KServe's process manager, scaleflow's server in each process
 

@@ -38,7 +38,7 @@ class Batcher:
         self.predict, self.max_batch_size, self.timeout_s = predict, max_batch_size, timeout_s
         self.executor, self.on_batch = executor, on_batch
         self._queue: deque = deque()
-        self._arrived: asyncio.Event | None = None
+        self._rows = 0  # rows waiting in the queue
         self._drainer: asyncio.Task | None = None
 
     async def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -47,9 +47,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue.append((x, future))
-        if self._arrived is None:
-            self._arrived = asyncio.Event()
-        self._arrived.set()
+        self._rows += len(x)
         if self._drainer is None or self._drainer.done():
             # The drainer runs only while requests wait: no idle task per version to clean up.
             self._drainer = loop.create_task(self._drain())
@@ -61,27 +59,16 @@ class Batcher:
         return await asyncio.get_running_loop().run_in_executor(self.executor, self.predict, x)
 
     async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
         while self._queue:
-            batch = [self._queue.popleft()]
-            rows = len(batch[0][0])
-            deadline = loop.time() + self.timeout_s
-            while rows < self.max_batch_size:
-                if not self._queue:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    self._arrived.clear()
-                    try:
-                        await asyncio.wait_for(self._arrived.wait(), remaining)
-                    except asyncio.TimeoutError:
-                        break
-                    continue
-                if rows + len(self._queue[0][0]) > self.max_batch_size:
-                    break  # it starts the next batch
+            if self._rows < self.max_batch_size and self.timeout_s > 0:
+                # One timer per batch (not one per arrival): requests that come meanwhile join it.
+                await asyncio.sleep(self.timeout_s)
+            batch, rows = [], 0
+            while self._queue and (not batch or rows + len(self._queue[0][0]) <= self.max_batch_size):
                 item = self._queue.popleft()
                 batch.append(item)
                 rows += len(item[0])
+            self._rows -= rows
             await self._call(batch)
         # No await between the empty check and returning: a request queued after this point sees the
         # task done and starts a new drainer.

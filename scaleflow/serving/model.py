@@ -23,7 +23,7 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from scaleflow.serving import metrics
 from scaleflow.serving.batcher import Batcher
 from scaleflow.serving.drift import DriftMonitor
-from scaleflow.serving.repository import NotFound, Repository, Servable
+from scaleflow.serving.repository import NotReady, Repository, Servable
 from scaleflow.serving.tfserving import BadRequest, format_predict, parse_predict, to_array
 
 log = logging.getLogger("scaleflow.serve")
@@ -106,8 +106,8 @@ class ScaleflowModel(kserve.Model):
 
     # ----------------------------------------------------------------------------- predict
     def servable(self, version: int | None = None, label: str | None = None) -> Servable:
-        if self.repository is None:
-            raise NotFound(f"Servable not found for request: Latest({self.name}): the model is still loading")
+        if self.repository is None or not self.repository.polls:
+            raise NotReady(f"model {self.name} is still loading and warming up")
         return self.repository.get(version, label)
 
     async def run(self, servable: Servable, x: np.ndarray) -> np.ndarray:

@@ -43,6 +43,10 @@ class NotFound(LookupError):
     """No servable answers the request (unknown version or label, nothing loaded)."""
 
 
+class NotReady(RuntimeError):
+    """The first read of the model dir (load and warm-up) has not finished in this process."""
+
+
 @dataclass
 class Servable:
     """One loaded version: its predict function, signature and integrity manifest.
