@@ -294,12 +294,22 @@ def test_a_dir_without_a_verified_export_is_a_config_error_before_tensorflow(tmp
     models = tmp_path / "models" / "clf"
     (models / "1").mkdir(parents=True)
     (models / "1" / "saved_model.pb").write_bytes(b"half-written")
-    for args in ([f"serve.model_dir={models}"], [f"serve.model_dir={tmp_path / 'missing'}"], [f"serve.run={tmp_path}"]):
+    for args, message in (([f"serve.model_dir={models}"], "version 1: no readable scaleflow_export.json"),
+                          ([f"serve.run={tmp_path}"], "run.json")):
         result = subprocess.run([sys.executable, "-c", PROBE, "mode=serve", *args, f"hydra.run.dir={tmp_path / 'r'}"],
                                 cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert result.returncode == 2, result.stderr[-2000:]
-        assert "TENSORFLOW_IMPORTED=False" in result.stderr
-        assert "Traceback" not in result.stderr
-    first = subprocess.run([sys.executable, "-c", PROBE, "mode=serve", f"serve.model_dir={models}",
-                            f"hydra.run.dir={tmp_path / 'r2'}"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert str(models) in first.stderr and "version 1: no readable scaleflow_export.json" in first.stderr
+        assert "TENSORFLOW_IMPORTED=False" in result.stderr and "Traceback" not in result.stderr
+        assert message in result.stderr and str(tmp_path) in result.stderr
+
+
+def test_model_dir_checks_name_the_path_and_each_refused_version(tmp_path):
+    from scaleflow.errors import ConfigError
+    from scaleflow.modes.serve import check_model_dir
+
+    with pytest.raises(ConfigError, match="Nothing is there"):
+        check_model_dir("serve.model_dir", str(tmp_path / "missing"))
+    (tmp_path / "2").mkdir()
+    with pytest.raises(ConfigError, match=r"version 2: no readable scaleflow_export.json") as error:
+        check_model_dir("serve.model_dir", str(tmp_path))
+    assert str(tmp_path) in str(error.value)

@@ -10,7 +10,8 @@ With `max_batch_size` 1 (batching off) every request calls the model on its own,
 at once; a request with more rows than `max_batch_size` always runs alone.
 
 Example:
-    batcher = Batcher(predict, max_batch_size=64, timeout_s=0.002, executor=pool, on_batch=print)
+    batcher = Batcher(predict, max_batch_size=64, timeout_s=0.002, executor=pool,
+                      on_batch=lambda x, y: print(len(x)))
     y = await batcher(x)            # inside the server's event loop, from many requests at once
 """
 
@@ -30,11 +31,12 @@ class Batcher:
         max_batch_size: most rows per model call; 1 turns batching off.
         timeout_s: how long a batch waits to fill after its first request.
         executor: where model calls run (they release the GIL in TensorFlow).
-        on_batch: called with the number of rows of every model call (the batch-size histogram).
+        on_batch: `on_batch(x, outputs)` after every model call: the batch-size histogram, class
+            counts and drift are computed once per batch, not once per request.
     """
 
     def __init__(self, predict: Callable[[np.ndarray], np.ndarray], max_batch_size: int, timeout_s: float,
-                 executor: Executor, on_batch: Callable[[int], None] | None = None):
+                 executor: Executor, on_batch: Callable[[np.ndarray, np.ndarray], None] | None = None):
         self.predict, self.max_batch_size, self.timeout_s = predict, max_batch_size, timeout_s
         self.executor, self.on_batch = executor, on_batch
         self._queue: deque = deque()
@@ -54,9 +56,10 @@ class Batcher:
         return await future
 
     async def _run(self, x: np.ndarray) -> np.ndarray:
+        outputs = await asyncio.get_running_loop().run_in_executor(self.executor, self.predict, x)
         if self.on_batch is not None:
-            self.on_batch(len(x))
-        return await asyncio.get_running_loop().run_in_executor(self.executor, self.predict, x)
+            self.on_batch(x, outputs)
+        return outputs
 
     async def _drain(self) -> None:
         while self._queue:

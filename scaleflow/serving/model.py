@@ -84,13 +84,20 @@ class ScaleflowModel(kserve.Model):
         """Per-process helpers of a newly loaded version: its batcher and drift monitor."""
         labels = metrics.identity_labels(servable)
         histogram = metrics.BATCH_SIZE.labels(**labels)
-        servable.extras["batcher"] = Batcher(servable.predict, self.settings.max_batch_size,
-                                             self.settings.batch_timeout_s, self.executor, histogram.observe)
         stats = servable.metadata.get("feature_stats")
-        if stats and stats.get("histograms"):
-            servable.extras["drift"] = DriftMonitor(stats, servable.metadata.get("feature_names"),
-                                                    self.settings.drift_window, self.settings.drift_threshold,
-                                                    on_window=lambda scores, drifted: self._drift(servable, scores, drifted))
+        drift = DriftMonitor(stats, servable.metadata.get("feature_names"), self.settings.drift_window,
+                             self.settings.drift_threshold,
+                             on_window=lambda scores, drifted: self._drift(servable, scores, drifted)) \
+            if stats and stats.get("histograms") else None
+
+        def on_batch(x: np.ndarray, outputs: np.ndarray) -> None:
+            histogram.observe(len(x))
+            metrics.predicted_classes(servable, outputs)
+            if drift is not None:
+                drift.observe(x)
+
+        servable.extras["batcher"] = Batcher(servable.predict, self.settings.max_batch_size,
+                                             self.settings.batch_timeout_s, self.executor, on_batch)
 
     def _drift(self, servable: Servable, scores: dict, drifted: list) -> None:
         labels = metrics.identity_labels(servable)
@@ -112,12 +119,7 @@ class ScaleflowModel(kserve.Model):
 
     async def run(self, servable: Servable, x: np.ndarray) -> np.ndarray:
         metrics.note(labels=metrics.identity_labels(servable))
-        outputs = await servable.extras["batcher"](x)
-        metrics.predicted_classes(servable, outputs)
-        drift = servable.extras.get("drift")
-        if drift is not None:
-            drift.observe(x)
-        return outputs
+        return await servable.extras["batcher"](x)
 
     async def infer(self, payload: dict, version: int | None = None, label: str | None = None) -> tuple[dict, Servable]:
         """A TF Serving predict body in, its response body and the version that answered out."""

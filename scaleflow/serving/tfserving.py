@@ -79,7 +79,8 @@ def to_array(key: str, data: list, servable) -> np.ndarray:
     if raw.ndim != len(shape) or any(d is not None and d != n for d, n in zip(shape, raw.shape)):
         raise BadRequest(f"{key}: expected shape {expected}, got {list(raw.shape)}")
     try:
-        x = raw.astype(servable.input_dtype)
+        with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values become inf: refused below
+            x = raw.astype(servable.input_dtype)
     except (ValueError, TypeError, OverflowError):
         raise BadRequest(f"{key}: values do not fit {servable.input_dtype}") from None
     if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
