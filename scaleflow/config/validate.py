@@ -136,6 +136,10 @@ def validate(cfg: DictConfig) -> None:
         from scaleflow.modes.deploy import check as check_deploy
 
         check_deploy(cfg)  # run= or deploy.model_dir, replica bounds
+    elif cfg.mode == "serve":
+        from scaleflow.modes.serve import check as check_serve
+
+        check_serve(cfg)  # a model dir holding at least one verified export version
     if cfg.mode not in INFERENCE_MODES:
         for key in ("run", "model_dir"):
             if key == "run" and cfg.mode in ("deploy", "serve"):

@@ -20,27 +20,30 @@ from scaleflow.errors import ConfigError
 log = logging.getLogger("scaleflow")
 
 
-def model_dir(serve) -> tuple[str, str]:
-    """(config key, model dir) from `serve.model_dir` or `serve.run`'s run.json."""
-    if serve.model_dir and serve.run:
-        raise ConfigError("serve.run", serve.run, "unset when serve.model_dir is set", "Give one of the two")
+def model_dir(cfg) -> tuple[str, str]:
+    """(config key, model dir) from `serve.model_dir`, or the run.json of `serve.run` (or of the
+    top-level `run=`, as mode=deploy and mode=evaluate take it)."""
+    serve = cfg.serve
+    run, run_key = (serve.run, "serve.run") if serve.run else (cfg.get("run"), "run")
+    if serve.model_dir and run:
+        raise ConfigError(run_key, run, "unset when serve.model_dir is set", "Give one of the two")
     if serve.model_dir:
         return "serve.model_dir", os.path.expanduser(str(serve.model_dir))
-    if not serve.run:
+    if not run:
         raise ConfigError("serve.model_dir", None, "the directory <export.dir>/<export.name> holding version dirs",
                           "Set serve.model_dir=... or serve.run=<run dir>")
-    run_json = os.path.join(os.path.expanduser(str(serve.run)), "run.json")
+    run_json = os.path.join(os.path.expanduser(str(run)), "run.json")
     try:
         with open(run_json) as f:
             export = json.load(f).get("export") or {}
     except (OSError, ValueError, AttributeError) as e:
-        raise ConfigError("serve.run", serve.run, "a run dir with a readable run.json",
+        raise ConfigError(run_key, run, "a run dir with a readable run.json",
                           f"{run_json}: {getattr(e, 'strerror', None) or e}") from None
     version_dir = export.get("dir") or export.get("path")
     if not version_dir:
-        raise ConfigError("serve.run", serve.run, "a run that exported a model",
+        raise ConfigError(run_key, run, "a run that exported a model",
                           f"{run_json} has no export path (export=none, or the run did not finish)")
-    return "serve.run", os.path.dirname(os.path.normpath(version_dir))
+    return run_key, os.path.dirname(os.path.normpath(version_dir))
 
 
 def check_model_dir(key: str, directory: str) -> list[int]:
@@ -60,9 +63,14 @@ def check_model_dir(key: str, directory: str) -> list[int]:
     return verified
 
 
+def check(cfg) -> tuple[str, list[int]]:
+    """Config validation of mode=serve (before Hydra runs the job): (model dir, verified versions)."""
+    key, directory = model_dir(cfg)
+    return directory, check_model_dir(key, directory)
+
+
 def run(cfg, run_dir: str) -> None:
-    key, directory = model_dir(cfg.serve)
-    verified = check_model_dir(key, directory)
+    directory, verified = check(cfg)
     missing = sorted(set(cfg.serve.versions) - set(verified))
     if missing:
         log.warning("serve.versions %s: not verified in %s (yet); served once they appear", missing, directory)
