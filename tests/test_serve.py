@@ -167,7 +167,7 @@ def test_bad_input_gets_tf_serving_errors_and_the_server_keeps_serving(server, e
         ("/v1/models/nope:predict", {"instances": [[0.0] * width]}, 404, "Servable not found for request: Latest(nope)"),
         ("/v1/models/clf/versions/9:predict", {"instances": [[0.0] * width]}, 404, "Specific(clf, 9)"),
         ("/v1/models/clf/versions/x:predict", {"instances": [[0.0] * width]}, 400, "version must be"),
-        ("/v1/models/clf/labels/stable:predict", {"instances": [[0.0] * width]}, 404, "label 'stable'"),
+        ("/v1/models/clf/labels/nope:predict", {"instances": [[0.0] * width]}, 404, "label 'nope'"),
         ("/v1/models/clf:predict", {"instances": [[SECRET] * width] * 200}, 413, "serve.max_body_bytes=20000"),
     ]
     for path, body, status, message in cases:
