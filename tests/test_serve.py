@@ -138,19 +138,28 @@ def test_tf_serving_rest_api_status_metadata_and_predict(server, exported):
     (name, tensor), = signature["inputs"].items()
     assert tensor["dtype"] == "DT_FLOAT" and [d["size"] for d in tensor["tensor_shape"]["dim"]] == ["-1", str(x.shape[1])]
 
+    assert {"scores", "class_id", "class_name"} <= set(signature["outputs"])
+    assert signature["outputs"]["class_name"]["dtype"] == "DT_STRING"
+
+    # Several named outputs: a dict per row (row format), a list per output (columnar), as TF Serving.
     rows = post(server, "/v1/models/clf:predict", {"instances": x.tolist()})
     assert rows.status_code == 200
-    np.testing.assert_allclose(rows.json()["predictions"], expected, atol=1e-5)
+    predictions = rows.json()["predictions"]
+    np.testing.assert_allclose([p["scores"] for p in predictions], expected, atol=1e-5)
+    classes = exported["meta"].get("class_names") or [str(i) for i in range(expected.shape[1])]
+    assert [p["class_name"] for p in predictions] == [classes[i] for i in expected.argmax(1)]
     named = post(server, "/v1/models/clf/versions/1:predict", {"signature_name": "serving_default",
                                                                "instances": [{name: r} for r in x.tolist()]})
-    np.testing.assert_allclose(named.json()["predictions"], expected, atol=1e-5)
-    columns = post(server, "/v1/models/clf:predict", {"inputs": {name: x.tolist()}})
-    np.testing.assert_allclose(columns.json()["outputs"], expected, atol=1e-5)
+    assert named.json() == rows.json()
+    columns = post(server, "/v1/models/clf:predict", {"inputs": {name: x.tolist()}}).json()["outputs"]
+    np.testing.assert_allclose(columns["scores"], expected, atol=1e-5)
+    assert columns["class_name"] == [p["class_name"] for p in predictions]
     # KServe's v2 open inference protocol on the same model.
     v2 = post(server, "/v2/models/clf/infer", {"inputs": [{"name": name, "shape": list(x.shape), "datatype": "FP32",
                                                            "data": x.flatten().tolist()}]})
     assert v2.status_code == 200, v2.text
-    np.testing.assert_allclose(np.reshape(v2.json()["outputs"][0]["data"], expected.shape), expected, atol=1e-5)
+    scores = next(o for o in v2.json()["outputs"] if o["name"] == "scores")
+    np.testing.assert_allclose(np.reshape(scores["data"], expected.shape), expected, atol=1e-5)
 
 
 def test_bad_input_gets_tf_serving_errors_and_the_server_keeps_serving(server, exported):
@@ -220,7 +229,7 @@ def test_versions_appear_are_refused_pinned_labelled_and_removed_without_restart
     assert get(server, "/v1/models/clf/labels/stable/metadata").json()["model_spec"]["version"] == "1"
     assert get(server, "/v1/models/clf/labels/canary").json()["model_version_status"][0]["version"] == "3"
     labelled = post(server, "/v1/models/clf/labels/stable:predict", {"instances": exported["x"].tolist()})
-    np.testing.assert_allclose(labelled.json()["predictions"], exported["expected"], atol=1e-5)
+    np.testing.assert_allclose([p["scores"] for p in labelled.json()["predictions"]], exported["expected"], atol=1e-5)
     move(str(model_dir), {"canary": None}, action="set", reason="test")
 
     # Removing a version unloads it; the latest is the highest remaining one.

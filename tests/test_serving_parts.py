@@ -94,6 +94,11 @@ def test_row_and_columnar_bodies_give_the_same_array():
     assert not columnar and is_columnar and rows.dtype == np.float32
     np.testing.assert_array_equal(rows, columns)
     assert set(format_predict(rows, False)) == {"predictions"} and set(format_predict(rows, True)) == {"outputs"}
+    named = {"scores": np.asarray([[0.2, 0.8], [0.9, 0.1]], np.float32), "class_name": np.asarray([b"dog", b"cat"], object)}
+    by_row = format_predict(named, False)["predictions"]
+    assert [r["class_name"] for r in by_row] == ["dog", "cat"] and np.allclose(by_row[0]["scores"], [0.2, 0.8])
+    by_column = format_predict(named, True)["outputs"]
+    assert by_column["class_name"] == ["dog", "cat"] and by_column["scores"].shape == (2, 2)
 
 
 def test_warmup_records_are_tfrecord_framed_prediction_logs(tmp_path):

@@ -27,7 +27,7 @@ import numpy as np
 
 class Batcher:
     """Args:
-        predict: `predict(x) -> outputs`, rows in, rows out (thread-safe).
+        predict: `predict(x) -> outputs`, rows in, rows out (an array or a dict of arrays; thread-safe).
         max_batch_size: most rows per model call; 1 turns batching off.
         timeout_s: how long a batch waits to fill after its first request.
         executor: where model calls run (they release the GIL in TensorFlow).
@@ -87,5 +87,12 @@ class Batcher:
         start = 0
         for x, future in batch:
             if not future.done():  # a client that went away cancelled its future
-                future.set_result(outputs[start:start + len(x)])
+                future.set_result(rows(outputs, start, start + len(x)))
             start += len(x)
+
+
+def rows(outputs, start: int, stop: int):
+    """Rows start:stop of a model's outputs: one array or a dict of named arrays."""
+    if isinstance(outputs, dict):
+        return {name: value[start:stop] for name, value in outputs.items()}
+    return outputs[start:stop]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+from collections import Counter as Tally
 
 import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, \
@@ -62,9 +63,19 @@ def record_request(labels: dict, code: int, seconds: float | None) -> None:
         LATENCY.labels(**labels).observe(seconds)
 
 
-def predicted_classes(servable, outputs: np.ndarray) -> None:
-    """Count the predicted class of every row (classification and binary tasks only)."""
+def predicted_classes(servable, outputs) -> None:
+    """Count the predicted class of every row (classification and binary tasks only): the model's own
+    `class_name` output when its signature has one, else the argmax of its scores."""
     task = servable.metadata.get("task", "classification")
+    if isinstance(outputs, dict) and "class_name" in outputs:
+        labels = identity_labels(servable)
+        names = Tally(v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+                        for v in np.asarray(outputs["class_name"]).ravel())
+        for name, count in names.items():
+            PREDICTED_CLASS.labels(**labels, class_name=name).inc(count)
+        return
+    if isinstance(outputs, dict):
+        outputs = outputs.get("scores", next(iter(outputs.values())))
     outputs = np.asarray(outputs)
     if task not in ("classification", "binary") or outputs.ndim != 2 or not len(outputs):
         return

@@ -24,7 +24,7 @@ from scaleflow.serving import metrics
 from scaleflow.serving.batcher import Batcher
 from scaleflow.serving.drift import DriftMonitor
 from scaleflow.serving.repository import NotReady, Repository, Servable
-from scaleflow.serving.tfserving import BadRequest, format_predict, parse_predict, to_array
+from scaleflow.serving.tfserving import BadRequest, format_predict, json_ready, parse_predict, to_array
 
 log = logging.getLogger("scaleflow.serve")
 
@@ -137,11 +137,19 @@ class ScaleflowModel(kserve.Model):
         if len(payload.inputs) != 1:
             raise BadRequest(f"expected one input tensor ({servable.input_name}), got {len(payload.inputs)}")
         x = to_array("inputs", payload.inputs[0].as_numpy().tolist(), servable)
-        outputs = np.asarray(await self.run(servable, x))
-        output = InferOutput(name=servable.output_name, shape=list(outputs.shape),
-                             datatype=V2_DATATYPES.get(str(outputs.dtype), "FP32"), data=outputs.flatten().tolist())
+        outputs = await self.run(servable, x)
+        if not isinstance(outputs, dict):
+            outputs = {"output_0": outputs}
+        infer_outputs = []
+        for name, value in outputs.items():
+            value = np.asarray(value)
+            text = value.dtype.kind in "OSU"
+            data = json_ready(value) if text else value.flatten().tolist()
+            infer_outputs.append(InferOutput(name=name, shape=list(value.shape),
+                                             datatype="BYTES" if text else V2_DATATYPES.get(str(value.dtype), "FP32"),
+                                             data=list(np.ravel(np.asarray(data, dtype=object))) if text else data))
         return InferResponse(response_id=payload.id or "", model_name=self.name, model_version=str(servable.version),
-                             infer_outputs=[output])
+                             infer_outputs=infer_outputs)
 
 
 def mark_ready(state_dir: str) -> None:

@@ -55,22 +55,20 @@ class Servable:
         version: the version number (its directory name).
         path: the version directory.
         manifest: its `scaleflow_export.json` (identity, metadata incl. feature_stats, class_names).
-        predict: `predict(x) -> outputs` over the `serving_default` signature (thread-safe).
+        predict: `predict(x) -> {output name: array}` over `serving_default` (thread-safe).
         input_name, input_dtype, input_shape: the signature's one input (None dims are free).
-        output_name, output_shape: its output.
+        outputs: {output name: (dtype name, shape)} of the signature, e.g. scores, class_id, class_name.
     """
 
     version: int
     path: str
     manifest: dict
-    predict: Callable[[np.ndarray], np.ndarray]
+    predict: Callable[[np.ndarray], dict]
     input_name: str
     input_dtype: str
     input_shape: tuple
-    output_name: str = "output_0"
-    output_dtype: str = "float32"
-    output_shape: tuple = ()
-    extras: dict = field(default_factory=dict)  # per-process helpers: batcher, drift monitor
+    outputs: dict = field(default_factory=dict)
+    extras: dict = field(default_factory=dict)  # per-process helpers: batcher
 
     @property
     def identity(self) -> dict:
@@ -91,31 +89,35 @@ class Servable:
 
     def signature_def(self) -> dict:
         """The `serving_default` SignatureDef as TF Serving's metadata endpoint prints it."""
-        def tensor(name: str, dtype: str, shape: tuple, tensor_name: str) -> dict:
+        def tensor(dtype: str, shape: tuple, tensor_name: str) -> dict:
             return {"dtype": TF_DTYPES.get(dtype, "DT_INVALID"), "name": tensor_name,
                     "tensor_shape": {"dim": [{"size": str(-1 if d is None else d), "name": ""} for d in shape],
                                      "unknown_rank": False}}
 
-        return {"inputs": {self.input_name: tensor(self.input_name, self.input_dtype, self.input_shape,
+        return {"inputs": {self.input_name: tensor(self.input_dtype, self.input_shape,
                                                    f"serving_default_{self.input_name}:0")},
-                "outputs": {self.output_name: tensor(self.output_name, self.output_dtype, self.output_shape,
-                                                     "StatefulPartitionedCall:0")},
+                "outputs": {name: tensor(dtype, shape, f"StatefulPartitionedCall:{i}")
+                            for i, (name, (dtype, shape)) in enumerate(sorted(self.outputs.items()))},
                 "method_name": "tensorflow/serving/predict"}
 
 
 def load_saved_model(path: str, manifest: dict) -> Servable:
-    """Load a SavedModel version dir through its `serving_default` signature (imports TensorFlow)."""
-    from scaleflow.export.saved_model import serving_function
+    """Load a SavedModel version dir through its `serving_default` signature (imports TensorFlow).
+    Every output of the signature is returned, as TF Serving does (scores, class_id, class_name...)."""
+    import tensorflow as tf
 
-    predict = serving_function(path)
-    signature = predict.loaded.signatures["serving_default"]
+    loaded = tf.saved_model.load(path)
+    signature = loaded.signatures["serving_default"]
     (input_name, spec), = signature.structured_input_signature[1].items()
-    outputs = signature.structured_outputs
-    output_name, output_spec = next(iter(outputs.items()))
+
+    def predict(x: np.ndarray) -> dict:
+        return {name: value.numpy() for name, value in signature(**{input_name: tf.constant(x, dtype=spec.dtype)}).items()}
+
+    predict.loaded = loaded  # signatures die with the object that loaded them
+    outputs = {name: (s.dtype.name, tuple(s.shape.as_list())) for name, s in signature.structured_outputs.items()}
     return Servable(version=int(os.path.basename(path)), path=path, manifest=manifest, predict=predict,
                     input_name=input_name, input_dtype=spec.dtype.name, input_shape=tuple(spec.shape.as_list()),
-                    output_name=output_name, output_dtype=output_spec.dtype.name,
-                    output_shape=tuple(output_spec.shape.as_list()))
+                    outputs=outputs)
 
 
 def warm_up(servable: Servable) -> int:

@@ -93,6 +93,30 @@ def _shape_text(shape: tuple) -> str:
                            for i, d in enumerate(shape)) + "]"
 
 
-def format_predict(outputs: np.ndarray, columnar: bool) -> dict:
-    """TF Serving's response body: `predictions` (row request) or `outputs` (columnar request)."""
-    return {"outputs" if columnar else "predictions": np.asarray(outputs)}
+def format_predict(outputs, columnar: bool) -> dict:
+    """TF Serving's response body for one output (an array) or several (a dict of arrays):
+
+        row, one output:        {"predictions": [row, row, ...]}
+        row, several:           {"predictions": [{"scores": row, "class_name": "cat"}, ...]}
+        columnar, one output:   {"outputs": [row, row, ...]}
+        columnar, several:      {"outputs": {"scores": [row, ...], "class_name": ["cat", ...]}}
+    """
+    if not isinstance(outputs, dict):
+        return {"outputs" if columnar else "predictions": json_ready(outputs)}
+    if len(outputs) == 1:
+        return format_predict(next(iter(outputs.values())), columnar)
+    if columnar:
+        return {"outputs": {name: json_ready(value) for name, value in outputs.items()}}
+    columns = {name: json_ready(value) for name, value in outputs.items()}
+    columns = {name: value.tolist() if isinstance(value, np.ndarray) else value for name, value in columns.items()}
+    count = len(next(iter(columns.values())))
+    return {"predictions": [{name: value[i] for name, value in columns.items()} for i in range(count)]}
+
+
+def json_ready(value):
+    """A numeric array as is (orjson writes it); strings (TensorFlow gives bytes) as a list of str."""
+    value = np.asarray(value)
+    if value.dtype.kind in "OSU":
+        return np.vectorize(lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v),
+                            otypes=[object])(value).tolist() if value.size else value.tolist()
+    return np.ascontiguousarray(value)
