@@ -210,3 +210,32 @@ def test_predict_under_multi_worker_writes_every_record_once(trained, tmp_path):
     rows = read_csv(tmp_path / "predictions.csv")
     assert [int(r["index"]) for r in rows] == list(range(N))
     assert not list(tmp_path.glob("predictions.csv.part-*"))
+
+
+@pytest.mark.parametrize("task, data, check", [
+    ("binary", [], lambda m: m["auc"] > 0.95 and m["accuracy"] > 0.9),
+    ("multilabel", ["data.num_classes=3"], lambda m: m["label_accuracy"] > 0.8 and m["micro_f1"] > 0.6),
+    ("regression", ["data.targets=2"], lambda m: m["r2"] > 0.9),
+])
+def test_every_task_evaluates_and_predicts_in_its_own_terms(train, tmp_path, task, data, check):
+    run = train(f"task={task}", "data.num_examples=500", "data.num_features=8", *data, "trainer.epochs=4",
+                "trainer.learning_rate=0.02", "model.hidden_units=[32]", "data.batch_size=50",
+                run_dir=tmp_path / "run")
+    assert run["status"] == "ok"
+    report = evaluate(f"run={tmp_path / 'run'}", "evaluate.split=validation", out=tmp_path / "eval")
+    assert report["task"] == task and check(report["metrics"]), report["metrics"]
+    assert (tmp_path / "eval" / "confusion_matrix.png").exists() == (task == "binary")
+    result = predict(f"model_dir={run['export']['path']}", "data.num_examples=50", out=tmp_path / "pred")
+    rows = read_csv(Path(result["output"]))
+    assert len(rows) == 50 and [r["index"] for r in rows] == [str(i) for i in range(50)]
+    columns = list(rows[0])
+    if task == "binary":
+        assert columns == ["index", "predicted", "score"] and {r["predicted"] for r in rows} <= {"0", "1"}
+        assert report["confusion_matrix"]["labels"] == ["0", "1"]
+    elif task == "multilabel":
+        names = report["per_class"].keys()
+        assert columns == ["index", "predicted", *[f"score_{n}" for n in names]]
+        assert all(set(filter(None, r["predicted"].split("|"))) <= set(names) for r in rows)
+    else:
+        names = list(report["per_target"])
+        assert len(names) == 2 and columns == ["index", *[f"prediction_{n}" for n in names]]
