@@ -166,3 +166,13 @@ def mark_failed(run_dir: str, error: str, cause: bool = False) -> None:
         manifest["error_seen_by_chief"] = manifest.get("error")
     manifest.update(status="failed", error=error, ended=manifest.get("ended") or now())
     atomic_write_json(path, manifest)
+
+
+def mark_interrupted(run_dir: str, error: str, resume_command: str | None) -> None:
+    """run.json says `interrupted`, if it still says `running`: for a launcher that forwarded a signal
+    to workers whose chief was killed (it did not stop in time) before it could record it."""
+    manifest = Manifest.load(run_dir)
+    if manifest is None or manifest.get("status") != "running":
+        return
+    manifest.update(status="interrupted", error=error, resume_command=resume_command, ended=now())
+    atomic_write_json(os.path.join(run_dir, "run.json"), manifest)

@@ -129,3 +129,15 @@ def test_sigterm_to_a_horovod_launcher_reaches_every_rank_and_rank_0_records_it(
     assert "interrupted (rank 0)" in err and "interrupted (rank 1)" in err  # both stopped, neither was killed
     run = json.loads((run_dir / "run.json").read_text())
     assert run["status"] == "interrupted" and run["resume_command"].endswith(f"hydra.run.dir={run_dir}")
+
+
+def test_a_launcher_records_the_interruption_when_the_chief_could_not(tmp_path):
+    from scaleflow.manifest import atomic_write_json, mark_interrupted
+
+    atomic_write_json(str(tmp_path / "run.json"), {"status": "running", "error": None})
+    mark_interrupted(str(tmp_path), "SIGTERM forwarded", "python -m scaleflow hydra.run.dir=x")
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["status"] == "interrupted" and run["resume_command"].endswith("hydra.run.dir=x")
+    atomic_write_json(str(tmp_path / "run.json"), {"status": "ok"})
+    mark_interrupted(str(tmp_path), "too late", None)  # a finished run is left as it is
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == "ok"

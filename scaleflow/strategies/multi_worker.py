@@ -214,7 +214,8 @@ def launch_local(cfg, run_dir: str, overrides: list[str]) -> int:
     """Start `strategy.num_workers` workers on 127.0.0.1 and wait for all; raises WorkerFailed."""
     from scaleflow.cluster import LocalCluster, WorkerFailed, free_ports, heartbeat
     from scaleflow.cluster.tf_config import ENV, local_tf_config
-    from scaleflow.manifest import mark_failed
+    from scaleflow.manifest import mark_failed, mark_interrupted
+    from scaleflow.training.signals import TrainingInterrupted
 
     n = cfg.strategy.num_workers
     os.makedirs(run_dir, exist_ok=True)
@@ -237,6 +238,9 @@ def launch_local(cfg, run_dir: str, overrides: list[str]) -> int:
         status = cluster.run()
     except WorkerFailed as e:  # the chief may have been killed before it could say so
         mark_failed(run_dir, str(e).splitlines()[0], cause=e.hung)
+        raise
+    except TrainingInterrupted as e:  # likewise, when it did not stop in time after the signal
+        mark_interrupted(run_dir, str(e), e.resume)
         raise
     log.info("strategy=multi_worker: all %d workers finished", n)
     return status

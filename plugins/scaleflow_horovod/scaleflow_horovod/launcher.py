@@ -133,8 +133,12 @@ def run(cfg, run_dir: str) -> int:
             _end(process)
             raise
     if forwarded.signum is not None:
-        raise TrainingInterrupted(forwarded.signum, f"sent to the launcher and forwarded to {forwarded.count} local "
-                                  "rank(s)", resume_command())
+        from scaleflow.manifest import mark_interrupted
+
+        interrupted = TrainingInterrupted(forwarded.signum, f"sent to the launcher and forwarded to "
+                                          f"{forwarded.count} local rank(s)", resume_command())
+        mark_interrupted(run_dir, str(interrupted), interrupted.resume)  # if rank 0 could not
+        raise interrupted
     return status
 
 
