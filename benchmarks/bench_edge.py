@@ -44,7 +44,8 @@ def main() -> int:
         run = json.loads(Path(tmp, "run", "run.json").read_text())
     edge = run["export"]["edge"]
     base = edge["float"]
-    print(f"default job + {' '.join(overrides[:3])}: trained and exported in {elapsed:.0f} s; "
+    shown = " ".join(o for o in overrides if not o.startswith("hydra."))
+    print(f"default job + {shown}: trained and exported in {elapsed:.0f} s; "
           f"{edge['validation_records']} validation records")
     print(f"{'model':<10} {'bytes':>10} {'val accuracy':>13} {'latency us/example':>19}")
     print(f"{'float32':<10} {base['bytes']:>10,} {base['accuracy']:>13.4f} {base['latency_us_per_example']:>19.1f}")

@@ -67,6 +67,14 @@ def test_each_quantization_verifies_in_litert_within_its_tolerance(fitted, tmp_p
         assert edge["bytes"] < 0.7 * edge["float"]["bytes"]  # float16 ~1/2, dynamic ~1/4 of the weights, + fixed
 
 
+def test_per_channel_scales_cost_bytes(fitted):
+    from scaleflow.export.tflite import convert
+
+    model, x, _ = fitted
+    per_tensor, per_channel = (len(convert(model, "int8", x[:32], per_channel=p)) for p in (False, True))
+    assert per_channel > per_tensor + 256 * 8  # a scale and a zero point per channel of the 256-wide layer
+
+
 def test_a_quantized_model_that_changes_predictions_fails_verification(fitted, tmp_path, monkeypatch):
     from scaleflow.export import tflite
     from scaleflow.export.base import ExportRequest, ExportVerificationError
