@@ -119,7 +119,9 @@ def run(cfg, run_dir: str) -> dict:
     out = os.path.abspath(os.path.expanduser(str(d.out or run_dir)))
     os.makedirs(out, exist_ok=True)
     base_path = manifests.KSERVE_MODEL_DIR if d.target == "kserve" else f"{manifests.TFSERVING_MODEL_ROOT}/{export_name}"
-    models_config = manifests.model_config_text(export_name, base_path, served, current_labels)
+    # KServe routes /v1/models/<InferenceService name>: the served model must carry that name.
+    served_name = model["k8s_name"] if d.target == "kserve" else export_name
+    models_config = manifests.model_config_text(served_name, base_path, served, current_labels)
     if d.target == "kserve":
         objects = [manifests.inference_service(model, d)]
         yaml_name = "inferenceservice.yaml"
