@@ -15,8 +15,9 @@ records `deferred`, and the sweep summary applies the policy to the sweep's best
 to labels.json's history. Why `if_better` by default: a shared `export.dir` then always has a `stable`
 version that no later, worse run displaces, and every run says what became of its model.
 
-Objectives computed from predictions: loss / val_loss (cross-entropy) and accuracy / val_accuracy,
-for classification (softmax) and binary (one sigmoid) outputs; others leave the export `canary`.
+The objective is computed from each export's predictions with the run's task's own Keras loss and
+metrics (loss / val_loss, and val_<metric> for the metrics the task reports); another objective leaves
+the export `canary`.
 """
 
 from __future__ import annotations
@@ -34,44 +35,47 @@ from scaleflow.export import integrity
 
 log = logging.getLogger("scaleflow")
 
-EPSILON = 1e-7  # Keras' clipping of probabilities in cross-entropy
+def objective_value(cfg, objective: str, outputs: np.ndarray, y: np.ndarray) -> float:
+    """`objective` (val_loss, val_<metric>, loss, <metric>) of model `outputs` against targets `y`,
+    computed as the run's task computes it in training (its Keras loss and metric objects); NaN when
+    the task reports no such metric."""
+    import keras
 
+    from scaleflow import tasks
+    from scaleflow.models.base import InputSpec
 
-def objective_value(objective: str, outputs: np.ndarray, y: np.ndarray) -> float:
-    """`objective` (val_loss, val_accuracy, loss, accuracy) of model `outputs` against labels `y`;
-    NaN when it cannot be computed from predictions."""
+    task = tasks.get(cfg)
     name = objective.removeprefix("val_")
-    outputs = np.asarray(outputs, dtype=np.float64)
-    y = np.asarray(y).reshape(-1)
-    if outputs.ndim != 2 or len(outputs) != len(y) or not len(y):
-        return math.nan
-    if outputs.shape[1] == 1:  # binary: P(class 1)
-        p = np.clip(outputs[:, 0], EPSILON, 1 - EPSILON)
-        if name == "loss":
-            return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
-        if name == "accuracy":
-            return float(np.mean((p > 0.5) == (y > 0.5)))
+    outputs = np.asarray(outputs, dtype=np.float32)
+    if not len(outputs) or len(outputs) != len(y):
         return math.nan
     if name == "loss":
-        p = np.clip(outputs[np.arange(len(y)), y.astype(np.int64)], EPSILON, 1.0)
-        return float(-np.mean(np.log(p)))
-    if name == "accuracy":
-        return float(np.mean(np.argmax(outputs, axis=1) == y))
-    return math.nan
+        loss = keras.losses.get(task.loss_name(cfg.trainer))
+        return float(np.mean(np.asarray(loss(np.asarray(y), outputs))))
+    if name not in task.metric_names(cfg.trainer):
+        return math.nan
+    spec = InputSpec(tuple(outputs.shape[1:]), int(outputs.shape[-1]), task=task.name)
+    metric = task.metric(name, spec)
+    metric.update_state(np.asarray(y), outputs)
+    return float(np.asarray(metric.result()))
 
 
-def evaluate(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, y: np.ndarray, objective: str,
+def evaluate(cfg, predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, y: np.ndarray, objective: str,
              batch: int = 256) -> float:
     outputs = np.concatenate([np.asarray(predict(x[i:i + batch])) for i in range(0, len(x), batch)])
-    return objective_value(objective, outputs, y)
+    return objective_value(cfg, objective, outputs, y)
 
 
 def loader(directory: str, request) -> Callable[[np.ndarray], np.ndarray]:
-    """`predict` for an export version dir, through the exporter that wrote it (its `format`)."""
+    """`predict` for an export version dir, through the exporter that wrote it (its `format`), with
+    that export's own metadata (class names its reload is checked against)."""
+    import dataclasses
+
     from scaleflow import registry
 
-    fmt = integrity.read_manifest(directory).get("format") or "saved_model"
-    return registry.get("exporter", fmt)().load(directory, request)
+    sealed = integrity.read_manifest(directory)
+    own = dataclasses.replace(request, metadata=sealed.get("metadata") or {})
+    return registry.get("exporter", sealed.get("format") or "saved_model")().load(directory, own)
 
 
 def in_multirun() -> bool:
@@ -142,12 +146,12 @@ def _judge(policy, root, previous, version_dir, request, objective, direction, o
     if request.validation is None:
         return "canary", "not compared: this run has no validation records (data.validation_split=0)"
     x, y = request.validation
-    new_value = evaluate(loader(version_dir, request), x, y, objective)
-    old_value = evaluate(loader(stable_dir, request), x, y, objective)
+    new_value = evaluate(request.cfg, loader(version_dir, request), x, y, objective)
+    old_value = evaluate(request.cfg, loader(stable_dir, request), x, y, objective)
     out.update(value=new_value, stable_value=old_value, records=int(len(x)))
     if math.isnan(new_value) or math.isnan(old_value):
-        return "canary", (f"not compared: sweep.objective={objective} cannot be computed from predictions "
-                          "(use val_loss or val_accuracy)")
+        return "canary", (f"not compared: sweep.objective={objective} is not the loss or a metric this "
+                          "run's task reports (e.g. val_loss, val_accuracy)")
     if is_better(new_value, old_value, direction):
         return "stable", (f"{objective} {new_value:.6g} beats stable version {previous}'s {old_value:.6g} "
                           f"({direction}) on {len(x)} validation records")
@@ -162,7 +166,7 @@ def promote_run(run_dir: str) -> dict | None:
     returns the promotion record, or None when the run has no export to promote."""
     from omegaconf import OmegaConf
 
-    from scaleflow import registry
+    from scaleflow import tasks
     from scaleflow.data.pipeline import plan_input
     from scaleflow.export.base import ExportRequest
     from scaleflow.manifest import Manifest, atomic_write_json
@@ -176,7 +180,7 @@ def promote_run(run_dir: str) -> dict | None:
     policy = cfg.export.get("promote", "never")
     if policy == "never":
         return None
-    dataset = registry.get("dataset", cfg.data.name)()
+    dataset = tasks.dataset_for(cfg)
     info = dataset.describe(cfg.data)
     plan = plan_input(dataset, cfg.data, info, 1)
     request = ExportRequest(model=None, cfg=cfg, run_dir=run_dir, sample=np.zeros((0,), np.float32),
