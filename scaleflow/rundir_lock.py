@@ -42,7 +42,7 @@ class RunDirBusy(ConfigError):
         if holder.get("host") and holder.get("host") != socket.gethostname():
             who += f" on {holder['host']}"
         if holder.get("started"):
-            who += f", started {holder['started']},"
+            who += f", started {holder['started']}"
         super().__init__("hydra.run.dir", run_dir, "a run dir that no other run is using",
                          f"Another run ({who}) holds {path}: wait for it to end, or choose another hydra.run.dir")
 
