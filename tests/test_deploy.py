@@ -154,8 +154,11 @@ def test_mode_deploy_cli_writes_manifests_without_tensorflow(two_runs, tmp_path)
                             capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert "kubectl apply -f" in result.stdout and (tmp_path / "tfserving.yaml").exists()
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    result = subprocess.run([sys.executable, "-m", "scaleflow", "mode=deploy", f"deploy.model_dir={empty}",
-                             f"hydra.run.dir={tmp_path / 'r2'}"], capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert result.returncode == 2 and "verified export" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_model_dir_without_a_verified_export_is_a_config_error(tmp_path):
+    from scaleflow.errors import ConfigError
+
+    (tmp_path / "1").mkdir()  # a version dir without its integrity file: never deployed
+    with pytest.raises(ConfigError, match="a model directory with a verified export.*1 unverified"):
+        _deploy(tmp_path, tmp_path / "out")

@@ -41,15 +41,12 @@ def dns_name(name: str) -> str:
 
 
 # ------------------------------------------------------------------------------ models.config
-def model_config_text(name: str, base_path: str, versions: list[int], labels: dict[str, int],
-                      poll_note: bool = True) -> str:
+def model_config_text(name: str, base_path: str, versions: list[int], labels: dict[str, int]) -> str:
     """TF Serving's `ModelServerConfig` (text format): serve exactly `versions`, with version labels."""
     versions = sorted(set(int(v) for v in versions) | set(labels.values()))
-    lines = []
-    if poll_note:
-        lines += ["# Written by scaleflow mode=deploy. TF Serving re-reads it every",
-                  "# --model_config_file_poll_wait_seconds: move labels here to promote or roll back."]
-    lines += ["model_config_list {", "  config {", f"    name: {_quote(name)}", f"    base_path: {_quote(base_path)}",
+    lines = ["# Written by scaleflow mode=deploy. TF Serving re-reads it every",
+             "# --model_config_file_poll_wait_seconds: move labels here to promote or roll back.",
+             "model_config_list {", "  config {", f"    name: {_quote(name)}", f"    base_path: {_quote(base_path)}",
               "    model_platform: \"tensorflow\"", "    model_version_policy {", "      specific {"]
     lines += [f"        versions: {v}" for v in versions]
     lines += ["      }", "    }"]
@@ -64,9 +61,8 @@ def _quote(text: str) -> str:
 
 
 # ------------------------------------------------------------------------------------ objects
-def _labels(name: str, identity: dict) -> dict:
-    out = {"app.kubernetes.io/name": name, "app.kubernetes.io/managed-by": "scaleflow"}
-    return out
+def _labels(name: str) -> dict:
+    return {"app.kubernetes.io/name": name, "app.kubernetes.io/managed-by": "scaleflow"}
 
 
 def _annotations(model: dict) -> dict:
@@ -87,7 +83,7 @@ def inference_service(model: dict, deploy) -> dict:
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
-        "metadata": {"name": name, "namespace": deploy.namespace, "labels": _labels(name, model),
+        "metadata": {"name": name, "namespace": deploy.namespace, "labels": _labels(name),
                      "annotations": _annotations(model)},
         "spec": {"predictor": {
             "minReplicas": int(deploy.min_replicas),
@@ -108,7 +104,7 @@ def inference_service(model: dict, deploy) -> dict:
 def tfserving_objects(model: dict, deploy, models_config: str) -> list[dict]:
     """ConfigMap + Deployment + Service + HorizontalPodAutoscaler for the official TF Serving image."""
     name = model["k8s_name"]
-    labels = _labels(name, model)
+    labels = _labels(name)
     selector = {"app.kubernetes.io/name": name}
     meta = {"namespace": deploy.namespace, "labels": labels}
     config_map = {"apiVersion": "v1", "kind": "ConfigMap",
