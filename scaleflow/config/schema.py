@@ -41,6 +41,15 @@ SHARD_POLICIES = ("sequential", "random", "hash")
 
 
 @dataclass
+class EncryptionConfig:
+    """The AES-256-GCM key of encrypted inputs (and of trainer.encrypt_checkpoints): the name of an
+    environment variable or a key file holding it, never the key itself (security/crypto.py)."""
+
+    key_env: Optional[str] = None
+    key_file: Optional[str] = None
+
+
+@dataclass
 class DataConfig:
     name: str = MISSING
     path: Optional[str] = None
@@ -64,6 +73,7 @@ class DataConfig:
     # against a numeric target read as thousands of classes.
     class_names: Optional[List[str]] = None
     max_classes: int = bounded(1000, min=2)
+    encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
 
 
 # -------------------------------------------------------------------------------------- strategy
@@ -149,6 +159,7 @@ class TrainerConfig:
     clip_value: Optional[float] = bounded(None, min=0.0)  # clip each gradient element to [-v, v]
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     keep_best: bool = False  # export the best epoch by early_stopping.monitor (needs validation data), else the last
+    encrypt_checkpoints: bool = False  # backup/ encrypted with data.encryption's key (AES-256-GCM)
 
 
 # ---------------------------------------------------------------------------------------- export
@@ -164,6 +175,11 @@ class ExportConfig:
     # if_better: `stable` when it beats the current stable on sweep.objective over this run's
     # validation records (same data fingerprint), else `canary`; always: `stable`; never: no label.
     promote: str = choice("if_better", "if_better", "always", "never")
+    # Also write <version>.sealed (an AES-256-GCM encrypted tar of the version) + .sealed.sha256, for
+    # transport; the key from seal_key_env/seal_key_file, else data.encryption's.
+    seal: bool = False
+    seal_key_env: Optional[str] = None
+    seal_key_file: Optional[str] = None
 
 
 QUANTIZATIONS = ("none", "dynamic", "float16", "int8")

@@ -107,6 +107,9 @@ def validate(cfg: DictConfig) -> None:
         if key in cfg:
             _check_node(key, cfg[key], getattr(schema, cls_name))
 
+    from scaleflow.security.crypto import check_config as check_encryption
+
+    check_encryption(cfg)  # keys of encrypted inputs, checkpoints and sealed exports, before data is read
     from scaleflow.tasks.checks import check_task_config
 
     check_task_config(cfg)  # task, loss, metrics, class names

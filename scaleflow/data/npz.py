@@ -12,13 +12,15 @@ import numpy as np
 from scaleflow.config.schema import DataConfig
 from scaleflow.data.base import InMemoryDataset
 from scaleflow.errors import ConfigError, DataError, did_you_mean, one_of
+from scaleflow.security import crypto
 
 
 @contextmanager
 def open_npz(path: str):
     """np.load of an .npz archive; a file that is not one, or a truncated one, is a DataError."""
     try:
-        archive = np.load(path, allow_pickle=False)
+        source = crypto.open_input(path) if crypto.is_encrypted(path) else path  # decrypted in memory
+        archive = np.load(source, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(path, f"is not a readable .npz archive ({type(e).__name__}: {e})",
                         hint="Write it with numpy.savez or numpy.savez_compressed") from None

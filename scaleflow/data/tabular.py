@@ -22,6 +22,7 @@ applied unchanged when the model later evaluates or predicts other data.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
@@ -29,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from scaleflow.errors import ConfigError, DataError, did_you_mean, one_of
+from scaleflow.security.crypto import open_input
 
 MISSING = ("", "na", "n/a", "nan", "null", "none")
 
@@ -80,7 +82,7 @@ def _read(path: str, delimiter: str) -> Table:
     rows: list[list[str]] = []
     lines: list[int] = []
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
+        with io.TextIOWrapper(open_input(path), newline="", encoding="utf-8-sig") as f:  # decrypted in memory
             reader = csv.reader(f, delimiter=delimiter)
             header = next(reader, None)
             while header is not None and not any(h.strip() for h in header):  # leading blank lines

@@ -128,7 +128,9 @@ class TFRecord(Dataset):
         import tensorflow as tf
 
         files = list(files) if files is not None else list_files(config.path)
-        ds = tf.data.TFRecordDataset(files, compression_type=config.compression or None)
+        from scaleflow.security.crypto import tensorflow_path  # encrypted: decrypted into TF's ram://
+
+        ds = tf.data.TFRecordDataset([tensorflow_path(f) for f in files], compression_type=config.compression or None)
         ds = ds.batch(256).map(self._parser(config), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.unbatch().map(lambda x, y: (x, self.task.tf_targets(y)))  # targets as the task's loss expects
 

@@ -42,22 +42,26 @@ class RecordError(ValueError):
 
 
 def _open(path: str, compression: str = "") -> BinaryIO:
+    from scaleflow.security.crypto import is_encrypted, open_input  # encrypted: decrypted in memory
+
     if compression == "GZIP":
-        return gzip.open(path, "rb")
+        return gzip.GzipFile(fileobj=open_input(path), mode="rb") if is_encrypted(path) else gzip.open(path, "rb")
     if compression == "ZLIB":
-        with open(path, "rb") as f:
+        with open_input(path) as f:
             try:
                 return io.BytesIO(zlib.decompress(f.read()))
             except zlib.error as e:
                 raise RecordError(path, 0, 0, f"not a ZLIB stream (data.compression=ZLIB): {e}") from None
-    return open(path, "rb")
+    return open_input(path)
 
 
 def _records(path: str, compression: str, read_data: bool) -> Iterator[tuple[int, bytes | None]]:
     """(offset, payload or None) of each record; the framing is checked (a truncated file, a bad
     length header), so a bad file is named before TensorFlow reads it. Payload checksums are left to
     TensorFlow: checking them here in pure Python would cost a full read of every file."""
-    size = os.path.getsize(path) if not compression else None
+    from scaleflow.security.crypto import is_encrypted
+
+    size = os.path.getsize(path) if not compression and not is_encrypted(path) else None
     with _open(path, compression) as f:
         index = offset = 0
         while True:

@@ -158,7 +158,8 @@ class Masking:
             values = columns[c]
             missing = missing_mask(values)
             if rule.method == "hash":
-                masked = np.array([v if m else self.pseudonym(v) for v, m in zip(values.tolist(), missing)])
+                unique, inverse = np.unique(values, return_inverse=True)  # one HMAC per distinct value
+                masked = np.where(missing, values, np.array([self.pseudonym(v) for v in unique.tolist()])[inverse])
             elif rule.method in ("bucket", "noise"):
                 numbers = np.zeros(len(values))
                 try:
@@ -171,7 +172,7 @@ class Masking:
                     out = np.searchsorted(np.asarray(rule.edges), numbers, side="right").astype(str)
                 else:
                     rng = np.random.default_rng([self.seed, i, 0x6D61736B])  # the same noise in every process
-                    out = np.array([repr(float(v)) for v in numbers + rng.normal(0.0, rule.scale, len(numbers))])
+                    out = (numbers + rng.normal(0.0, rule.scale, len(numbers))).astype(str)
                 masked = np.where(missing, values, out)
             else:
                 continue

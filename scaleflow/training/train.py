@@ -19,7 +19,7 @@ from scaleflow.export.metadata import export_metadata
 from scaleflow.export.target import check_export_target, clean_stale_staging, export_root
 from scaleflow.manifest import Manifest
 from scaleflow.tracking.base import follow_with_logger
-from scaleflow.security import audit
+from scaleflow.security import audit, checkpoints, crypto
 from scaleflow.security.redact import recorded_config
 from scaleflow.training import setup
 from scaleflow.training.non_finite import stop_on_non_finite_loss
@@ -92,7 +92,8 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest, 
 
     # 3. Resume: an interrupted run in this run dir continues from its last completed epoch; one
     # that trained every epoch but failed after (e.g. in the export) goes straight to the export.
-    backup = setup.backup_dir(run_dir, distribution.worker_index)
+    # trainer.encrypt_checkpoints: Keras works on a RAM copy, the disk holds only ciphertext.
+    backup, encrypted_backup = checkpoints.prepare(setup.backup_dir(run_dir, distribution.worker_index), cfg)
     initial_epoch = setup.prepare_resume(backup, t.resume)
     if initial_epoch >= t.epochs:
         log.info("training finished in an earlier attempt (%d/%d epochs, checkpoint in %s): restoring it "
@@ -139,6 +140,7 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest, 
         # checkpoint outlives fit: it is deleted only once the export is verified and in place.
         keras.callbacks.BackupAndRestore(backup, save_freq="epoch", delete_checkpoint=False,
                                          double_checkpoint=True),
+        *([encrypted_backup.callback()] if encrypted_backup else []),  # after the save it encrypts
         stop_on_signal(stop),
         *([stop_on_non_finite_loss(spe)] if t.on_nan == "stop" else []),
         tensorboard_callback(cfg, run_dir, distribution),
@@ -186,12 +188,18 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest, 
                             if distribution.is_chief else None)
     exported = registry.get("exporter", cfg.export.format)().export(request)
     manifest.update(export=exported, model=exported.get("identity") or manifest.data["model"])
+    if distribution.is_chief and cfg.export.get("seal"):  # export.seal: an encrypted archive for transport
+        exported["sealed"] = crypto.seal_if_requested(cfg, exported)
+        manifest.update(export=exported)
     setup.discard_backup(backup)  # the model is safe in the export: nothing left to resume
     # 7. Promotion: the verified export becomes `stable` or `canary` in labels.json (scaleflow/deploy).
     if distribution.is_chief and exported.get("dir"):
         from scaleflow.deploy.promote import promote_after_training
 
         manifest.update(export={**exported, "promotion": promote_after_training(cfg, exported, request)})
+    if encrypted_backup:
+        setup.discard_backup(encrypted_backup.backup_dir)
+        encrypted_backup.close()
     setup.set_precision("off")
     return final
 
