@@ -49,6 +49,8 @@ def test_rules_transform_cells_and_drop_columns():
     assert header == ["id", "age"]
     assert cells[0, 0] == cells[2, 0] != cells[1, 0] and len(cells[0, 0]) == 16 and "a" != cells[0, 0]
     assert cells[:, 1].tolist() == ["0", "2", ""]  # a missing cell stays missing
+    for key in (b"k", b"x" * 100):  # the fast path is exactly HMAC-SHA256 (short and long keys)
+        assert Masking([], key=key)._pseudonyms(["a", "b"]) == [Masking([], key=key).pseudonym(v) for v in "ab"]
     assert Masking([Rule("id", "hash")], key=b"other").apply("f.csv", ["id"], np.array([["a"]]))[1][0, 0] != cells[0, 0]
 
 
