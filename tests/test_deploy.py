@@ -67,6 +67,29 @@ def test_an_export_trained_on_other_data_is_not_compared(two_runs):
     assert record["decision"] == "canary" and "trained on other data" in record["reason"]
 
 
+def test_promote_always_and_never(two_runs, tmp_path):
+    import shutil
+
+    from scaleflow.deploy import labels
+    from scaleflow.deploy.promote import decide, promote_after_training
+    from scaleflow.export.base import ExportRequest
+
+    root, dirs, _ = two_runs
+    copy = tmp_path / "clf"
+    for version in ("1", "2"):
+        shutil.copytree(os.path.join(root, version), copy / version)
+    labels.move(str(copy), {"stable": 2}, action="promote")
+    cfg = compose(*QUICK, "export.promote=always")
+    request = ExportRequest(model=None, cfg=cfg, run_dir=dirs["weak"], sample=None)
+    record = decide(cfg, str(copy / "1"), 1, request)  # worse, but always
+    assert (record["decision"], record["reason"]) == ("stable", "export.promote=always")
+    assert labels.read_labels(str(copy)) == {"stable": 1}
+    never = compose(*QUICK, "export.promote=never")
+    assert promote_after_training(never, {"dir": str(copy / "2"), "version": 2, "verified": True},
+                                  request)["decision"] == "none"
+    assert labels.read_labels(str(copy)) == {"stable": 1}
+
+
 def _deploy(root, out, *overrides):
     from scaleflow.modes.deploy import run
 
