@@ -160,6 +160,13 @@ def test_bad_model_or_data_is_a_config_error_before_tensorflow(trained, tmp_path
         (["mode=predict", f"model_dir={export}", "data=synthetic", "data.num_features=7"], "data", "was trained on [5]"),
         (["mode=predict", f"model_dir={export}", "data.num_features=7"], "data.num_features", "a key of data"),
     ]
+    import shutil
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(export, tampered)
+    with open(tampered / "saved_model.pb", "ab") as f:
+        f.write(b"\0")
+    cases.append((["mode=predict", f"model_dir={tampered}"], "model_dir", "changed file saved_model.pb"))
     for overrides, key, hint in cases:
         with pytest.raises(ConfigError) as e:
             compose(*overrides)
