@@ -335,6 +335,8 @@ class ServeConfig:
     drift_window: int = bounded(1000, min=10)  # request rows per drift window (per version, per process)
     drift_threshold: float = bounded(0.2, min=0.0)  # PSI above it is logged once per window
     grace_s: float = bounded(30.0, min=0.0)  # SIGTERM: how long in-flight requests may take to finish
+    # Bearer tokens (security/auth.py; stored hashed): predict and admin roles; unset: no auth.
+    auth_token_file: Optional[str] = None
 
 
 # ---------------------------------------------------------------------------------------- config

@@ -91,9 +91,15 @@ def _locked(root: str) -> Iterator[None]:
 
 def _write(root: str, state: dict) -> None:
     from scaleflow.manifest import atomic_write_json
+    from scaleflow.security import audit
 
+    written = len(read_state(root)["history"])  # under the lock: the moves before are on disk
+    new = state["history"][written:]
     state = {**{label: state.get(label) for label in LABELS}, "history": state["history"][-MAX_HISTORY:]}
     atomic_write_json(labels_path(root), state)
+    for move in new:  # promotion, canary, rollback: who moved which label, in the audit log
+        audit.record(str(move.get("action") or "set"), model_dir=os.path.abspath(root),
+                     **{k: v for k, v in move.items() if k not in ("action", "at")})
 
 
 @contextlib.contextmanager

@@ -66,6 +66,10 @@ def check_model_dir(key: str, directory: str) -> list[int]:
 def check(cfg) -> tuple[str, list[int]]:
     """Config validation of mode=serve (before Hydra runs the job): (model dir, verified versions)."""
     key, directory = model_dir(cfg)
+    if cfg.serve.get("auth_token_file"):
+        from scaleflow.security.auth import TokenFile
+
+        TokenFile(os.path.expanduser(str(cfg.serve.auth_token_file)))  # a bad file: exit 2 naming the line
     return directory, check_model_dir(key, directory)
 
 
@@ -78,7 +82,14 @@ def run(cfg, run_dir: str) -> None:
     from scaleflow.serving.app import serve
     from scaleflow.serving.settings import ServeSettings
 
-    serve(ServeSettings.from_config(cfg.serve, directory))
+    from scaleflow.security import audit
+
+    settings = ServeSettings.from_config(cfg.serve, directory)
+    audit.record("server_start", address=f"http://{settings.host}:{settings.port}", model_dir=directory,
+                 versions=verified, auth="bearer tokens" if settings.auth_token_file else "none",
+                 workers=settings.workers)
+    serve(settings)
+    audit.record("server_stop", address=f"http://{settings.host}:{settings.port}", model_dir=directory)
     # The server has stopped cleanly and nothing is left to do: skip the interpreter's teardown of
     # TensorFlow's objects, which takes seconds and would delay the exit a supervisor waits for.
     logging.shutdown()

@@ -69,7 +69,44 @@ def json_response(body: dict) -> Response:
 # ------------------------------------------------------------------------------ request hooks
 def request_hooks(settings) -> list[Hook]:
     """The hooks every request passes before its route, in order. Auth and audit are added here."""
-    return []
+    hooks: list[Hook] = []
+    if settings.auth_token_file:
+        hooks.append(auth_hook(settings.auth_token_file))
+    return hooks
+
+
+def required_role(method: str, path: str) -> Optional[str]:
+    """What a request needs: health and /metrics are open (probes, scrapers); model routes need
+    `predict`; model repository changes (KServe's load/unload) need `admin`."""
+    if path.startswith("/v2/repository") or path.endswith((":load", ":unload", "/load", "/unload")):
+        return "admin"
+    if path.startswith(("/v1/models", "/v2/models")):
+        return "predict"
+    return None
+
+
+def auth_hook(token_file: str) -> Hook:
+    """401 without a known bearer token, 403 without the role; each refusal audited without the
+    token or the payload (security/auth.py)."""
+    from scaleflow.security import auth
+
+    tokens = auth.TokenFile(token_file)
+
+    async def check(request: Request) -> Optional[Response]:
+        role = required_role(request.method, request.url.path)
+        if role is None:
+            return None
+        try:
+            auth.check(request.headers.get("authorization"), role, tokens=tokens,
+                       client=request.client.host if request.client else None)
+        except (auth.Unauthorized, auth.Forbidden) as e:
+            response = error_response(e.status, str(e))
+            if e.status == 401:
+                response.headers["WWW-Authenticate"] = "Bearer"
+            return response
+        return None
+
+    return check
 
 
 class RequestHooks:

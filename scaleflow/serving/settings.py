@@ -26,6 +26,7 @@ class ServeSettings:
         drift_window, drift_threshold: PSI per feature over this many rows; above it is logged.
         grace_s: how long in-flight requests may take after SIGTERM.
         state_dir: where workers mark themselves ready (the server is ready when all are).
+        auth_token_file: bearer tokens (security/auth.py), "" for none.
     """
 
     model_dir: str
@@ -44,6 +45,7 @@ class ServeSettings:
     drift_threshold: float = 0.2
     grace_s: float = 30.0
     state_dir: str = ""
+    auth_token_file: str = ""
 
     @classmethod
     def from_config(cls, serve, model_dir: str) -> "ServeSettings":
@@ -54,7 +56,9 @@ class ServeSettings:
                    batch_timeout_s=float(serve.batch_timeout_ms) / 1000.0, workers=int(serve.workers),
                    threads=int(serve.threads), max_body_bytes=int(serve.max_body_bytes), warmup=bool(serve.warmup),
                    drift_window=int(serve.drift_window), drift_threshold=float(serve.drift_threshold),
-                   grace_s=float(serve.grace_s))
+                   grace_s=float(serve.grace_s),
+                   auth_token_file=os.path.abspath(os.path.expanduser(serve.auth_token_file))
+                   if serve.get("auth_token_file") else "")
 
     @property
     def batching(self) -> bool:
