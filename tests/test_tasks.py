@@ -142,7 +142,7 @@ def test_legacy_plugin_that_builds_the_whole_model_follows_the_task(tf):
 
 
 # ------------------------------------------------------------------------- real training runs
-QUICK = ["data.num_examples=1024", "data.batch_size=32", "model.hidden_units=[32]", "trainer.learning_rate=0.01",
+QUICK = ["data.num_examples=1024", "data.batch_size=32", "model.hidden_units=[32]", "trainer.learning_rate=0.02",
          "trainer.epochs=5"]
 STRATEGIES = {"default": ["strategy=default"], "mirrored": ["strategy=mirrored", "hardware.logical_devices=2",
                                                             "export=none"]}

@@ -146,7 +146,9 @@ class MultiWorker(Strategy):
     def _connect(self, cfg) -> None:
         """Create the strategy and wait for every peer (bounded by strategy.timeout_s)."""
         global _connected
-        import tensorflow as tf
+        from scaleflow import tf_logging
+
+        tf = tf_logging.import_tensorflow(cfg.trainer.verbose)  # a worker's first TF import: quiet it too
 
         from scaleflow.cluster import join, tf_config
         from scaleflow.compat import keras_mwms
