@@ -62,7 +62,9 @@ def test_failure_after_training_keeps_the_checkpoint_and_the_rerun_goes_straight
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(saved_model.SavedModel, "export", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    from scaleflow.errors import ScaleflowError
+
+    with pytest.raises(ScaleflowError, match="export failed: OSError.*No space left.*run the same command again"):
         train(*QUICK, run_dir=run_dir)
     failed = json.loads((run_dir / "run.json").read_text())
     assert failed["status"] == "failed" and failed["epochs_completed"] == 2

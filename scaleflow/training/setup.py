@@ -77,6 +77,23 @@ def discard_backup(directory: str) -> None:
         os.rmdir(os.path.dirname(directory))
 
 
+@contextlib.contextmanager
+def kept_for_a_rerun(backup: str):
+    """Around the export: a failure names what broke (never a raw traceback) and says that the
+    trained model is kept in `backup` for a rerun, which goes straight to the export."""
+    from scaleflow.errors import ScaleflowError
+
+    try:
+        yield
+    except Exception as e:
+        hint = (f"The trained model is kept ({backup}): fix the cause and run the same command again; "
+                "it exports without training again")
+        log.error("the export failed: %s. %s", e, hint)
+        if isinstance(e, ScaleflowError):
+            raise
+        raise ScaleflowError(f"the export failed: {type(e).__name__}: {e}. {hint}") from e
+
+
 def prepare_resume(directory: str, resume: bool) -> int:
     if not resume and os.path.isdir(directory):
         shutil.rmtree(directory)

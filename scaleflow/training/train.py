@@ -186,7 +186,8 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest, 
                             representative=_calibration_records(dataset, cfg, plan),
                             validation=_validation_records(dataset, cfg.data, plan, info.input_shape)
                             if distribution.is_chief else None)
-    exported = registry.get("exporter", cfg.export.format)().export(request)
+    with setup.kept_for_a_rerun(backup):  # an export failure says how to export without retraining
+        exported = registry.get("exporter", cfg.export.format)().export(request)
     manifest.update(export=exported, model=exported.get("identity") or manifest.data["model"])
     if distribution.is_chief and cfg.export.get("seal"):  # export.seal: an encrypted archive for transport
         exported["sealed"] = crypto.seal_if_requested(cfg, exported)
