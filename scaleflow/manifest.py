@@ -152,18 +152,18 @@ class Manifest:
 
 
 def mark_failed(run_dir: str, error: str, cause: bool = False) -> None:
-    """run.json says `failed` with `error`, if it still says `running`: for a launcher whose workers
-    were killed (by a watchdog, or because a peer failed) before they could record it themselves.
-    `cause=True`: `error` names the root cause and replaces the chief's own error (kept as
-    `error_seen_by_chief`), which is then only a consequence (e.g. "Horovod has been shut down")."""
+    """run.json says `failed` with `error`, for a launcher whose job failed while its chief could not
+    record it: killed (by a watchdog, or because a peer failed: still `running`), or ended by the
+    launcher's teardown after a peer failed (SIGTERM: `interrupted`). `cause=True`: `error` names the
+    root cause and also replaces the chief's own `failed` error, which is then only a consequence (e.g.
+    "Horovod has been shut down"). A replaced error is kept as `error_seen_by_chief`."""
     path = os.path.join(run_dir, "run.json")
     manifest = Manifest.load(run_dir)
-    if manifest is None or manifest.get("status") not in ("running", "failed"):
+    status = manifest.get("status") if manifest else None
+    if status not in ("running", "interrupted", "failed") or (status == "failed" and not cause):
         return
-    if manifest.get("status") == "failed":
-        if not cause:
-            return
-        manifest["error_seen_by_chief"] = manifest.get("error")
+    if status != "running":
+        manifest["error_seen_by_chief"] = manifest.get("error") or status
     manifest.update(status="failed", error=error, ended=manifest.get("ended") or now())
     atomic_write_json(path, manifest)
 

@@ -69,6 +69,7 @@ class LocalCluster:
         startup_timeout_s: all workers must print `logs.READY` within this many seconds of the launch.
         finish_timeout_s: after the first worker exits 0, the others must follow within this many seconds.
         peer_grace_s: after a failure, how long the others may take to exit on their own before SIGKILL.
+        netns: a `cluster.netns.NetworkNamespace` that every worker joins before it starts, or None.
         log_dir: where `worker-<rank>.out` (each worker's full console output) and `worker-<rank>.pid`
             are written, or None.
         out: where the rank-prefixed live output goes (None: quiet).
@@ -80,13 +81,15 @@ class LocalCluster:
 
     def __init__(self, commands: Sequence[Sequence[str]], envs: Sequence[dict], cwd: str | None = None,
                  startup_timeout_s: float = 180.0, finish_timeout_s: float = 120.0, peer_grace_s: float = 15.0,
-                 log_dir: str | None = None, out: IO[str] | None = sys.stdout, poll_s: float = 0.2):
+                 log_dir: str | None = None, out: IO[str] | None = sys.stdout, poll_s: float = 0.2,
+                 netns=None):
         if len(commands) != len(envs):
             raise ValueError(f"commands and envs must have the same length, received: {len(commands)} "
                              f"and {len(envs)}")
         self.commands, self.envs, self.cwd = [list(c) for c in commands], list(envs), cwd
         self.startup_timeout_s, self.finish_timeout_s = startup_timeout_s, finish_timeout_s
         self.peer_grace_s, self.log_dir, self.out, self.poll_s = peer_grace_s, log_dir, out, poll_s
+        self.netns = netns  # a cluster.netns.NetworkNamespace every worker joins, or None
         self.procs: list[subprocess.Popen] = []
         self.streams: list[LogStream] = []
         self.started_at: float | None = None
@@ -128,7 +131,7 @@ class LocalCluster:
         for rank, (command, env) in enumerate(zip(self.commands, self.envs)):
             proc = subprocess.Popen(command, env=env, cwd=self.cwd, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, preexec_fn=_die_with_parent)
+                                    start_new_session=True, preexec_fn=self._before_exec)
             self.procs.append(proc)
             if self.stop_signal is not None:  # a signal arrived while the workers were starting
                 self._signal(proc, self.stop_signal)
@@ -137,6 +140,11 @@ class LocalCluster:
                 with open(os.path.join(self.log_dir, f"worker-{rank}.pid"), "w") as f:
                     f.write(f"{proc.pid}\n")
             self.streams.append(LogStream(rank, proc.stdout, self.out, path).start())
+
+    def _before_exec(self) -> None:  # in the forked child
+        _die_with_parent()
+        if self.netns is not None:
+            self.netns.enter()
 
     def _watch(self) -> int:
         first_success = None

@@ -85,6 +85,9 @@ class StrategyConfig:
     cluster: str = choice("local", "local", "env", "slurm")
     fallback: bool = False
     hosts: List[str] = items([])
+    # Workers on this machine (multi_worker cluster=local, horovod without hosts) run in one private
+    # network namespace, so their servers are reachable from no other host (see cluster/netns.py).
+    isolate_network: bool = True
 
 
 # -------------------------------------------------------------------------------------- hardware

@@ -163,6 +163,10 @@ class MultiWorker(Strategy):
             spec = resolver.cluster_spec().as_dict()
             num_workers = sum(len(v) for k, v in spec.items() if k in ("chief", "worker"))
             rank = tf_config.read().rank if s.cluster != "slurm" else int(resolver.task_id)
+            if s.cluster != "local" and not os.environ.get(WORKER_ENV):
+                log.info("strategy.cluster=%s: this worker's TensorFlow gRPC server listens on every interface at "
+                         "%s's port (TF 2.21 binds 0.0.0.0); allow only the cluster's hosts to reach it "
+                         "(private network, firewall)", s.cluster, tf_config_address(spec, rank))
             if s.cluster != "local" and s.num_workers not in (1, num_workers):
                 log.warning("strategy.num_workers=%d is ignored: the cluster has %d workers", s.num_workers,
                             num_workers)
@@ -175,6 +179,11 @@ class MultiWorker(Strategy):
         strategy = join.join(make, s.timeout_s, num_workers, rank)
         _connected = MultiWorkerDistribution(self.name, strategy, num_workers=num_workers, worker_index=rank,
                                              timeout_s=s.timeout_s)
+
+
+def tf_config_address(spec: dict, rank: int) -> str:
+    members = list(spec.get("chief", [])) + list(spec.get("worker", []))
+    return members[rank] if rank < len(members) else "?"
 
 
 def _quote(value: str) -> str:
@@ -214,7 +223,7 @@ def align_backups(run_dir: str, num_workers: int) -> None:
 
 def launch_local(cfg, run_dir: str, overrides: list[str]) -> int:
     """Start `strategy.num_workers` workers on 127.0.0.1 and wait for all; raises WorkerFailed."""
-    from scaleflow.cluster import LocalCluster, WorkerFailed, free_ports, heartbeat
+    from scaleflow.cluster import LocalCluster, WorkerFailed, free_ports, heartbeat, netns
     from scaleflow.cluster.tf_config import ENV, local_tf_config
     from scaleflow.manifest import mark_failed, mark_interrupted
     from scaleflow.training.signals import TrainingInterrupted
@@ -231,11 +240,12 @@ def launch_local(cfg, run_dir: str, overrides: list[str]) -> int:
                      heartbeat.ENV: os.path.join(os.path.abspath(run_dir), "workers"),
                      "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")})
     timeout = cfg.strategy.timeout_s
-    log.info("strategy=multi_worker: starting %d local workers on 127.0.0.1 ports %s in %s", n,
-             ", ".join(map(str, ports)), run_dir)
+    ports_text = ", ".join(map(str, ports))
+    ns = netns.private_network(cfg, f"the workers' TensorFlow gRPC servers (ports {ports_text})")
+    log.info("strategy=multi_worker: starting %d local workers on 127.0.0.1 ports %s in %s", n, ports_text, run_dir)
     cluster = LocalCluster(commands, envs, cwd=os.getcwd(), startup_timeout_s=timeout + IMPORT_ALLOWANCE_S,
                            finish_timeout_s=max(60.0, timeout), peer_grace_s=min(15.0, timeout),
-                           log_dir=os.path.join(run_dir, "workers"))
+                           log_dir=os.path.join(run_dir, "workers"), netns=ns)
     try:
         status = cluster.run()
     except WorkerFailed as e:  # the chief may have been killed before it could say so
@@ -244,6 +254,9 @@ def launch_local(cfg, run_dir: str, overrides: list[str]) -> int:
     except TrainingInterrupted as e:  # likewise, when it did not stop in time after the signal
         mark_interrupted(run_dir, str(e), e.resume)
         raise
+    finally:
+        if ns is not None:
+            ns.close()
     log.info("strategy=multi_worker: all %d workers finished", n)
     return status
 

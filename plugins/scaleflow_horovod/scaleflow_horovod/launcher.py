@@ -1,8 +1,11 @@
 """Start a Horovod job with horovodrun over Gloo and wait for it.
 
-The launching process never imports TensorFlow: it hands the resolved config to
-`python -m scaleflow_horovod.worker` on every rank (inline, base64, so remote hosts need no shared
-copy of it) and returns horovodrun's exit status. Horovod's own timeouts bound every wait:
+The launching process never imports TensorFlow: it writes the resolved config to
+`<run dir>/.horovod-config.yaml` (mode 0600: the command line, visible to every user in `ps`, only
+names the file; on several hosts the run dir must be on a shared filesystem at the same path), starts
+`python -m scaleflow_horovod.worker` on every rank and returns horovodrun's exit status. On one
+machine the whole job runs in a private network namespace (cluster/netns.py) and horovodrun's own
+servers bind 127.0.0.1. Horovod's own timeouts bound every wait:
 `--start-timeout` (ranks that never start), `--gloo-timeout-seconds` (rendezvous and collectives) and
 the stall check (a rank stuck while the others wait in an all-reduce), all set from
 `strategy.timeout_s`; when one rank fails, horovodrun ends the others.
@@ -10,7 +13,6 @@ the stall check (a rank stuck while the others wait in an all-reduce), all set f
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import logging
 import os
@@ -24,6 +26,7 @@ import time
 from omegaconf import OmegaConf
 
 from scaleflow.errors import ConfigError
+from scaleflow_horovod.horovodrun import LOOPBACK_ENV
 
 log = logging.getLogger("scaleflow")
 
@@ -57,10 +60,8 @@ def horovodrun_command(cfg, run_dir: str) -> list[str]:
     s = cfg.strategy
     hosts = parse_hosts(s.hosts, s.num_workers)
     timeout = max(1, int(s.timeout_s))
-    script = os.path.join(os.path.dirname(sys.executable), "horovodrun")
-    launcher = [script] if os.path.exists(script) else \
-        [sys.executable, "-c", "from horovod.runner.launch import run_commandline; run_commandline()"]
-    config = base64.b64encode(OmegaConf.to_yaml(cfg, resolve=True).encode()).decode()
+    # horovodrun through a wrapper that binds its servers to 127.0.0.1 for a one-machine job.
+    launcher = [sys.executable, "-m", "scaleflow_horovod.horovodrun"]
     command = [*launcher, "--gloo", "-np", str(s.num_workers), "-H", ",".join(f"{h}:{n}" for h, n in hosts),
                "--start-timeout", str(timeout), "--gloo-timeout-seconds", str(timeout),
                "--stall-check-warning-time-seconds", str(max(1, min(60, timeout // 2))),
@@ -68,7 +69,27 @@ def horovodrun_command(cfg, run_dir: str) -> list[str]:
     if s.get("network_interfaces"):
         command += ["--network-interfaces", str(s.network_interfaces)]
     return command + [sys.executable, "-m", "scaleflow_horovod.worker", "--run-dir", os.path.abspath(run_dir),
-                      "--config", config]
+                      "--config", config_file(run_dir)]
+
+
+CONFIG_FILE = ".horovod-config.yaml"
+
+
+def write_config(cfg, run_dir: str) -> str:
+    """The resolved config, for the ranks, in a file only this user can read: on the command line it
+    would be visible to every user of the machine in `ps` (and it may carry paths, hosts, hparams)."""
+    path = config_file(run_dir)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if os.path.exists(path):
+        os.unlink(path)  # created afresh, so the mode below always holds
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(OmegaConf.to_yaml(cfg, resolve=True))
+    return path
+
+
+def config_file(run_dir: str) -> str:
+    return os.path.join(os.path.abspath(run_dir), CONFIG_FILE)
 
 
 def worker_env(cfg, run_dir: str) -> dict:
@@ -119,19 +140,38 @@ def run(cfg, run_dir: str) -> int:
                                            parse_hosts(cfg.strategy.hosts, cfg.strategy.num_workers)):
         log.warning("strategy.hosts names remote hosts but ssh is not installed; horovodrun needs it")
     command = horovodrun_command(cfg, run_dir)
+    write_config(cfg, run_dir)
     log.info("horovod: %d ranks on %s, run dir %s", cfg.strategy.num_workers,
              command[command.index("-H") + 1], run_dir)
-    # A session of its own, so that the whole job (horovodrun and its ranks) can be ended together.
-    process = subprocess.Popen(command, env=worker_env(cfg, run_dir), start_new_session=True)
+    env = worker_env(cfg, run_dir)
+    ns = None
+    if local_only(cfg):
+        from scaleflow.cluster.netns import private_network
+
+        env[LOOPBACK_ENV] = "1"
+        ns = private_network(cfg, "horovodrun's rendezvous server and the ranks' Gloo connections")
+    else:
+        log.info("horovod on several hosts: horovodrun's rendezvous server (HTTP, a random port on the "
+                 "launching host) and every rank's Gloo connections listen on the hosts' network interfaces; "
+                 "restrict them to a private network with strategy.network_interfaces=<nic> and a firewall")
+    # A session of its own, so that the whole job (horovodrun and its ranks) can be ended together;
+    # on one machine the job runs inside the private network namespace.
+    process = subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=ns.enter if ns else None)
     from scaleflow.training.signals import ForwardSignals, TrainingInterrupted, resume_command
 
-    # horovodrun's own SIGTERM handling SIGSTOPs and kills the ranks: signals go to the ranks instead.
-    with ForwardSignals(lambda: local_ranks(process.pid)) as forwarded:
-        try:
-            status = _wait(process, forwarded, stop_timeout_s=cfg.strategy.timeout_s + 30)
-        except BaseException:
-            _end(process)
-            raise
+    try:
+        # horovodrun's own SIGTERM handling SIGSTOPs and kills the ranks: signals go to the ranks instead.
+        with ForwardSignals(lambda: local_ranks(process.pid)) as forwarded:
+            try:
+                status = _wait(process, forwarded, stop_timeout_s=cfg.strategy.timeout_s + 30)
+            except BaseException:
+                _end(process)
+                raise
+    finally:
+        if ns is not None:
+            ns.close()
+        with contextlib.suppress(OSError):
+            os.unlink(config_file(run_dir))
     if forwarded.signum is not None:
         from scaleflow.manifest import mark_interrupted
 
@@ -140,6 +180,10 @@ def run(cfg, run_dir: str) -> int:
         mark_interrupted(run_dir, str(interrupted), interrupted.resume)  # if rank 0 could not
         raise interrupted
     return status
+
+
+def local_only(cfg) -> bool:
+    return all(h in ("localhost", "127.0.0.1") for h, _ in parse_hosts(cfg.strategy.hosts, cfg.strategy.num_workers))
 
 
 def local_ranks(horovodrun_pid: int) -> list[int]:

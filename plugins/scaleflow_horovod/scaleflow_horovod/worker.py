@@ -1,11 +1,11 @@
 """One Horovod rank of a job started by `launcher.py`: `python -m scaleflow_horovod.worker
---run-dir DIR --config BASE64_YAML`. It trains the already validated config in the shared run dir
+--run-dir DIR --config FILE` (the resolved config, YAML, readable by its owner only). It trains the
+already validated config in the shared run dir
 (only rank 0 writes run.json, checkpoints of record and the export)."""
 
 from __future__ import annotations
 
 import argparse
-import base64
 import logging
 import os
 import socket
@@ -44,9 +44,9 @@ def exit_with_launcher(poll_s: float = 0.5) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="scaleflow_horovod.worker")
     parser.add_argument("--run-dir", required=True)
-    parser.add_argument("--config", required=True, help="the resolved job config, YAML in base64")
+    parser.add_argument("--config", required=True, help="a file holding the resolved job config (YAML)")
     args = parser.parse_args(argv)
-    cfg = OmegaConf.create(base64.b64decode(args.config).decode())
+    cfg = OmegaConf.load(args.config)
     rank = os.environ.get("HOROVOD_RANK", "0")
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format=f"[%(asctime)s][rank {rank}][%(name)s][%(levelname)s] - %(message)s")
