@@ -14,6 +14,7 @@ import re
 import sys
 from typing import Any, Sequence
 
+from scaleflow import tf_logging
 from scaleflow.errors import ConfigError, DataError, ScaleflowError, did_you_mean, one_of
 from scaleflow.strategies.auto import implied_overrides
 
@@ -315,6 +316,8 @@ def task(cfg) -> Any:
         return run_job(cfg, run_dir)
     try:
         validate(cfg)
+        if cfg.mode in tf_logging.MODEL_MODES:  # they import TensorFlow in this process: quietly
+            tf_logging.import_tensorflow(cfg.trainer.verbose)
         return run_mode(cfg, run_dir)
     except ConfigError as e:
         _fail(e, 2)
@@ -392,8 +395,6 @@ def _split_argv(argv: Sequence[str]):
 
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from scaleflow import tf_logging
-
     tf_logging.set_default_level()  # TensorFlow's C++ info lines stay hidden unless the user sets a level
     try:
         args, flags, overrides = _split_argv(argv)

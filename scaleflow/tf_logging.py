@@ -7,11 +7,13 @@ enough: the import runs with descriptor 2 captured, and every line that is not s
 (warnings, errors, a Python traceback) is written back to stderr.
 
 The user wins: with TF_CPP_MIN_LOG_LEVEL set in the environment, or `trainer.verbose=debug` (level 0),
-nothing is filtered.
+nothing is filtered. TensorFlow's Python logger (e.g. "Assets written to: ..." on every export) is kept
+at warnings too, except under `trainer.verbose=debug`.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -42,8 +44,15 @@ def is_startup_noise(line: str) -> bool:
     return line.startswith(_ABSL_PREAMBLE) or bool(_INFO_LINE.match(line)) or line.startswith(_CONTINUATION)
 
 
+# Modes that load a model in the process that runs them (train imports in training/train.py, after a
+# multi-process launcher has decided whether this process trains).
+MODEL_MODES = ("evaluate", "predict", "explain", "serve")
+
+
 def import_tensorflow(verbose: str = "line"):
     """Import TensorFlow for a run with `trainer.verbose=verbose`, without its start-up info lines."""
+    if verbose != "debug":
+        logging.getLogger("tensorflow").setLevel(logging.WARNING)
     if "tensorflow" in sys.modules or user_chose_level():
         import tensorflow
 

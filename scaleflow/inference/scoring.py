@@ -16,8 +16,9 @@ class LoadedModel:
     """
 
     def __init__(self, path: str):
-        import tensorflow as tf
+        from scaleflow import tf_logging
 
+        tf = tf_logging.import_tensorflow()  # evaluate/predict/explain: without TF's C++ start-up lines
         self.path = path
         self._loaded = tf.saved_model.load(path)  # keep a reference: its functions die with it
         if hasattr(self._loaded, "serve"):

@@ -104,7 +104,9 @@ class Servable:
 def load_saved_model(path: str, manifest: dict) -> Servable:
     """Load a SavedModel version dir through its `serving_default` signature (imports TensorFlow).
     Every output of the signature is returned, as TF Serving does (scores, class_id, class_name...)."""
-    import tensorflow as tf
+    from scaleflow import tf_logging
+
+    tf = tf_logging.import_tensorflow()  # without TF's C++ start-up lines
 
     loaded = tf.saved_model.load(path)
     signature = loaded.signatures["serving_default"]
