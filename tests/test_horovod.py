@@ -133,8 +133,8 @@ def test_two_rank_job_killed_mid_training_resumes_and_only_rank_0_writes(tmp_pat
                                     "num_pipelines": 2, "worker_index": 0}
     train = manifest["data"]["train"]
     assert manifest["data"]["num_pipelines"] == 2 and train["steps"] > 0
-    # Only rank 0 exports (one version); each rank logs its own TensorBoard events.
-    assert sorted(os.listdir(run_dir / "export" / "mlp")) == ["1"]
+    # Only rank 0 exports (one version, labelled stable); each rank logs its own TensorBoard events.
+    assert sorted(os.listdir(run_dir / "export" / "mlp")) == ["1", "labels.json"]
     assert sorted(os.listdir(run_dir / "tensorboard")) == ["worker-0", "worker-1"]
     assert manifest["export"]["verified"]
 

@@ -79,8 +79,9 @@ def test_kill_9_a_worker_mid_epoch_fails_cleanly_and_the_same_command_resumes_ev
     assert manifest["config"]["strategy"]["num_workers"] == 2
     assert len(manifest["metrics"]["history"]["loss"]) == 3
     assert manifest["export"]["verified"] and Path(manifest["export"]["path"]).is_dir()
-    # One writer per file: the chief exports; each worker has its own TensorBoard dir and log.
-    assert sorted(p.name for p in (run_dir / "export" / "mlp").iterdir()) == ["1"]
+    # One writer per file: the chief exports (and labels it); each worker has its own TensorBoard dir and log.
+    assert sorted(p.name for p in (run_dir / "export" / "mlp").iterdir()) == ["1", "labels.json"]
+    assert manifest["export"]["promotion"]["decision"] == "stable"
     for rank in (0, 1):
         assert (run_dir / "tensorboard" / f"worker-{rank}").is_dir()
         assert (run_dir / f"worker-{rank}.log").is_file()
