@@ -142,9 +142,20 @@ def run(cfg, run_dir: str) -> dict:
 
 
 def _yaml(objects: list[dict]) -> str:
+    """Multi-document YAML a person can read: multi-line strings (models.config) as literal blocks,
+    shared dicts written out again instead of as anchors."""
     import yaml
 
-    return yaml.safe_dump_all(objects, sort_keys=False, default_flow_style=False)
+    class Dumper(yaml.SafeDumper):
+        def ignore_aliases(self, data):
+            return True
+
+    def text(dumper, value):
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    Dumper.add_representer(str, text)
+    return yaml.dump_all(objects, Dumper=Dumper, sort_keys=False, default_flow_style=False)
 
 
 def _write(directory: str, name: str, text: str) -> str:
