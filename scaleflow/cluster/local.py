@@ -142,9 +142,9 @@ class LocalCluster:
             self.streams.append(LogStream(rank, proc.stdout, self.out, path).start())
 
     def _before_exec(self) -> None:  # in the forked child
-        _die_with_parent()
         if self.netns is not None:
             self.netns.enter()
+        _die_with_parent()  # after setns: a change of credentials (a user namespace) would clear it
 
     def _watch(self) -> int:
         first_success = None
