@@ -189,3 +189,19 @@ def test_each_task_learns_on_small_data(train, tf, task, extra, strategy):
             names = metadata["class_names"]
             top = np.argmax(out["scores"].numpy(), axis=1) if task == "multilabel" else out["class_id"].numpy()
             assert [n.decode() for n in out["class_name"].numpy()] == [names[i] for i in top]
+
+
+def test_csv_multilabel_strings_and_binary_names(tmp_path):
+    from scaleflow.tasks import dataset_for
+
+    path = tmp_path / "t.csv"
+    path.write_text("a,b,topics,churned\n1,2,sports|tech,yes\n3,4,,no\n5,6,tech,no\n")
+    cfg = compose("task=multilabel", "data=csv", f"data.path={path}", "data.label_column=topics",
+                  "data.ignore_columns=[churned]", "data.validation_split=0")
+    info = dataset_for(cfg).describe(cfg.data)  # an empty cell is a record without labels
+    assert info.class_names == ("sports", "tech") and info.num_classes == 2
+    cfg = compose("task=binary", "data=csv", f"data.path={path}", "data.label_column=churned",
+                  "data.ignore_columns=[topics]", "data.validation_split=0")
+    dataset = dataset_for(cfg)
+    assert dataset.describe(cfg.data).class_names == ("no", "yes")
+    assert dataset.gather_arrays(cfg.data, np.arange(3))[1][:, 0].tolist() == [1, 0, 0]

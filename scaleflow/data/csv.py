@@ -95,7 +95,9 @@ class CSV(InMemoryDataset):
         if label is None or not self.require_label:  # predict: placeholder labels nobody reads
             y = np.zeros(table.num_records, dtype=np.int32)
         elif self.encoding is None or self.encoding.classes is None:
-            y = labels_present(table, label)  # the task reads them (ids kept, names mapped, bad ones named)
+            # The task reads them (ids kept, names mapped, bad ones named); for multilabel an empty cell is
+            # a record without any label, not a missing one.
+            y = table.column(label) if self.task.name == "multilabel" else labels_present(table, label)
         else:  # a trained model's classes: the same label gets the same id
             y = class_ids(table, label, labels_present(table, label), self.encoding.classes)
         return encoding, x, y, report
