@@ -2,6 +2,7 @@
 1 and 2 workers, against calling the SavedModel in-process with the same batch sizes (the limit).
 
     python benchmarks/bench_serve.py                         # trains a small model first (~20 s)
+    python benchmarks/bench_serve.py --seconds 3 --workers 1 # the short run
     python benchmarks/bench_serve.py --model-dir outputs/<run>/export/mlp --clients 32 --seconds 5
 
 Each server is a real `python -m scaleflow mode=serve` process on 127.0.0.1; the load generator is
@@ -35,9 +36,10 @@ def free_port() -> int:
 
 
 def train(workdir: str) -> str:
-    """A small classifier exported as `<workdir>/models/bench/1` (the default job, shortened)."""
+    """A classifier exported as `<workdir>/models/bench/1`: 64 features, two layers of 512 (one
+    epoch on 2048 records; the weights do not matter here, the cost of a call does)."""
     subprocess.run([sys.executable, "-m", "scaleflow", "data.num_examples=2048", "trainer.epochs=1",
-                    "model.hidden_units=[64,64]", f"export.dir={workdir}/models", "export.name=bench",
+                    "data.num_features=64", "model.hidden_units=[512,512]", f"export.dir={workdir}/models", "export.name=bench",
                     f"hydra.run.dir={workdir}/run", "trainer.verbose=quiet"], check=True, capture_output=True,
                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     return os.path.join(workdir, "models", "bench")
@@ -75,9 +77,12 @@ def stop_server(process) -> None:
         process.wait()
 
 
-async def client(port: int, path: str, body: bytes, until: float, latencies: list, errors: list) -> None:
-    request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+async def client(port: int, path: str, body: bytes | None, until: float, latencies: list, errors: list) -> None:
+    if body is None:
+        request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    else:
+        request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n").encode() + body
     reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 10)
     try:
         while time.perf_counter() < until:
@@ -97,13 +102,16 @@ async def client(port: int, path: str, body: bytes, until: float, latencies: lis
         writer.close()
 
 
-async def load(port: int, name: str, row: list, clients: int, seconds: float) -> dict:
-    body = json.dumps({"instances": [row]}).encode()
+async def load(port: int, name: str | None, row: list, clients: int, seconds: float) -> dict:
+    """Predict requests of one instance each; with name None, GET /v2/health/live (no model: the
+    HTTP stack's own ceiling on this machine)."""
+    body = json.dumps({"instances": [row]}).encode() if name else None
+    path = f"/v1/models/{name}:predict" if name else "/v2/health/live"
     latencies: list = []
     errors: list = []
     started = time.perf_counter()
     until = started + seconds
-    await asyncio.wait_for(asyncio.gather(*(client(port, f"/v1/models/{name}:predict", body, until, latencies, errors)
+    await asyncio.wait_for(asyncio.gather(*(client(port, path, body, until, latencies, errors)
                                             for _ in range(clients))), seconds + 30)
     elapsed = time.perf_counter() - started
     ms = np.asarray(latencies) * 1000 if latencies else np.asarray([np.nan])
@@ -153,10 +161,15 @@ def main() -> None:
             process, port = start_server(model_dir, workdir, batching, workers)
             try:
                 r = results[(workers, batching)] = asyncio.run(load(port, name, row, args.clients, args.seconds))
+                ceiling = asyncio.run(load(port, None, row, args.clients, args.seconds)) if batching else None
             finally:
                 stop_server(process)
             print(f"{workers:>7}  {'on' if batching else 'off':>8}  {r['rps']:>8.0f}  {r['p50']:>7.1f}  "
                   f"{r['p99']:>7.1f}  {r['errors']:>6}", flush=True)
+            if ceiling:
+                print(f"{workers:>7}  {'no model':>8}  {ceiling['rps']:>8.0f}  {ceiling['p50']:>7.1f}  "
+                      f"{ceiling['p99']:>7.1f}  {ceiling['errors']:>6}   GET /v2/health/live: the HTTP stack alone",
+                      flush=True)
     limit = in_process(model_dir, row, min(args.seconds, 2.0))
     for workers in args.workers:
         off, on = results[(workers, False)], results[(workers, True)]

@@ -110,7 +110,7 @@ def post(server, path, body):
     return httpx.post(server.url + path, content=content, headers={"Content-Type": "application/json"}, timeout=30)
 
 
-def wait_for(check, what: str, timeout: float = 30.0):
+def wait_for(check, what: str, timeout: float = 120.0):  # loading a version takes long on a busy machine
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = check()
@@ -261,6 +261,9 @@ def test_metrics_count_requests_batches_classes_and_drift_per_model_identity(ser
     drifted = float(re.search(r'scaleflow_serve_drift_windows_total\{%sdrifted="true",model="clf",version="1"\} (\S+)'
                               % identity, text).group(1))
     assert drifted >= 2 and server.log().count("input drift on clf:1@") == drifted
+    # mode=models shows it: the server's report beside the versions.
+    report = json.loads((exported["model_dir"] / "serving.json").read_text())["versions"]["1"]
+    assert report["drift_reported"] is True and report["drifted_windows"] == drifted
 
 
 # ---------------------------------------------------------------------------------- shutdown

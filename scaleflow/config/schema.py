@@ -332,7 +332,7 @@ class ServeConfig:
     max_batch_size: int = bounded(64, min=1, max=65536)  # rows per model call; 1 turns batching off
     batch_timeout_ms: float = bounded(2.0, min=0.0, max=10000.0)  # how long a batch waits to fill
     workers: int = bounded(1, min=1, max=64)  # server processes behind one port
-    threads: int = bounded(4, min=1, max=256)  # model calls in flight per process when batching is off
+    threads: int = bounded(2, min=1, max=256)  # model calls (requests, or batches) in flight per process
     max_body_bytes: int = bounded(10 << 20, min=64)  # larger request bodies get 413
     warmup: bool = True  # replay assets.extra/tf_serving_warmup_requests before a version is served
     drift_window: int = bounded(1000, min=10)  # request rows per drift window (per version, per process)

@@ -33,12 +33,17 @@ class Batcher:
         executor: where model calls run (they release the GIL in TensorFlow).
         on_batch: `on_batch(x, outputs)` after every model call: the batch-size histogram, class
             counts and drift are computed once per batch, not once per request.
+        concurrency: batches in flight at once (TF Serving's num_batch_threads): while one runs, the
+            next gathers and starts, so the server's HTTP work and the model's compute overlap.
     """
 
     def __init__(self, predict: Callable[[np.ndarray], np.ndarray], max_batch_size: int, timeout_s: float,
-                 executor: Executor, on_batch: Callable[[np.ndarray, np.ndarray], None] | None = None):
+                 executor: Executor, on_batch: Callable[[np.ndarray, np.ndarray], None] | None = None,
+                 concurrency: int = 2):
         self.predict, self.max_batch_size, self.timeout_s = predict, max_batch_size, timeout_s
-        self.executor, self.on_batch = executor, on_batch
+        self.executor, self.on_batch, self.concurrency = executor, on_batch, max(1, concurrency)
+        self._slots: asyncio.Semaphore | None = None
+        self._running: set = set()
         self._queue: deque = deque()
         self._rows = 0  # rows waiting in the queue
         self._drainer: asyncio.Task | None = None
@@ -62,7 +67,12 @@ class Batcher:
         return outputs
 
     async def _drain(self) -> None:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.concurrency)
+        loop = asyncio.get_running_loop()
         while self._queue:
+            # A free slot first: while all are busy, waiting requests keep joining the next batch.
+            await self._slots.acquire()
             if self._rows < self.max_batch_size and self.timeout_s > 0:
                 # One timer per batch (not one per arrival): requests that come meanwhile join it.
                 await asyncio.sleep(self.timeout_s)
@@ -72,9 +82,15 @@ class Batcher:
                 batch.append(item)
                 rows += len(item[0])
             self._rows -= rows
-            await self._call(batch)
+            task = loop.create_task(self._call(batch))
+            self._running.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(self._finished)
         # No await between the empty check and returning: a request queued after this point sees the
-        # task done and starts a new drainer.
+        # task done and starts a new drainer. Batches still running finish on their own.
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._running.discard(task)
+        self._slots.release()
 
     async def _call(self, batch: list) -> None:
         try:

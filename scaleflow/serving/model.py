@@ -11,6 +11,7 @@ its settings only and loads its versions in the process that serves (`start`).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -97,9 +98,11 @@ class ScaleflowModel(kserve.Model):
                 drift.observe(x)
 
         servable.extras["batcher"] = Batcher(servable.predict, self.settings.max_batch_size,
-                                             self.settings.batch_timeout_s, self.executor, on_batch)
+                                             self.settings.batch_timeout_s, self.executor, on_batch,
+                                             concurrency=self.settings.threads)
 
     def _drift(self, servable: Servable, scores: dict, drifted: list) -> None:
+        self._report(servable, scores, drifted)
         labels = metrics.identity_labels(servable)
         for feature, value in scores.items():
             metrics.DRIFT.labels(**labels, feature=feature).set(value)
@@ -110,6 +113,31 @@ class ScaleflowModel(kserve.Model):
                         servable.ref, self.settings.drift_window,
                         ", ".join(f"{f}={scores[f]:.3f}" for f in worst[:10]) + (" ..." if len(worst) > 10 else ""),
                         self.settings.drift_threshold)
+
+    def _report(self, servable: Servable, scores: dict, drifted: list) -> None:
+        """`<model_dir>/serving.json`, which `mode=models` shows: per version, the drift windows seen
+        and whether drift was reported. Best effort (a read-only model dir just gets no report)."""
+        from scaleflow.manifest import atomic_write_json, now
+
+        path = os.path.join(self.settings.model_dir, "serving.json")
+        try:
+            with open(path) as f:
+                report = json.load(f)
+            if not isinstance(report.get("versions"), dict):
+                raise ValueError
+        except (OSError, ValueError, AttributeError):
+            report = {"versions": {}}
+        entry = report["versions"].get(str(servable.version)) or {}
+        entry = {"model": servable.ref, "drift_windows": int(entry.get("drift_windows", 0)) + 1,
+                 "drifted_windows": int(entry.get("drifted_windows", 0)) + bool(drifted),
+                 "drift_reported": bool(entry.get("drift_reported")) or bool(drifted),
+                 "last_window": {"rows": self.settings.drift_window, "psi": scores, "drifted": drifted},
+                 "threshold": self.settings.drift_threshold, "updated": now()}
+        report["versions"][str(servable.version)] = entry
+        try:
+            atomic_write_json(path, report)
+        except OSError as e:
+            log.debug("no serving report in %s: %s", path, e)
 
     # ----------------------------------------------------------------------------- predict
     def servable(self, version: int | None = None, label: str | None = None) -> Servable:

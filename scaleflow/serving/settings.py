@@ -20,7 +20,7 @@ class ServeSettings:
         poll_s: how often the model dir is re-read (new, removed, changed versions; labels).
         max_batch_size, batch_timeout_s: dynamic batching (max_batch_size 1: off).
         workers: server processes behind the port.
-        threads: concurrent model calls per process when batching is off.
+        threads: concurrent model calls per process (single requests, or batches when batching).
         max_body_bytes: larger bodies are refused with 413.
         warmup: replay the export's warm-up requests before a version is served.
         drift_window, drift_threshold: PSI per feature over this many rows; above it is logged.
@@ -38,7 +38,7 @@ class ServeSettings:
     max_batch_size: int = 64
     batch_timeout_s: float = 0.002
     workers: int = 1
-    threads: int = 4
+    threads: int = 2
     max_body_bytes: int = 10 << 20
     warmup: bool = True
     drift_window: int = 1000
