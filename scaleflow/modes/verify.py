@@ -34,7 +34,7 @@ def export_dirs(path: str) -> list[str]:
             found.append(root)
             dirs[:] = []
     exported = _run_json_export_dir(path)
-    if exported and os.path.isdir(exported) and exported not in found:
+    if exported and os.path.isdir(exported) and os.path.realpath(exported) not in map(os.path.realpath, found):
         found.append(exported)  # export.dir outside the run dir
     return found
 
