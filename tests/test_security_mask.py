@@ -77,7 +77,7 @@ def test_masked_values_are_in_no_file_of_the_run_dir_shards_or_export(tmp_path, 
     cols = planted_csv(path)
     overrides = ["data=csv", f"data.path={path}", "data.categorical_columns=[city]", "data.shard=hash",
                  "data.shard_key=user_id", "trainer.epochs=1", "model.hidden_units=[8]", *MASK,
-                 f"export.dir={tmp_path / 'run' / 'export'}", "security.audit_log=null"]
+                 f"export.dir={tmp_path / 'run' / 'export'}", f"security.audit_log={tmp_path / 'audit.jsonl'}"]
     run = train(*overrides, run_dir=tmp_path / "run")
     from scaleflow.modes.shards import run as shards
 
@@ -86,3 +86,14 @@ def test_masked_values_are_in_no_file_of_the_run_dir_shards_or_export(tmp_path, 
     planted = cols["user_id"] + cols["name"] + cols["city"] + cols["age"] + cols["income"] + [KEY_ENV["SF_TEST_MASK_KEY"]]
     assert grep(tmp_path / "run", planted) == []
     assert "name" not in run["data"]["encoding"]["columns"]
+
+    # The same run, as the audit log saw it (issue 16, item 5): who ran it, its identity, its export.
+    import json
+
+    events = {e["event"]: e for e in map(json.loads, open(tmp_path / "audit.jsonl"))}
+    assert list(events)[0] == "run_start" and list(events)[-1] == "run_end" and "export_written" in events
+    assert events["run_start"]["config_hash"] == run["model"]["config_hash"] and events["run_start"]["user"]
+    assert events["export_written"]["checksum"] == run["export"]["checksum"]
+    assert events["run_end"]["status"] == "ok" and events["run_end"]["data_fingerprint"] == run["data"]["fingerprint"]
+    audit_text = (tmp_path / "audit.jsonl").read_text()
+    assert not [v for v in planted if v in audit_text]  # the audit log holds no masked value either

@@ -79,7 +79,7 @@ def test_log_lines_and_tracebacks_quoting_a_secret_are_redacted(monkeypatch, cap
 def test_planted_secrets_are_in_no_file_of_the_run_dir(tmp_path):
     run_dir = tmp_path / "run"
     url = f"https://bob:{URL_PASSWORD}@example.com/data.csv?token={URL_TOKEN}&part=1"
-    result = cli("data.num_examples=256", "trainer.epochs=1", "model.hidden_units=[8]", f"data.path='{url}'",
+    result = cli("data.num_examples=128", "trainer.epochs=1", "model.hidden_units=[4]", f"data.path='{url}'",
                  "hardware.tpu=${oc.env:SF_TEST_ENV_SECRET}", f"hydra.run.dir={run_dir}",
                  "security.audit_log=null", env={"SF_TEST_ENV_SECRET": ENV_SECRET})
     assert result.returncode == 0, result.stderr

@@ -38,10 +38,8 @@ def test_an_untouched_export_verifies_and_each_kind_of_change_is_named(tmp_path)
 
 
 @pytest.mark.slow
-def test_mode_verify_exit_status_says_whether_the_export_is_intact_without_tensorflow(tmp_path):
-    version = fake_export(tmp_path, 1)
-    ok = cli("mode=verify", f"path={version}", f"hydra.run.dir={tmp_path / 'r1'}")
-    assert ok.returncode == 0 and "ok " in ok.stdout, ok.stderr
+def test_mode_verify_exits_1_naming_the_changed_file_and_2_for_nothing_to_verify(tmp_path):
+    fake_export(tmp_path, 1)
     (tmp_path / "mlp" / "1" / "saved_model.pb").write_bytes(b"tampered")
     bad = cli("mode=verify", f"path={tmp_path / 'mlp'}", f"hydra.run.dir={tmp_path / 'r2'}")
     assert bad.returncode == 1 and "changed file saved_model.pb" in bad.stdout, bad.stderr
