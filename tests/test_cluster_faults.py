@@ -190,3 +190,27 @@ def test_a_stopped_process_is_named_as_stopped(tmp_path):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_a_child_joins_the_private_namespace_and_sees_only_loopback():
+    ns = netns.NetworkNamespace.create()
+    if ns is None:
+        pytest.skip(f"no network namespaces on this machine: {netns.unavailable_reason}")
+    try:
+        probe = ("import os, socket; s = socket.create_server(('127.0.0.1', 0)); "
+                 "print(os.stat('/proc/self/ns/net').st_ino, sorted(n for _, n in socket.if_nameindex()))")
+        out = subprocess.run([sys.executable, "-c", probe], preexec_fn=ns.enter, capture_output=True, text=True,
+                             check=True).stdout.split(maxsplit=1)
+        assert int(out[0]) == ns.inode() != os.stat("/proc/self/ns/net").st_ino
+        assert out[1].strip() == "['lo']"
+    finally:
+        ns.close()
+    assert ns.holder.poll() is not None  # the namespace ends with the job
+
+
+def test_without_isolation_the_log_says_what_is_exposed_and_how_to_restrict_it(caplog):
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"strategy": {"isolate_network": False}})
+    assert netns.private_network(cfg, "the workers' TensorFlow gRPC servers (ports 1, 2)") is None
+    assert "gRPC servers (ports 1, 2) listen on every interface" in caplog.text and "firewall" in caplog.text

@@ -128,16 +128,18 @@ def isolation_hint(what: str) -> str:
             "user.max_user_namespaces > 0, kernel.unprivileged_userns_clone=1) so that scaleflow isolates them")
 
 
-def private_network(cfg, what: str):
+def private_network(cfg, what: str, exposure: str | None = None):
     """A private network namespace for this job's local workers (nothing they open listens outside),
-    or None, with a warning that says what is exposed and how to restrict it."""
+    or None, with a warning that says what is exposed (`exposure`, default: `what` on every interface)
+    and how to restrict it."""
+    exposure = exposure or isolation_hint(what)
     if not cfg.strategy.get("isolate_network", True):
-        log.warning("strategy.isolate_network=false: %s", isolation_hint(what))
+        log.warning("strategy.isolate_network=false: %s", exposure)
         return None
     ns = NetworkNamespace.create()
     if ns is None:
         log.warning("could not start the local workers in a private network namespace (%s): %s",
-                    unavailable_reason, isolation_hint(what))
+                    unavailable_reason, exposure)
     else:
         log.info("local workers isolated in a private network namespace (loopback only): %s are "
                  "reachable from no other host or namespace", what)

@@ -149,7 +149,9 @@ def run(cfg, run_dir: str) -> int:
         from scaleflow.cluster.netns import private_network
 
         env[LOOPBACK_ENV] = "1"
-        ns = private_network(cfg, "horovodrun's rendezvous server and the ranks' Gloo connections")
+        ns = private_network(cfg, "horovodrun's rendezvous server and the ranks' Gloo connections",
+                             "horovodrun's rendezvous server binds 127.0.0.1 and the ranks' Gloo connections the "
+                             "loopback interface: no other host can reach them, but every user of this machine can")
     else:
         log.info("horovod on several hosts: horovodrun's rendezvous server (HTTP, a random port on the "
                  "launching host) and every rank's Gloo connections listen on the hosts' network interfaces; "
