@@ -74,12 +74,22 @@ def _node_keys(key: str) -> list[str]:
 
 
 _current_overrides: list[str] = []
+_composed = False  # whether this process composed or ran a config (else the overrides come from OVERRIDES_ENV)
+
+
+# Worker processes that get the resolved config instead of a command line (e.g. Horovod ranks) learn
+# the launching command's overrides from this variable.
+OVERRIDES_ENV = "SCALEFLOW_OVERRIDES"
 
 
 def current_overrides() -> list[str]:
     """The command line's overrides of the config being validated or run (e.g. to tell whether the
     user chose `data=` or left evaluate/predict on the trained run's data)."""
-    return list(_current_overrides)
+    if _composed:
+        return list(_current_overrides)
+    import json
+
+    return list(json.loads(os.environ.get(OVERRIDES_ENV, "[]")))
 
 
 def _override_value(group: str) -> Any:
@@ -233,9 +243,9 @@ def compose(overrides: Sequence[str]):
     from scaleflow.security import targets
 
     store.register()
-    global _current_overrides
+    global _current_overrides, _composed
     overrides = list(overrides) + implied_overrides(overrides)  # e.g. strategy=tpu -> hardware=tpu
-    _current_overrides = list(overrides)
+    _current_overrides, _composed = list(overrides), True
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         try:
@@ -299,9 +309,9 @@ def task(cfg) -> Any:
     from scaleflow.config.validate import validate
     from scaleflow.modes import run_mode
 
-    global _current_overrides
+    global _current_overrides, _composed
     hydra_cfg = HydraConfig.get()
-    _current_overrides = list(hydra_cfg.overrides.task)
+    _current_overrides, _composed = list(hydra_cfg.overrides.task), True
     run_dir = hydra_cfg.runtime.output_dir
     # Before anything else: Hydra has written .hydra/*.yaml with the command line's secrets in them.
     from scaleflow.security import audit

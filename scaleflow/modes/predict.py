@@ -19,6 +19,7 @@ predicted, by which model, into which file.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 
@@ -166,6 +167,10 @@ def run(cfg, run_dir: str) -> dict:
     records = selected_records(cfg.predict.split, data, source, "predict.split")
     output = output_path(cfg, run_dir)
     strategy = registry.get("strategy", cfg.strategy.name)()
+    from scaleflow.cli import OVERRIDES_ENV, current_overrides
+
+    # Ranks that get the resolved config (Horovod) resolve the same data from the same overrides.
+    os.environ[OVERRIDES_ENV] = json.dumps(current_overrides())
     status = strategy.launch(cfg, run_dir)
     if status is not None:  # the strategy's worker processes predicted their parts
         if status != 0:

@@ -1,7 +1,7 @@
 """One Horovod rank of a job started by `launcher.py`: `python -m scaleflow_horovod.worker
 --run-dir DIR --config FILE` (the resolved config, YAML, readable by its owner only). It trains the
-already validated config in the shared run dir
-(only rank 0 writes run.json, checkpoints of record and the export)."""
+already validated config in the shared run dir (only rank 0 writes run.json, checkpoints of record and
+the export), or runs its mode (predict: this rank's part of the records)."""
 
 from __future__ import annotations
 
@@ -51,7 +51,10 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format=f"[%(asctime)s][rank {rank}][%(name)s][%(levelname)s] - %(message)s")
     exit_with_launcher()
-    from scaleflow.training.train import run
+    if cfg.get("mode", "train") == "train":
+        from scaleflow.training.train import run
+    else:  # e.g. mode=predict: each rank predicts its part of the records
+        from scaleflow.modes import run_mode as run
 
     from scaleflow.training.signals import TrainingInterrupted
 
