@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from scaleflow.model_registry import flatten
 from scaleflow.tracking.base import Logger, LoggerConfig
 
 log = logging.getLogger("scaleflow")
@@ -33,15 +34,6 @@ class MLflowConfig(LoggerConfig):
     register_model: bool = True  # the export becomes a version of the registered model `export.name`
     log_artifacts: bool = True  # run.json, TensorBoard logs and the export files
     run_name: Optional[str] = None  # None: the run dir's name
-
-
-def flatten(value: Any, prefix: str = "") -> dict:
-    if isinstance(value, dict):
-        out: dict = {}
-        for key, item in value.items():
-            out.update(flatten(item, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: value}
 
 
 def tracking_uri(configured: Optional[str]) -> str:
