@@ -97,3 +97,24 @@ def test_masked_values_are_in_no_file_of_the_run_dir_shards_or_export(tmp_path, 
     assert events["run_end"]["status"] == "ok" and events["run_end"]["data_fingerprint"] == run["data"]["fingerprint"]
     audit_text = (tmp_path / "audit.jsonl").read_text()
     assert not [v for v in planted if v in audit_text]  # the audit log holds no masked value either
+
+
+def test_npz_features_are_masked_by_position_and_a_hashed_shard_key_is_pseudonymised(tmp_path, monkeypatch):
+    from scaleflow import registry
+
+    monkeypatch.setenv("SF_TEST_MASK_KEY", KEY_ENV["SF_TEST_MASK_KEY"])
+    x = np.column_stack([np.arange(N) * 1.0, np.full(N, 42.123456), np.linspace(0, 100, N)])
+    ids = np.array([f"uid-planted-{i:05d}" for i in range(N)])
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(N) % 2, ids=ids)
+    cfg = compose("data=npz", f"data.path={tmp_path / 'd.npz'}", "data.shard=hash", "data.shard_key=ids",
+                  "+data.mask={f0: {method: noise, scale: 5}, f1: drop, f2: {method: bucket, edges: [50]}, ids: hash}",
+                  "data.mask_key_env=SF_TEST_MASK_KEY")
+    dataset = registry.get("dataset", "npz")()
+    masked, _ = dataset.arrays(cfg.data)
+    assert masked.shape == (N, 2) and not np.allclose(masked[:, 0], x[:, 0]) and set(masked[:, 1]) == {0.0, 1.0}
+    keys = dataset.keys(cfg.data, "ids")
+    assert len(set(keys)) == N and not any(k.startswith("uid-planted") for k in keys)
+    bad = compose("data=npz", f"data.path={tmp_path / 'd.npz'}", "+data.mask={f9: drop}")
+    with pytest.raises(ConfigError) as e:
+        registry.get("dataset", "npz")().arrays(bad.data)
+    assert e.value.key == "data.mask.f9"

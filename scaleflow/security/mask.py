@@ -17,7 +17,8 @@ use it as `data.shard_key`); `bucket` and `noise` need numbers. Bucket i holds
 
 Errors name the rule and never the raw value: a rule naming no column, `hash` without a key, a
 missing key variable or file, a non-numeric cell under `bucket`/`noise` (exit 2, before TensorFlow).
-Supported by data=csv (columns by name).
+Supported by data=csv (columns by name) and data=npz (features of a 2-D `x` as f0, f1, ...: drop,
+bucket, noise; and `hash` of the array named by data.shard_key, whose keys it pseudonymises).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import numpy as np
 from scaleflow.errors import ConfigError, DataError, did_you_mean, one_of
 
 METHODS = ("drop", "hash", "bucket", "noise")
-SUPPORTED_DATASETS = ("csv",)
+SUPPORTED_DATASETS = ("csv", "npz")
 HASH_HEX = 16  # 64 bits of the HMAC: pseudonyms stay distinct for any realistic column
 
 
@@ -204,6 +205,44 @@ class Masking:
             if c in keep:
                 out[:, keep.index(c)] = masked
         return [header[j] for j in keep], out
+
+
+def mask_features(x: np.ndarray, path: str, masking: Optional["Masking"], key_name: Optional[str] = None) -> np.ndarray:
+    """A numeric feature matrix (records x features, features named f0, f1, ...) masked; `hash`
+    applies only to the key array `key_name` (see `mask_keys`)."""
+    if masking is None:
+        return x
+    names = [f"f{j}" for j in range(x.shape[1])] if x.ndim == 2 else []
+    x = np.array(x, dtype=np.float64, copy=True)
+    dropped = []
+    for i, rule in enumerate(masking.rules):
+        if rule.column == key_name:
+            continue
+        if rule.column not in names:
+            raise ConfigError(f"data.mask.{rule.column}", rule.method,
+                              (one_of(names) + f" (features of {path})") if names else "features of a 2-D array",
+                              did_you_mean(rule.column, names) or "A mask rule must name a feature")
+        j = names.index(rule.column)
+        if rule.method == "drop":
+            dropped.append(j)
+        elif rule.method == "bucket":
+            x[:, j] = np.searchsorted(np.asarray(rule.edges), x[:, j], side="right")
+        elif rule.method == "noise":
+            x[:, j] += np.random.default_rng([masking.seed, i, 0x6D61736B]).normal(0.0, rule.scale, len(x))
+        else:
+            raise ConfigError(f"data.mask.{rule.column}", "hash", "drop, bucket or noise for a numeric feature",
+                              "hash pseudonymises identifiers: use it on data.shard_key")
+    return np.delete(x, dropped, axis=1) if dropped else x
+
+
+def mask_keys(keys: np.ndarray, masking: Optional["Masking"], key_name: str) -> np.ndarray:
+    """Record keys (data.shard_key) with the key's own rule applied (hash: pseudonyms)."""
+    rule = next((r for r in masking.rules if r.column == key_name), None) if masking else None
+    if rule is None:
+        return keys
+    if rule.method != "hash":
+        raise ConfigError(f"data.mask.{key_name}", rule.method, "hash for the record key (data.shard_key)")
+    return np.array(masking._pseudonyms([str(k) for k in np.asarray(keys).tolist()]), dtype=object)
 
 
 def _missing(values: np.ndarray) -> np.ndarray:
