@@ -38,7 +38,7 @@ def test_first_export_becomes_stable_and_a_better_one_replaces_it(two_runs):
     assert strong["decision"] == "stable" and strong["previous_stable"] == 1
     assert strong["objective"] == "val_loss" and strong["value"] < strong["stable_value"]
     assert "beats stable version 1" in strong["reason"] and strong["records"] == 102
-    assert labels.read_labels(root) == {"stable": 2}
+    assert labels.read_labels(root)["stable"] == 2
 
 
 def test_a_worse_export_stays_canary_and_says_why(two_runs):
@@ -103,7 +103,10 @@ def test_tfserving_manifests_validate_and_serve_both_labelled_versions(two_runs,
 
     from scaleflow.deploy.manifests import validate
 
+    from scaleflow.deploy import labels
+
     root, _, _ = two_runs
+    labels.move(root, {"stable": 2, "canary": 1}, action="set")  # as promotion leaves them (test above)
     summary = _deploy(root, tmp_path, "deploy.target=tfserving", "deploy.max_replicas=6")
     assert summary["versions"] == [1, 2] and summary["labels"] == {"stable": 2, "canary": 1}
     docs = list(yaml.safe_load_all(open(tmp_path / "tfserving.yaml")))
@@ -125,7 +128,10 @@ def test_kserve_inference_service_validates_against_kserve_models(two_runs, tmp_
 
     from scaleflow.deploy.manifests import ManifestError, validate
 
+    from scaleflow.deploy import labels
+
     root, _, _ = two_runs
+    labels.move(root, {"stable": 2, "canary": 1}, action="set")
     _deploy(root, tmp_path, "deploy.target=kserve", "deploy.storage_uri=s3://bucket/models/clf")
     (doc,) = yaml.safe_load_all(open(tmp_path / "inferenceservice.yaml"))
     isvc = validate(doc)
@@ -147,6 +153,7 @@ def test_rollback_moves_stable_back_to_the_previous_stable(two_runs, tmp_path):
 
     root, _, _ = two_runs
     before = labels.read_labels(root)
+    labels.move(root, {"stable": 2, "canary": 1}, action="set")
     summary = _deploy(root, tmp_path, "deploy.rollback=true")
     try:
         assert summary["rollback"] == {"from": 2, "to": 1}
