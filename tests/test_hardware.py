@@ -65,7 +65,7 @@ def test_auto_picks_multi_worker_for_a_cluster_tf_config(monkeypatch):
 
 
 def test_a_strategy_implies_its_hardware_only_when_not_chosen():
-    from scaleflow.strategies.auto import implied_overrides
+    from scaleflow.config.implied import implied_overrides
 
     assert implied_overrides(["strategy=tpu"]) == ["hardware=tpu", "trainer.mixed_precision=bf16"]
     assert implied_overrides(["strategy=tpu", "hardware=cpu", "trainer.mixed_precision=off"]) == []

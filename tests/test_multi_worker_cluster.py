@@ -121,14 +121,13 @@ def test_worker_command_shares_the_run_dir_but_not_hydra_outputs(tmp_path):
 
 
 def test_backups_at_different_epochs_are_aligned_to_the_most_advanced(tmp_path):
-    from scaleflow.strategies.multi_worker import align_backups
-    from scaleflow.training.setup import backup_dir, completed_epochs
+    from scaleflow.training.setup import align_backups, backup_dir, completed_epochs
 
     for rank, epoch in ((0, 2), (1, 1)):
         os.makedirs(backup_dir(str(tmp_path), rank))
         with open(os.path.join(backup_dir(str(tmp_path), rank), "training_metadata.json"), "w") as f:
             json.dump({"epoch": epoch}, f)
-    align_backups(str(tmp_path), 2)
+    align_backups(str(tmp_path))
     assert [completed_epochs(backup_dir(str(tmp_path), r)) for r in (0, 1)] == [2, 2]
 
 

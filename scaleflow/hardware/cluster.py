@@ -15,15 +15,15 @@ class Cluster(Hardware):
 
     name = "cluster"
 
-    @staticmethod
-    def figures(hw, num_workers: int = 1) -> dict:
+    def figures(self, cfg) -> dict:
         """Planner figures; hosts from `hardware.hosts`, else one per worker."""
-        hosts = len(hw.hosts) or num_workers
-        return {"hosts": max(1, hosts), "devices_per_host": hw.devices_per_host, "peak_flops": hw.peak_flops,
-                "memory_bytes": hw.memory_bytes, "bandwidth_bytes_s": hw.bandwidth_bytes_s,
-                "latency_s": hw.latency_s, "inter_host_bandwidth_bytes_s": hw.inter_host_bandwidth_bytes_s,
-                "inter_host_latency_s": hw.inter_host_latency_s, "precision": hw.precision,
-                "step_overhead_s": hw.step_overhead_s, "shared_compute": False}
+        hw = cfg.hardware
+        hosts = len(hw.hosts) or cfg.strategy.num_workers
+        return {**super().figures(cfg), "hosts": max(1, hosts), "devices_per_host": hw.devices_per_host,
+                "single_host": False}
+
+    def describe_figures(self, cfg) -> str:
+        return "hardware=cluster"
 
     def configure(self, cfg) -> dict:
         import tensorflow as tf

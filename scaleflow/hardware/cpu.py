@@ -15,6 +15,10 @@ class CPU(Hardware):
 
     name = "cpu"
 
+    def figures(self, cfg) -> dict:
+        # Logical devices share the CPU's cores: each replica gets its part of peak_flops.
+        return {**super().figures(cfg), "devices_per_host": cfg.hardware.logical_devices, "shared_compute": True}
+
     def configure(self, cfg) -> dict:
         import tensorflow as tf
 

@@ -151,6 +151,9 @@ class TPU(Hardware):
 
     name = "tpu"
     Config = TPUConfig
+    required_strategy = "tpu"  # TPUStrategy is the only way to run on it
+    steps_per_execution = 128  # host round trips are costly: many steps per call
+    per_replica_batch_multiple = 8  # the TPU's matrix units tile batches by 8
 
     @classmethod
     def validate(cls, cfg) -> None:
@@ -158,9 +161,9 @@ class TPU(Hardware):
         if not str(cfg.hardware.tpu or "").strip():
             raise ConfigError("hardware.tpu", cfg.hardware.tpu, "local, a Cloud TPU name or grpc://host:port")
 
-    @staticmethod
-    def figures(hw) -> dict:
+    def figures(self, cfg) -> dict:
         """Planner figures: the config's where set, else the topology's generation figures."""
+        hw = cfg.hardware
         s = parse_topology(hw.topology)
         g = s.figures
         table = {"peak_flops": g.peak_flops, "memory_bytes": g.memory_bytes,
@@ -169,8 +172,11 @@ class TPU(Hardware):
                  "inter_host_bandwidth_bytes_s": g.ici_bandwidth_bytes_s, "inter_host_latency_s": ICI_LATENCY_S}
         out = {k: (hw.get(k) if hw.get(k) is not None else v) for k, v in table.items()}
         out.update(hosts=s.hosts, devices_per_host=s.replicas_per_host, precision=hw.precision,
-                   step_overhead_s=hw.step_overhead_s, shared_compute=False)
+                   step_overhead_s=hw.step_overhead_s, shared_compute=False, single_host=False)
         return out
+
+    def describe_figures(self, cfg) -> str:
+        return f"hardware=tpu topology {cfg.hardware.topology}"
 
     def configure(self, cfg) -> dict:
         resolver = connect(cfg)

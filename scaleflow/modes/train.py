@@ -14,12 +14,17 @@ def run(cfg, run_dir: str):
     from scaleflow.tasks import check_labels
 
     check_labels(cfg)  # bad labels: exit 2 before TensorFlow or any worker starts
-    status = registry.get("strategy", cfg.strategy.name)().launch(cfg, run_dir)
-    if status is not None:  # the strategy ran the job in other processes
+    strategy = registry.get("strategy", cfg.strategy.name)()
+    if strategy.launches(cfg):  # the job runs in processes this one starts
+        from scaleflow.training.setup import align_backups
+
+        if cfg.trainer.resume:
+            align_backups(run_dir)  # the one resume policy of every multi-process strategy
+        status = strategy.launch(cfg, run_dir)
         if status != 0:
             raise ScaleflowError(f"strategy={cfg.strategy.name}: the job failed (exit status {status}); "
                                  f"see the log above and {run_dir}/run.json")
         return None
     from scaleflow.training.train import run as train
 
-    return train(cfg, run_dir)
+    return train(cfg, run_dir, strategy)

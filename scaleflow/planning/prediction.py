@@ -14,13 +14,15 @@ def predicted_vs_measured(cfg, distribution, info, measured_step_time_s: float |
     The prediction uses the layout the run really had (its distribution's workers, replicas and
     pipelines). It never fails the run: a planner error is recorded instead.
     """
+    from scaleflow import registry
     from scaleflow.planning.cost_model import step_time
     from scaleflow.planning.report import workload
     from scaleflow.planning.topology import figures, layout
 
     try:
-        if cfg.hardware.name == "tpu" and distribution.name != "tpu":
-            # strategy.fallback ran on the CPU: predict for the CPU it ran on, not for the TPU it lacked
+        required = registry.get("hardware", cfg.hardware.name).required_strategy
+        if required not in (None, distribution.name):
+            # strategy.fallback ran on the host: predict for the CPU it ran on, not for the TPU it lacked
             from omegaconf import OmegaConf
 
             from scaleflow.config.schema import HardwareConfig

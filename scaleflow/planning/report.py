@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from scaleflow import registry
-from scaleflow.data.pipeline import plan_input
+from scaleflow.data.planning import plan_input
 from scaleflow.errors import ConfigError, ScaleflowError
 from scaleflow import tasks
 from scaleflow.planning.cost_model import Workload, links, memory_per_replica, step_time
@@ -26,30 +26,30 @@ def workload(cfg, info) -> tuple[Workload, dict]:
     if flops is None or params is None:
         raise ScaleflowError(f"model={cfg.model.name} does not state flops_per_example/num_parameters, which "
                              "the planner needs (see scaleflow/models/base.py)")
-    activations = getattr(model, "activations_per_example", lambda c, s: None)(cfg.model, spec)
+    activations = model.activations_per_example(cfg.model, spec)
     note = "from the model plugin"
     if activations is None:
         activations = 2 * math.sqrt(flops / 2)
         note = "estimate 2 x sqrt(FLOPs/2) (exact for equal-width dense layers)"
-    tensors = getattr(model, "num_gradient_tensors", lambda c, s: None)(cfg.model, spec) or 1
+    tensors = model.num_gradient_tensors(cfg.model, spec) or 1
     work = Workload(float(flops), int(params), int(cfg.data.batch_size), float(activations), cfg.trainer.optimizer,
                     int(tensors))
     return work, {"flops_per_example": flops, "parameters": params, "activations_per_example": activations,
                   "activations_note": note, "gradient_tensors": tensors}
 
 
-def scaling(work: Workload, figs: Figures, base: Layout, max_replicas: int) -> list[dict]:
+def scaling(cfg, work: Workload, figs: Figures, base: Layout, max_replicas: int) -> list[dict]:
     """Predicted efficiency for 1..max_replicas replicas of this strategy on this hardware, at a
     fixed global batch (strong scaling) and at a fixed per-replica batch (weak scaling)."""
     counts = list(range(1, max_replicas + 1)) if max_replicas <= 32 else \
         sorted({2**i for i in range(int(math.log2(max_replicas)) + 1)} | {max_replicas})
     per_replica = work.global_batch / base.replicas
-    one = with_replicas(base, 1, figs)
+    one = with_replicas(base, 1, figs, cfg)
     strong_1 = step_time(work, figs, one).total_s
     weak_1 = step_time(work, figs, one, global_batch=per_replica).total_s
     rows = []
     for r in counts:
-        lay = with_replicas(base, r, figs)
+        lay = with_replicas(base, r, figs, cfg)
         row = {"replicas": r, "hosts": lay.hosts}
         if work.global_batch >= r:
             s = step_time(work, figs, lay).total_s
@@ -61,13 +61,8 @@ def scaling(work: Workload, figs: Figures, base: Layout, max_replicas: int) -> l
 
 
 def candidates(cfg, figs: Figures) -> list[str]:
-    available = set(registry.names("strategy"))
-    out = ["tpu"] if figs.hardware == "tpu" else ["default"]
-    if figs.hardware != "tpu" and figs.devices_per_host > 1:
-        out.append("mirrored")
-    if figs.hardware != "tpu" and (figs.hosts > 1 or cfg.strategy.num_workers > 1):
-        out += ["multi_worker", "horovod"]
-    return [s for s in out if s in available]
+    """The registered strategies that say they suit this hardware (`Strategy.suits`)."""
+    return [name for name in registry.names("strategy") if registry.get("strategy", name).suits(cfg, figs)]
 
 
 def recommend(cfg, work: Workload, figs: Figures, train_records: int) -> dict:
@@ -93,7 +88,7 @@ def recommend(cfg, work: Workload, figs: Figures, train_records: int) -> dict:
 
     # Batch: the smallest power-of-two per-replica batch whose step is >= COMPUTE_TARGET compute,
     # within device memory and the training records (at least one step per epoch).
-    multiple = 8 if figs.hardware == "tpu" else 1
+    multiple = figs.batch_multiple
     per_replica, why = None, ""
     limit = max(1, train_records // lay.replicas)
     b = multiple
@@ -149,7 +144,7 @@ def build(cfg) -> dict:
                                  train_time_s=train_time, data_bytes=train_records * example_bytes,
                                  latency_s=latency, bandwidth_bytes_s=bandwidth),
         "memory_per_replica": memory_per_replica(work, figs, cfg.data.batch_size / lay.replicas),
-        "scaling": scaling(work, figs, lay, max_replicas),
+        "scaling": scaling(cfg, work, figs, lay, max_replicas),
         "recommendation": recommend(cfg, work, figs, train_records),
     }
 

@@ -1,20 +1,21 @@
 """What the hardware is (figures per device) and how a strategy lays replicas out on it.
 
-Pure Python: no TensorFlow. A hardware target may provide `figures(hw)` (tpu, cluster do); others
-are read from their config node. `plan.profile` (a YAML written by `mode=calibrate`) overrides them.
+Pure Python: no TensorFlow. The hardware target states its figures (`Hardware.figures`), the
+strategy its layout (`Strategy.topology`); `plan.profile` (a YAML written by `mode=calibrate`)
+overrides the figures.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 from scaleflow import registry
 from scaleflow.errors import ConfigError
+from scaleflow.strategies.base import Topology
 
-FIGURE_KEYS = ("peak_flops", "memory_bytes", "bandwidth_bytes_s", "latency_s", "inter_host_bandwidth_bytes_s",
-               "inter_host_latency_s", "step_overhead_s")
+from scaleflow.hardware.base import FIGURE_KEYS  # noqa: E402 - re-exported for the planner
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class Figures:
         peak_flops: FLOP/s of one device (for `cpu`: the whole CPU, shared by its logical devices).
         shared_compute: True when the devices of a host share one compute pool (logical CPU devices):
             each replica then gets peak_flops / replicas on the host.
+        single_host: True when the target is this one machine (more replicas stay on it).
+        required_strategy: the one strategy this hardware runs under (a TPU: tpu), or None.
         source: where the figures come from (config, topology table, calibration profile).
     """
 
@@ -42,6 +45,9 @@ class Figures:
     precision: str
     shared_compute: bool
     source: str
+    single_host: bool = True
+    required_strategy: str | None = None
+    batch_multiple: int = 1  # the per-replica batch the hardware wants a multiple of (TPU: 8)
 
     @property
     def devices(self) -> int:
@@ -61,28 +67,22 @@ def load_profile(path: str) -> dict:
 def figures(cfg) -> Figures:
     hw = cfg.hardware
     target = registry.get("hardware", hw.name)
-    if hasattr(target, "figures"):
-        kwargs = {"num_workers": cfg.strategy.num_workers} if hw.name == "cluster" else {}
-        f = dict(target.figures(hw, **kwargs))
-        source = f"hardware={hw.name}" + (f" topology {hw.topology}" if hw.name == "tpu" else "")
-    else:
-        f = {k: hw.get(k) for k in FIGURE_KEYS}
-        devices = hw.logical_devices if hw.name == "cpu" else (hw.num_gpus if hw.get("num_gpus", -1) > 0 else 1)
-        f.update(hosts=1, devices_per_host=max(1, devices), precision=hw.precision,
-                 shared_compute=hw.name == "cpu")
-        source = f"hardware={hw.name} config"
+    f = dict(target().figures(cfg))
+    source = target().describe_figures(cfg)
     profile = cfg.get("plan", {}).get("profile")
     if profile:
         f.update(load_profile(profile))
         source += f" + calibration profile {profile}"
-    return Figures(hardware=hw.name, source=source, **{k: f[k] for k in (
-        "hosts", "devices_per_host", *FIGURE_KEYS, "precision", "shared_compute")})
+    return Figures(hardware=hw.name, source=source, required_strategy=target.required_strategy,
+                   batch_multiple=target.per_replica_batch_multiple,
+                   **{k: f[k] for k in ("hosts", "devices_per_host", *FIGURE_KEYS, "precision", "shared_compute",
+                                        "single_host")})
 
 
 @dataclass(frozen=True)
 class Layout:
-    """How a strategy places replicas: `workers` processes on `hosts` hosts, `replicas` in all,
-    `pipelines` input pipelines (each reads its own shard of the records)."""
+    """A strategy's topology as the planner reports it: `workers` processes on `hosts` hosts,
+    `replicas` in all, `pipelines` input pipelines (each reads its own shard of the records)."""
 
     strategy: str
     hosts: int
@@ -90,10 +90,20 @@ class Layout:
     replicas: int
     pipelines: int
     reason: str = ""
+    devices_per_replica: int = 1
 
     @property
     def replicas_per_host(self) -> int:
         return math.ceil(self.replicas / self.hosts)
+
+    @property
+    def topology(self) -> Topology:
+        return Topology(self.hosts, self.workers, self.replicas, self.pipelines, self.devices_per_replica)
+
+    @classmethod
+    def of(cls, strategy: str, topology: Topology, reason: str = "") -> "Layout":
+        return cls(strategy, topology.hosts, topology.processes, topology.replicas, topology.pipelines, reason,
+                   topology.devices_per_replica)
 
     def report(self) -> dict:
         return asdict(self)
@@ -109,29 +119,14 @@ def resolve_strategy(cfg) -> tuple[str, str]:
 
 
 def layout(cfg, figs: Figures, strategy: str | None = None, reason: str = "") -> Layout:
-    """The layout `strategy` (default: the config's, `auto` resolved) gives on this hardware."""
+    """The layout `strategy` (default: the config's, `auto` resolved) gives on this hardware, as the
+    strategy itself states it."""
     if strategy is None:
         strategy, reason = resolve_strategy(cfg)
-    on_cpu_host = figs.hardware in ("cpu", "gpu")  # one machine: every worker shares it
-    num_workers = cfg.strategy.num_workers
-    if strategy == "default":
-        return Layout(strategy, 1, 1, 1, 1, reason)
-    if strategy == "mirrored":
-        return Layout(strategy, 1, 1, figs.devices_per_host, 1, reason)
-    if strategy == "tpu":
-        return Layout(strategy, figs.hosts, 1, figs.devices, figs.hosts, reason)
-    workers = num_workers if num_workers > 1 or on_cpu_host else figs.hosts
-    hosts = 1 if on_cpu_host else min(workers, figs.hosts) or 1
-    if strategy == "multi_worker":
-        return Layout(strategy, hosts, workers, workers * figs.devices_per_host, workers, reason)
-    # horovod and other one-replica-per-process strategies
-    return Layout(strategy, hosts, workers, workers, workers, reason)
+    return Layout.of(strategy, registry.get("strategy", strategy).topology(cfg, figs), reason)
 
 
-def with_replicas(base: Layout, replicas: int, figs: Figures) -> Layout:
-    """The same strategy scaled to `replicas` (hosts fill up one after the other)."""
-    per_host = figs.devices_per_host if figs.hardware not in ("cpu", "gpu") else replicas
-    hosts = max(1, math.ceil(replicas / max(1, per_host)))
-    workers = 1 if base.workers == 1 else max(1, replicas // max(1, base.replicas // base.workers))
-    pipelines = hosts if base.strategy == "tpu" else workers
-    return replace(base, hosts=hosts, workers=workers, replicas=replicas, pipelines=pipelines)
+def with_replicas(base: Layout, replicas: int, figs: Figures, cfg=None) -> Layout:
+    """The same strategy scaled to `replicas` (as the strategy scales: `Strategy.scaled`)."""
+    scaled = registry.get("strategy", base.strategy).scaled(cfg, figs, base.topology, replicas)
+    return Layout.of(base.strategy, scaled, base.reason)

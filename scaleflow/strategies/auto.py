@@ -1,48 +1,40 @@
-"""Pick a strategy from the hardware and the environment."""
+"""`strategy=auto`: the registered strategy that claims this machine most strongly.
+
+Every registered strategy is asked for its `claim` (see strategies/base.py); the strongest wins, ties
+by name. Nothing here knows any strategy by name, so a plugin's strategy is considered like a built-in.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import sys
 
 from scaleflow import registry
-from scaleflow.strategies.base import Distribution, Strategy
+from scaleflow.errors import ScaleflowError
+from scaleflow.strategies.base import Claim, Distribution, Environment, Strategy, Topology
 
 log = logging.getLogger(__name__)
 
-HOROVOD_ENV = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
+
+def claims(cfg, num_gpus: int | None = None) -> dict[str, Claim]:
+    """name -> claim of every registered strategy that claims this config and environment."""
+    environment = Environment(num_gpus=num_gpus)
+    out = {}
+    for name in registry.names("strategy"):
+        claim = registry.get("strategy", name).claim(cfg, environment)
+        if claim is not None:
+            out[name] = claim
+    return out
 
 
 def resolve(cfg, num_gpus: int | None = None) -> tuple[str, str]:
     """(strategy name, reason). `num_gpus` is the count of visible GPUs when known."""
-    available = registry.names("strategy")
-    hw = cfg.hardware
-    if hw.name == "tpu" and "tpu" in available:
-        return "tpu", "hardware=tpu"
-    tf_config = os.environ.get("TF_CONFIG")
-    if tf_config:
-        try:
-            cluster = json.loads(tf_config).get("cluster", {})
-            workers = len(cluster.get("worker", [])) + len(cluster.get("chief", []))
-        except ValueError:
-            workers = 0
-        if workers > 1 and "multi_worker" in available:
-            return "multi_worker", f"TF_CONFIG describes a cluster of {workers} workers"
-    if any(v in os.environ for v in HOROVOD_ENV) and "horovod" in available:
-        return "horovod", "running under horovodrun/mpirun"
-    if cfg.strategy.num_workers > 1 and "multi_worker" in available:
-        return "multi_worker", f"strategy.num_workers={cfg.strategy.num_workers}"
-    if hw.name == "cluster" and len(hw.get("hosts", [])) > 1 and "multi_worker" in available:
-        return "multi_worker", f"hardware=cluster with {len(hw.hosts)} hosts"
-    if hw.name == "cluster" and hw.get("devices_per_host", 1) > 1:
-        return "mirrored", f"hardware=cluster: one host with {hw.devices_per_host} devices"
-    if hw.name == "cpu" and hw.logical_devices > 1:
-        return "mirrored", f"hardware.logical_devices={hw.logical_devices} CPU replicas"
-    if num_gpus and num_gpus > 1:
-        return "mirrored", f"{num_gpus} GPUs visible"
-    return "default", "one device" + (" (1 GPU)" if num_gpus == 1 else "")
+    found = claims(cfg, num_gpus)
+    if not found:
+        raise ScaleflowError("strategy=auto: no registered strategy claims this hardware; choose one with "
+                             f"strategy=<name> ({', '.join(registry.names('strategy'))})")
+    name = min(found, key=lambda n: (-found[n].strength, n))
+    return name, found[name].reason
 
 
 def visible_gpus() -> int | None:
@@ -66,38 +58,58 @@ def fallback_strategy(cfg) -> tuple[str, str]:
     return resolve(as_cpu, num_gpus)
 
 
-def implied_overrides(overrides: list[str]) -> list[str]:
-    """Overrides a chosen strategy implies (its `implies` dict) for keys the user did not set.
-
-    `strategy=tpu` implies `hardware=tpu`: Hydra forbids a group file from overriding another group
-    (PITFALLS), so the choice is added to the command line before composing, where `--cfg job`,
-    `.hydra/overrides.yaml` and run.json all show it. Sweeps over strategy imply nothing.
-    """
-    given = {o.lstrip("+~").partition("=")[0]: o.partition("=")[2] for o in overrides if "=" in o}
-    name = given.get("strategy")
-    if not name or "," in name or name not in registry.names("strategy"):
-        return []
-    implies = getattr(registry.get("strategy", name), "implies", None) or {}
-    return [f"{key}={value}" for key, value in implies.items() if key not in given]
-
-
 class Auto(Strategy):
-    """Chooses: TPU -> tpu; a multi-worker TF_CONFIG -> multi_worker; under horovodrun -> horovod;
-    several GPUs or logical CPU devices -> mirrored; else default. The log says which and why."""
+    """Chooses the strategy that claims this machine most strongly, and says which and why. With the
+    built-ins: TPU -> tpu; a multi-worker TF_CONFIG -> multi_worker; under horovodrun -> horovod;
+    strategy.num_workers > 1 -> multi_worker; several GPUs or logical CPU devices -> mirrored; else
+    default.
+
+    Example: `python -m scaleflow hardware.logical_devices=2`   (auto -> mirrored)
+    """
 
     name = "auto"
 
-    def _chosen(self, cfg) -> tuple[Strategy, str, str]:
-        name, reason = resolve(cfg, visible_gpus())
-        return registry.get("strategy", name)(), name, reason
+    def __init__(self):
+        self._chosen: Strategy | None = None
 
-    def launch(self, cfg, run_dir: str) -> int | None:
-        name, reason = resolve(cfg)
-        if name == self.name:
-            return None
-        return registry.get("strategy", name)().launch(cfg, run_dir)
+    @classmethod
+    def _resolved(cls, cfg) -> type[Strategy]:
+        return registry.get("strategy", resolve(cfg)[0])
+
+    @classmethod
+    def topology(cls, cfg, figures) -> Topology:
+        return cls._resolved(cfg).topology(cfg, figures)
+
+    @classmethod
+    def suits(cls, cfg, figures) -> bool:
+        return False  # the planner compares real strategies
+
+    @classmethod
+    def claim(cls, cfg, environment) -> Claim | None:
+        return None
+
+    @classmethod
+    def batch_multiple(cls, cfg) -> tuple[int, str] | None:
+        return cls._resolved(cfg).batch_multiple(cfg)
+
+    def _strategy(self, cfg, num_gpus: int | None = None) -> Strategy:
+        name, reason = resolve(cfg, num_gpus)
+        if self._chosen is None or self._chosen.name != name:
+            log.info("strategy=auto chose %s: %s", name, reason)
+            self._chosen = registry.get("strategy", name)()
+        return self._chosen
+
+    def launches(self, cfg) -> bool:
+        return self._strategy(cfg).launches(cfg)
+
+    def launch(self, cfg, run_dir: str) -> int:
+        return self._strategy(cfg).launch(cfg, run_dir)
+
+    def is_writer(self, cfg) -> bool:
+        return self._strategy(cfg).is_writer(cfg)
+
+    def join(self, cfg) -> None:
+        self._strategy(cfg).join(cfg)
 
     def create(self, cfg) -> Distribution:
-        strategy, name, reason = self._chosen(cfg)
-        log.info("strategy=auto chose %s: %s", name, reason)
-        return strategy.create(cfg)
+        return self._strategy(cfg, visible_gpus()).create(cfg)

@@ -1,42 +1,166 @@
-"""The strategy extension point.
+"""The strategy extension point: a strategy answers every question scaleflow asks about parallelism.
 
-A strategy plugin turns the config into a `Distribution`: what the training loop needs to know about
-parallelism. Strategies that need several processes also implement `launch`, which starts them (the
-chief process then returns their combined exit status instead of training itself).
+Nothing outside a strategy's own module branches on its name. The planner, `strategy=auto`,
+`mode=shards`, validation and the training run ask the strategy class instead:
 
-Example (a tf.distribute strategy):
+    question                                   asked by                     hook
+    how are processes, replicas, input          mode=plan, mode=shards,      topology(cfg, figures)
+      pipelines and devices laid out?             the run.json step prediction
+    is it worth recommending on this hardware?  mode=plan's recommendation   suits(cfg, figures)
+    does it claim this machine, how strongly?   strategy=auto                claim(cfg, environment)
+    what must the global batch divide by?       validation (before TF)       batch_multiple(cfg)
+    how many steps may one call run?            validation, the run          max_steps_per_execution
+    does this process launch the job's          mode=train                   launches(cfg), launch(...)
+      processes, or train in it?
+    what must a training process do before      the run                      join(cfg)
+      TensorFlow initialises (connect)?
+    does this process write run.json/export?    the run, before TF           is_writer(cfg)
+    what does the training loop use?            the run                      create(cfg) -> Distribution
+    which config choices does it imply?         the command line             implies
 
-    class OneDevice(Strategy):
-        name = "one_device"
+The resume policy is the same for every multi-process strategy and lives in one place
+(`scaleflow.training.setup.align_backups`, applied by `mode=train` before any launch).
+
+Example (a strategy that mirrors over the logical CPU devices of this process):
+
+    class TwoCPUs(Strategy):
+        name = "two_cpus"
+
+        @classmethod
+        def topology(cls, cfg, figures):
+            return Topology(hosts=1, processes=1, replicas=2, pipelines=1)
+
+        @classmethod
+        def claim(cls, cfg, environment):
+            return None  # never chosen by strategy=auto
 
         def create(self, cfg):
             import tensorflow as tf
-            return TFDistribution(self.name, tf.distribute.OneDeviceStrategy("/cpu:0"))
+            return TFDistribution(self.name, tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+
+    # pyproject.toml:  [project.entry-points."scaleflow.strategies"]  two_cpus = "my_pkg.two:TwoCPUs"
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
-from typing import Any, Callable, ClassVar
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, ClassVar, Mapping
 
 from scaleflow.config.schema import StrategyConfig
+from scaleflow.errors import ConfigError
 
 
+# ------------------------------------------------------------------------------------ what it is
+@dataclass(frozen=True)
+class Topology:
+    """How a strategy lays a job out.
+
+    Args:
+        hosts: machines the job spans.
+        processes: training processes (workers, ranks) over all hosts.
+        replicas: model replicas over all processes; the global batch is split between them.
+        pipelines: input pipelines over all processes; the records are split between them.
+        devices_per_replica: devices one replica spans (1 for data parallelism).
+
+    Example:
+        Topology(hosts=1, processes=2, replicas=2, pipelines=2)  # two local worker processes
+    """
+
+    hosts: int
+    processes: int
+    replicas: int
+    pipelines: int
+    devices_per_replica: int = 1
+
+    @property
+    def replicas_per_host(self) -> int:
+        return math.ceil(self.replicas / max(1, self.hosts))
+
+    def report(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A strategy's bid to be chosen by `strategy=auto`: the strongest claim wins (ties: by name).
+
+    Args:
+        strength: how sure the strategy is that it is the right one here (see the CLAIM_* scale).
+        reason: what it saw, for the log ("hardware.logical_devices=2 CPU replicas").
+    """
+
+    strength: int
+    reason: str
+
+
+# The scale claims are made on, strongest first. A plugin picks the level that matches what it saw.
+CLAIM_HARDWARE = 100  # the hardware target only runs under this strategy (a TPU)
+CLAIM_CLUSTER = 90  # the environment describes a cluster this strategy joins (TF_CONFIG)
+CLAIM_LAUNCHED = 80  # this process was started by the strategy's own launcher (horovodrun)
+CLAIM_PROCESSES = 50  # the config asks for several processes (strategy.num_workers > 1)
+CLAIM_HOSTS = 40  # the hardware has several hosts
+CLAIM_DEVICES = 30  # one host, several devices
+CLAIM_ACCELERATORS = 20  # several accelerators are visible
+CLAIM_ANYWHERE = 0  # runs anywhere: the fallback
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What `strategy=auto` knows about where it runs, without importing TensorFlow.
+
+    Args:
+        environ: the process environment (TF_CONFIG, HOROVOD_RANK, SLURM_* ...).
+        num_gpus: GPUs TensorFlow sees, or None when TensorFlow is not imported yet.
+    """
+
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    num_gpus: int | None = None
+
+
+def check_global_batch(batch_size: int, multiple: int, why: str) -> None:
+    """The one global-batch rule: the batch must split evenly `multiple` ways (replicas, pipelines)."""
+    if multiple > 1 and batch_size % multiple:
+        raise ConfigError("data.batch_size", batch_size, f"a multiple of {multiple} ({why})",
+                          "The global batch is split evenly between them")
+
+
+# ------------------------------------------------------------------------- what the loop sees
 class Distribution:
-    """Parallelism as the training loop sees it. Defaults describe one process, one replica."""
+    """Parallelism as the training loop sees it. Defaults describe one process, one replica.
+
+    Attributes:
+        name: the strategy's name (for logs and run.json).
+        num_workers: processes; worker_index: this process (0 is the chief: it writes run.json,
+            the export and the final summaries).
+        num_replicas: replicas over all workers (the global batch is split between them).
+        num_pipelines: input pipelines over all workers (the records are split between them).
+        jit_compile: None lets Keras decide; False where the strategy's ops have no XLA kernels.
+        max_steps_per_execution: None, or the most steps one `fit` call may run under it.
+    """
 
     name: str = "default"
-    num_workers: int = 1  # processes
+    num_workers: int = 1
     worker_index: int = 0
-    num_replicas: int = 1  # replicas over all workers (the global batch is split between them)
-    num_pipelines: int = 1  # input pipelines over all workers (the records are split between them)
-    jit_compile: bool | None = None  # None: let Keras decide
+    num_replicas: int = 1
+    num_pipelines: int = 1
+    jit_compile: bool | None = None
+    max_steps_per_execution: int | None = None
 
     @property
     def is_chief(self) -> bool:
         return self.worker_index == 0
 
     def scope(self) -> Any:
+        """The context in which the model and optimizer are built."""
+        return contextlib.nullcontext()
+
+    def active(self) -> Any:
+        """The context the whole training run (fit, evaluate, export) runs in: what the strategy
+        changes in other libraries for its lifetime, undone when the run ends (e.g. Keras fixes)."""
         return contextlib.nullcontext()
 
     def distribute(self, fn: Callable[[Any], Any]) -> Any:
@@ -47,6 +171,7 @@ class Distribution:
         return optimizer
 
     def callbacks(self) -> list:
+        """Keras callbacks the strategy needs during `fit` (broadcasts, watchdogs)."""
         return []
 
     def describe(self) -> dict:
@@ -56,13 +181,22 @@ class Distribution:
 
 class TFDistribution(Distribution):
     """A tf.distribute.Strategy. Input goes through `distribute_datasets_from_function` with
-    TensorFlow's auto-sharding off: scaleflow's shard plan decides what each pipeline reads."""
+    TensorFlow's auto-sharding off: scaleflow's shard plan decides what each pipeline reads.
 
-    def __init__(self, name: str, strategy: Any, num_workers: int = 1, worker_index: int = 0):
+    Args:
+        name: the strategy's name.
+        strategy: the tf.distribute.Strategy.
+        num_workers / worker_index: processes and this one's index (one input pipeline each).
+        max_steps_per_execution: see `Distribution`.
+    """
+
+    def __init__(self, name: str, strategy: Any, num_workers: int = 1, worker_index: int = 0,
+                 max_steps_per_execution: int | None = None):
         self.name, self.strategy = name, strategy
         self.num_workers, self.worker_index = num_workers, worker_index
         self.num_replicas = strategy.num_replicas_in_sync
         self.num_pipelines = num_workers
+        self.max_steps_per_execution = max_steps_per_execution
 
     def scope(self) -> Any:
         return self.strategy.scope()
@@ -75,14 +209,147 @@ class TFDistribution(Distribution):
         return self.strategy.distribute_datasets_from_function(fn)
 
 
-class Strategy:
+# --------------------------------------------------------------------------------- the strategy
+class Strategy(abc.ABC):
+    """Base class of every strategy (built-in or plugin). Subclasses set `name` and implement
+    `topology`, `claim` and `create`; the other hooks have defaults for one-process strategies.
+
+    Class attributes:
+        name: the option name (`strategy=<name>`), equal to the entry point's name.
+        Config: the dataclass typing the `strategy` config node (extend `StrategyConfig`).
+        conf: `pkg://...` search path of the plugin's config files (`strategy/<name>.yaml`), or None.
+        implies: config choices this strategy implies unless the user set them, e.g.
+            `{"hardware": "tpu"}`; applied once per command, before composing.
+        max_steps_per_execution: None, or the most steps one `fit` call may run (checked in validation
+            against `trainer.steps_per_execution`, and capped in the run for `auto`).
+    """
+
     name: ClassVar[str]
     Config: ClassVar[type] = StrategyConfig
+    conf: ClassVar[str | None] = None
+    implies: ClassVar[Mapping[str, str]] = {}
+    max_steps_per_execution: ClassVar[int | None] = None
 
-    def launch(self, cfg, run_dir: str) -> int | None:
-        """Start the processes this strategy needs; return their exit status, or None to train here."""
+    # ---------------------------------------------------------- questions answered from the config
+    @classmethod
+    @abc.abstractmethod
+    def topology(cls, cfg: Any, figures: Any) -> Topology:
+        """The layout this strategy gives the job on the hardware described by `figures`.
+
+        Args:
+            cfg: the composed config.
+            figures: `scaleflow.planning.topology.Figures` (hosts, devices_per_host, ...).
+        Returns:
+            A `Topology`. Pure Python: no TensorFlow.
+        Example:
+            Topology(hosts=1, processes=1, replicas=figures.devices_per_host, pipelines=1)
+        """
+
+    @classmethod
+    def scaled(cls, cfg: Any, figures: Any, base: Topology, replicas: int) -> Topology:
+        """`base` scaled to `replicas` replicas (for the planner's scaling curve): hosts fill one
+        after the other; one pipeline per process.
+
+        Args:
+            cfg, figures: as for `topology`.
+            base: this strategy's topology for the config.
+            replicas: the replica count to scale to.
+        Returns:
+            A `Topology` with `replicas` replicas.
+        """
+        per_host = replicas if figures.single_host else figures.devices_per_host
+        hosts = max(1, math.ceil(replicas / max(1, per_host)))
+        processes = 1 if base.processes == 1 else max(1, replicas // max(1, base.replicas // base.processes))
+        return Topology(hosts, processes, replicas, processes, base.devices_per_replica)
+
+    @classmethod
+    def suits(cls, cfg: Any, figures: Any) -> bool:
+        """Whether `mode=plan` should consider recommending this strategy on this hardware.
+
+        Returns:
+            By default: True unless the hardware only runs under another strategy
+            (`figures.required_strategy`, e.g. a TPU needs strategy=tpu).
+        """
+        return figures.required_strategy in (None, cls.name)
+
+    @classmethod
+    @abc.abstractmethod
+    def claim(cls, cfg: Any, environment: Environment) -> Claim | None:
+        """This strategy's bid to be chosen by `strategy=auto`, or None when it does not apply.
+
+        Args:
+            cfg: the composed config (read with `.get` for keys other hardware targets lack).
+            environment: see `Environment`.
+        Returns:
+            A `Claim` (strength on the CLAIM_* scale, and why), or None.
+        Example:
+            if cfg.hardware.name == "tpu":
+                return Claim(CLAIM_HARDWARE, "hardware=tpu")
+            return None
+        """
+
+    @classmethod
+    def batch_multiple(cls, cfg: Any) -> tuple[int, str] | None:
+        """What the global batch must be a multiple of under this strategy, from the config alone.
+
+        Returns:
+            (count, what it counts) or None when nothing is known before TensorFlow runs.
+        Example:
+            return cfg.strategy.num_workers, f"strategy.num_workers={cfg.strategy.num_workers} workers"
+        """
         return None
 
-    def create(self, cfg) -> Distribution:
-        """Called in every training process, after the hardware is configured."""
-        raise NotImplementedError
+    @classmethod
+    def validate(cls, cfg: Any) -> None:
+        """Cross-field rules of this strategy, before TensorFlow is imported: raise ConfigError.
+
+        The base checks the batch rule (`batch_multiple`) and `max_steps_per_execution`; a subclass
+        adds its own rules and calls `super().validate(cfg)`.
+        """
+        multiple = cls.batch_multiple(cfg)
+        if multiple is not None:
+            check_global_batch(cfg.data.batch_size, *multiple)
+        spe, limit = cfg.trainer.steps_per_execution, cls.max_steps_per_execution
+        if limit is not None and spe != "auto" and int(spe) > limit:
+            raise ConfigError("trainer.steps_per_execution", spe, f"'auto' or at most {limit} with strategy={cls.name}",
+                              f"strategy={cls.name} runs at most {limit} step(s) per call of the training function")
+
+    # ------------------------------------------------------------------------- process lifecycle
+    def launches(self, cfg: Any) -> bool:
+        """True when this process starts the job's processes (and waits for them) instead of
+        training; False when it trains, alone or as one worker of a cluster. No TensorFlow."""
+        return False
+
+    def launch(self, cfg: Any, run_dir: str) -> int:
+        """Start the job's processes in `run_dir`, wait for them; return their combined exit status.
+        Called only when `launches(cfg)`, after the backups of an interrupted run were aligned."""
+        raise NotImplementedError(f"strategy={self.name} does not launch processes")
+
+    def is_writer(self, cfg: Any) -> bool:
+        """Whether this process writes run.json and the export (the chief), known from the
+        environment before TensorFlow runs. The default: the only process does."""
+        return True
+
+    def join(self, cfg: Any) -> None:
+        """In every training process, before the hardware step initialises TensorFlow: connect to
+        the peers if the strategy needs to (collective ops must be configured at program startup)."""
+
+    @abc.abstractmethod
+    def create(self, cfg: Any) -> Distribution:
+        """The `Distribution` the training loop uses; called in every training process after
+        `join` and the hardware step.
+
+        Args:
+            cfg: the validated config.
+        Returns:
+            A `Distribution` (a `TFDistribution` for tf.distribute strategies).
+        """
+
+
+def process_topology(cfg: Any, figures: Any, replicas_per_process: int) -> Topology:
+    """The topology of a one-process-per-worker strategy: `strategy.num_workers` processes (on a
+    multi-host target with num_workers=1: one per host), each with one input pipeline."""
+    num_workers = int(cfg.strategy.num_workers)
+    processes = num_workers if num_workers > 1 else figures.hosts
+    hosts = max(1, min(processes, figures.hosts))
+    return Topology(hosts, processes, processes * replicas_per_process, processes)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scaleflow.strategies.base import Distribution, Strategy, TFDistribution
+from scaleflow.strategies.base import CLAIM_ANYWHERE, Claim, Distribution, Strategy, TFDistribution, Topology
 
 
 class Default(Strategy):
@@ -12,6 +12,14 @@ class Default(Strategy):
     """
 
     name = "default"
+
+    @classmethod
+    def topology(cls, cfg, figures) -> Topology:
+        return Topology(hosts=1, processes=1, replicas=1, pipelines=1)
+
+    @classmethod
+    def claim(cls, cfg, environment) -> Claim:
+        return Claim(CLAIM_ANYWHERE, "one device" + (" (1 GPU)" if environment.num_gpus == 1 else ""))
 
     def create(self, cfg) -> Distribution:
         import tensorflow as tf

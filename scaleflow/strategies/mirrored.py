@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from scaleflow.errors import ScaleflowError
-from scaleflow.strategies.base import Distribution, Strategy, TFDistribution
+from scaleflow.strategies.base import (CLAIM_ACCELERATORS, CLAIM_DEVICES, Claim, Distribution, Strategy,
+                                       TFDistribution, Topology)
 
 
 def replica_devices(cfg) -> list[str]:
@@ -26,13 +27,29 @@ class Mirrored(Strategy):
     name = "mirrored"
 
     @classmethod
-    def validate(cls, cfg) -> None:
-        from scaleflow.errors import ConfigError
+    def topology(cls, cfg, figures) -> Topology:
+        return Topology(hosts=1, processes=1, replicas=figures.devices_per_host, pipelines=1)
 
-        replicas = cfg.hardware.logical_devices if cfg.hardware.name == "cpu" else None
-        if replicas and cfg.data.batch_size % replicas:
-            raise ConfigError("data.batch_size", cfg.data.batch_size,
-                              f"a multiple of the number of replicas (hardware.logical_devices={replicas})")
+    @classmethod
+    def suits(cls, cfg, figures) -> bool:
+        return super().suits(cfg, figures) and figures.devices_per_host > 1
+
+    @classmethod
+    def claim(cls, cfg, environment) -> Claim | None:
+        hw = cfg.hardware
+        if hw.name == "cluster" and hw.get("devices_per_host", 1) > 1:
+            return Claim(CLAIM_DEVICES, f"hardware=cluster: one host with {hw.devices_per_host} devices")
+        if hw.name == "cpu" and hw.get("logical_devices", 1) > 1:
+            return Claim(CLAIM_DEVICES, f"hardware.logical_devices={hw.logical_devices} CPU replicas")
+        if environment.num_gpus and environment.num_gpus > 1:
+            return Claim(CLAIM_ACCELERATORS, f"{environment.num_gpus} GPUs visible")
+        return None
+
+    @classmethod
+    def batch_multiple(cls, cfg) -> tuple[int, str] | None:
+        if cfg.hardware.name == "cpu":  # other targets' device counts are known only to TensorFlow
+            return cfg.hardware.logical_devices, f"the replicas, hardware.logical_devices={cfg.hardware.logical_devices}"
+        return None
 
     def create(self, cfg) -> Distribution:
         import tensorflow as tf

@@ -16,14 +16,14 @@ joins, and leaves no process behind.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
-import shutil
 import sys
 
-from scaleflow.errors import ConfigError
-from scaleflow.strategies.base import Distribution, Strategy, TFDistribution
+from scaleflow.strategies.base import (CLAIM_CLUSTER, CLAIM_HOSTS, CLAIM_PROCESSES, Claim, Distribution, Strategy,
+                                       TFDistribution, Topology, process_topology)
 
 log = logging.getLogger("scaleflow")
 
@@ -31,17 +31,19 @@ log = logging.getLogger("scaleflow")
 WORKER_ENV = "SCALEFLOW_CLUSTER_WORKER"
 IMPORT_ALLOWANCE_S = 60.0  # launcher's startup watchdog: strategy.timeout_s plus time to import TF
 TRACING_ALLOWANCE_S = 60.0  # the step watchdog's extra allowance for tracing the first step
-_connected: Distribution | None = None  # the strategy a worker connected in `launch`, for `create`
 
 
 class MultiWorkerDistribution(TFDistribution):
-    # Keras 3.15 `fit` with steps_per_execution > 1 under this strategy fails in its while loop
-    # ("You must feed a value for placeholder tensor 'while/.../Placeholder'"): one step per call.
-    max_steps_per_execution = 1
-
     def __init__(self, *args, timeout_s: float = 120.0, **kwargs):
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, max_steps_per_execution=MultiWorker.max_steps_per_execution, **kwargs)
         self.timeout_s = timeout_s
+
+    def active(self):
+        """Keras 3.15 needs two fixes to fit under this strategy (compat/keras_mwms.py): on for the
+        lifetime of the run, undone after."""
+        from scaleflow.compat import keras_mwms
+
+        return keras_mwms.patched()
 
     def callbacks(self) -> list:
         import keras
@@ -97,63 +99,100 @@ class MultiWorker(Strategy):
     """
 
     name = "multi_worker"
+    # Keras 3.15 `fit` with steps_per_execution > 1 under this strategy fails in its while loop
+    # ("You must feed a value for placeholder tensor 'while/.../Placeholder'"): one step per call.
+    max_steps_per_execution = 1
+
+    def __init__(self):
+        self._connected: Distribution | None = None  # joined before the hardware step, used by `create`
+
+    # ------------------------------------------------------------------ questions from the config
+    @classmethod
+    def topology(cls, cfg, figures) -> Topology:
+        return process_topology(cfg, figures, replicas_per_process=figures.devices_per_host)
+
+    @classmethod
+    def suits(cls, cfg, figures) -> bool:
+        return super().suits(cfg, figures) and (figures.hosts > 1 or cfg.strategy.num_workers > 1)
+
+    @classmethod
+    def claim(cls, cfg, environment) -> Claim | None:
+        workers = _tf_config_workers(environment.environ)
+        if workers > 1:
+            return Claim(CLAIM_CLUSTER, f"TF_CONFIG describes a cluster of {workers} workers")
+        if cfg.strategy.num_workers > 1:
+            return Claim(CLAIM_PROCESSES, f"strategy.num_workers={cfg.strategy.num_workers}")
+        hosts = cfg.hardware.get("hosts") or []
+        if cfg.hardware.name == "cluster" and len(hosts) > 1:
+            return Claim(CLAIM_HOSTS, f"hardware=cluster with {len(hosts)} hosts")
+        return None
+
+    @classmethod
+    def batch_multiple(cls, cfg) -> tuple[int, str] | None:
+        s = cfg.strategy
+        if s.cluster == "local":
+            return s.num_workers, f"strategy.num_workers={s.num_workers} workers"
+        return None  # the cluster's size is known once it is joined
 
     @classmethod
     def validate(cls, cfg) -> None:
-        s = cfg.strategy
-        if s.cluster == "env":
+        if cfg.strategy.cluster == "env":
             from scaleflow.cluster.tf_config import read
 
             read()  # a missing or malformed TF_CONFIG is a config error, found before TensorFlow loads
-        if cfg.trainer.steps_per_execution not in ("auto", 1):
-            raise ConfigError("trainer.steps_per_execution", cfg.trainer.steps_per_execution,
-                              "'auto' or 1 with strategy=multi_worker",
-                              "Keras 3.15 cannot run several steps per call under MultiWorkerMirroredStrategy")
-        if s.cluster == "local" and cfg.data.batch_size % s.num_workers:
-            raise ConfigError("data.batch_size", cfg.data.batch_size,
-                              f"a multiple of strategy.num_workers={s.num_workers} (the global batch is split "
-                              "evenly between the workers)")
+        super().validate(cfg)
 
     # ------------------------------------------------------------------------------ the launcher
-    def launch(self, cfg, run_dir: str) -> int | None:
-        """In the launching process: start the local workers. In a worker: join the cluster now.
-
-        `launch` runs in every process before the hardware step touches TensorFlow, and TensorFlow
-        requires collective ops to be configured before its context is initialised ("Collective ops
-        must be configured at program startup"), so a worker connects here and `create` reuses it."""
+    @staticmethod
+    def _in_cluster(cfg) -> bool:
+        """This process is one worker: started by the local launcher, or given a cluster."""
         from scaleflow.cluster.tf_config import ENV
 
-        if os.environ.get(WORKER_ENV) or cfg.strategy.cluster != "local" or os.environ.get(ENV):
-            if cfg.strategy.cluster == "local" and not os.environ.get(WORKER_ENV):
-                log.info("%s is set: joining that cluster instead of starting local workers", ENV)
-            self._connect(cfg)
-            return None
-        if cfg.strategy.num_workers == 1:
-            return None  # one process: nothing to launch
+        return bool(os.environ.get(WORKER_ENV) or cfg.strategy.cluster != "local" or os.environ.get(ENV))
+
+    def launches(self, cfg) -> bool:
+        return not self._in_cluster(cfg) and cfg.strategy.num_workers > 1
+
+    def launch(self, cfg, run_dir: str) -> int:
+        """Start the local workers and wait for them."""
         from hydra.core.hydra_config import HydraConfig
 
         overrides = list(HydraConfig.get().overrides.task)
         return launch_local(cfg, run_dir, overrides)
 
+    def is_writer(self, cfg) -> bool:
+        if not self._in_cluster(cfg):
+            return True
+        if cfg.strategy.cluster == "slurm":
+            return os.environ.get("SLURM_PROCID", "0") == "0"
+        from scaleflow.cluster import tf_config
+
+        return tf_config.read().rank == 0 if os.environ.get(tf_config.ENV) else True
+
     # ------------------------------------------------------------------------------- the worker
+    def join(self, cfg) -> None:
+        """A worker connects now: TensorFlow requires collective ops to be configured before its
+        context is initialised ("Collective ops must be configured at program startup"), which the
+        hardware step does next."""
+        from scaleflow.cluster.tf_config import ENV
+
+        if self._in_cluster(cfg):
+            if cfg.strategy.cluster == "local" and not os.environ.get(WORKER_ENV):
+                log.info("%s is set: joining that cluster instead of starting local workers", ENV)
+            self._connected = self._connect(cfg)
+
     def create(self, cfg) -> Distribution:
-        global _connected
-        if _connected is None:
-            self._connect(cfg)
-        distribution, _connected = _connected, None
+        distribution, self._connected = self._connected or self._connect(cfg), None
         return distribution
 
-    def _connect(self, cfg) -> None:
+    def _connect(self, cfg) -> Distribution:
         """Create the strategy and wait for every peer (bounded by strategy.timeout_s)."""
-        global _connected
         from scaleflow import tf_logging
 
         tf = tf_logging.import_tensorflow(cfg.trainer.verbose)  # a worker's first TF import: quiet it too
 
         from scaleflow.cluster import join, tf_config
-        from scaleflow.compat import keras_mwms
 
-        keras_mwms.apply()
         logging.getLogger("tensorflow").setLevel(logging.WARNING)  # one INFO line per collective otherwise
         s = cfg.strategy
         if s.cluster == "local" and not os.environ.get(tf_config.ENV):
@@ -177,13 +216,22 @@ class MultiWorker(Strategy):
             return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
 
         strategy = join.join(make, s.timeout_s, num_workers, rank)
-        _connected = MultiWorkerDistribution(self.name, strategy, num_workers=num_workers, worker_index=rank,
-                                             timeout_s=s.timeout_s)
+        return MultiWorkerDistribution(self.name, strategy, num_workers=num_workers, worker_index=rank,
+                                       timeout_s=s.timeout_s)
 
 
 def tf_config_address(spec: dict, rank: int) -> str:
     members = list(spec.get("chief", [])) + list(spec.get("worker", []))
     return members[rank] if rank < len(members) else "?"
+
+
+def _tf_config_workers(environ) -> int:
+    """Members of the cluster TF_CONFIG describes (0 when it is absent or unreadable)."""
+    try:
+        cluster = json.loads(environ.get("TF_CONFIG") or "{}").get("cluster", {})
+        return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+    except (ValueError, AttributeError):
+        return 0
 
 
 def _quote(value: str) -> str:
@@ -202,25 +250,6 @@ def worker_command(overrides: list[str], run_dir: str, rank: int) -> list[str]:
             "hydra.output_subdir=null", f"hydra.job.name=worker-{rank}"]
 
 
-def align_backups(run_dir: str, num_workers: int) -> None:
-    """Every worker must resume from the same epoch. A kill between two workers' end-of-epoch backups
-    can leave them one epoch apart; the workers' weights are identical after every synchronous epoch,
-    so the most advanced backup is copied over the others."""
-    from scaleflow.training.setup import backup_dir, completed_epochs
-
-    dirs = [backup_dir(run_dir, r) for r in range(num_workers)]
-    epochs = [completed_epochs(d) for d in dirs]
-    best = max(range(num_workers), key=lambda r: epochs[r])
-    if epochs[best] == 0 or len(set(epochs)) == 1:
-        return
-    log.warning("worker backups are at different epochs %s; resuming every worker from worker-%d's (epoch %d)",
-                epochs, best, epochs[best])
-    for r, d in enumerate(dirs):
-        if epochs[r] != epochs[best]:
-            shutil.rmtree(d, ignore_errors=True)
-            shutil.copytree(dirs[best], d)
-
-
 def launch_local(cfg, run_dir: str, overrides: list[str]) -> int:
     """Start `strategy.num_workers` workers on 127.0.0.1 and wait for all; raises WorkerFailed."""
     from scaleflow.cluster import LocalCluster, WorkerFailed, free_ports, heartbeat, netns
@@ -230,8 +259,6 @@ def launch_local(cfg, run_dir: str, overrides: list[str]) -> int:
 
     n = cfg.strategy.num_workers
     os.makedirs(run_dir, exist_ok=True)
-    if cfg.trainer.resume:
-        align_backups(run_dir, n)
     ports = free_ports(n)
     commands, envs = [], []
     for rank in range(n):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from scaleflow.strategies.base import Distribution, Strategy, TFDistribution
+from scaleflow.strategies.base import CLAIM_HARDWARE, Claim, Distribution, Strategy, TFDistribution, Topology
 
 log = logging.getLogger("scaleflow")
 
@@ -30,9 +30,36 @@ class TPU(Strategy):
     """
 
     name = "tpu"
-    # Choices this strategy implies unless the user made them: applied by the CLI before composing,
-    # so they show in `--cfg job` and run.json (see strategies.auto.implied_overrides).
+    # Choices this strategy implies unless the user made them: applied once per command before
+    # composing, so they show in `--cfg job` and run.json (see scaleflow.config.implied).
     implies = {"hardware": "tpu", "trainer.mixed_precision": "bf16"}
+
+    @classmethod
+    def topology(cls, cfg, figures) -> Topology:
+        # One process drives every TPU host; each host runs one input pipeline.
+        return Topology(hosts=figures.hosts, processes=1, replicas=figures.devices, pipelines=figures.hosts)
+
+    @classmethod
+    def scaled(cls, cfg, figures, base: Topology, replicas: int) -> Topology:
+        scaled = super().scaled(cfg, figures, base, replicas)
+        return Topology(scaled.hosts, 1, replicas, scaled.hosts)
+
+    @classmethod
+    def suits(cls, cfg, figures) -> bool:
+        return figures.required_strategy == cls.name
+
+    @classmethod
+    def claim(cls, cfg, environment) -> Claim | None:
+        return Claim(CLAIM_HARDWARE, "hardware=tpu") if cfg.hardware.name == "tpu" else None
+
+    @classmethod
+    def batch_multiple(cls, cfg) -> tuple[int, str] | None:
+        if cfg.hardware.name != "tpu" or cfg.strategy.get("fallback", False):
+            return None
+        from scaleflow.hardware.tpu import parse_topology
+
+        replicas = parse_topology(cfg.hardware.topology).replicas
+        return replicas, f"the {replicas} replicas of hardware.topology={cfg.hardware.topology}"
 
     @classmethod
     def validate(cls, cfg) -> None:
@@ -41,13 +68,7 @@ class TPU(Strategy):
         if cfg.hardware.name != "tpu" and not cfg.strategy.get("fallback", False):
             raise ConfigError("hardware", cfg.hardware.name, "tpu with strategy=tpu",
                               "Drop the hardware= override, or add strategy.fallback=true to run on it")
-        if cfg.hardware.name == "tpu":
-            from scaleflow.hardware.tpu import parse_topology
-
-            replicas = parse_topology(cfg.hardware.topology).replicas
-            if cfg.data.batch_size % replicas and not cfg.strategy.get("fallback", False):
-                raise ConfigError("data.batch_size", cfg.data.batch_size,
-                                  f"a multiple of the {replicas} replicas of hardware.topology={cfg.hardware.topology}")
+        super().validate(cfg)
         if cfg.trainer.mixed_precision == "fp16":
             raise ConfigError("trainer.mixed_precision", "fp16", "off or bf16 on a TPU", "TPUs compute in bfloat16")
 

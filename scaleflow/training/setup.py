@@ -50,7 +50,9 @@ def steps_per_execution(value, steps_per_epoch: int, hardware: str) -> int:
     MLP), capped by the epoch length so that epoch boundaries (validation, checkpoints) stay exact."""
     if value != "auto":
         return min(int(value), steps_per_epoch)
-    target = 128 if hardware == "tpu" else 32
+    from scaleflow import registry
+
+    target = registry.get("hardware", hardware).steps_per_execution  # the hardware says what pays off
     return max(1, min(target, steps_per_epoch))
 
 
@@ -99,3 +101,30 @@ def prepare_resume(directory: str, resume: bool) -> int:
         shutil.rmtree(directory)
         return 0
     return completed_epochs(directory)
+
+
+def align_backups(run_dir: str) -> None:
+    """The one resume policy of every multi-process strategy: every worker resumes from the same
+    epoch, the most advanced one any worker completed.
+
+    Each worker keeps its own backup dir (Keras' BackupAndRestore has no chief logic), and a kill can
+    land between two workers' end-of-epoch saves, leaving them an epoch apart; workers resuming from
+    different epochs would run different step counts and wait on each other forever. After every
+    synchronous epoch all workers hold identical weights and optimizer state, so the most advanced
+    backup is copied over the others. Called by `mode=train` before a strategy launches its
+    processes (no worker runs yet), for the backups this host sees in the run dir.
+    """
+    root = os.path.join(run_dir, "backup")
+    if not os.path.isdir(root):
+        return
+    dirs = sorted(os.path.join(root, d) for d in os.listdir(root) if d.startswith("worker-"))
+    epochs = {d: completed_epochs(d) for d in dirs if os.path.isdir(d)}
+    if not epochs or len(set(epochs.values())) == 1:
+        return
+    best = max(epochs, key=lambda d: (epochs[d], -dirs.index(d)))
+    log.warning("worker backups are at different epochs %s; resuming every worker from %s's (epoch %d)",
+                {os.path.basename(d): e for d, e in epochs.items()}, os.path.basename(best), epochs[best])
+    for d, epoch in epochs.items():
+        if epoch != epochs[best]:
+            shutil.rmtree(d, ignore_errors=True)
+            shutil.copytree(best, d)

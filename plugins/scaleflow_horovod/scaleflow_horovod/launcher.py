@@ -108,34 +108,8 @@ def worker_env(cfg, run_dir: str) -> dict:
     return env
 
 
-def align_backups(run_dir: str) -> None:
-    """Make every rank resume from rank 0's checkpoint.
-
-    Each rank keeps its own BackupAndRestore dir (Keras' callback has no chief logic), and a kill can
-    land after rank 0 saved an epoch but before rank 1 did. Ranks resuming from different epochs
-    would run different step counts and wait on each other forever, so rank 0's checkpoint (whose
-    variables are broadcast to all ranks anyway) replaces any other rank's that disagrees with it.
-    Only for ranks on this host: the launching process owns their dirs, and no rank runs yet.
-    """
-    from scaleflow.training.setup import completed_epochs
-
-    root = os.path.join(run_dir, "backup")
-    chief = os.path.join(root, "worker-0")
-    if not os.path.isdir(chief):
-        return
-    for name in sorted(os.listdir(root)):
-        other = os.path.join(root, name)
-        if other != chief and os.path.isdir(other) and completed_epochs(other) != completed_epochs(chief):
-            log.warning("horovod: %s is at epoch %d, rank 0 at %d: resuming every rank from rank 0's checkpoint",
-                        name, completed_epochs(other), completed_epochs(chief))
-            shutil.rmtree(other)
-            shutil.copytree(chief, other)
-
-
 def run(cfg, run_dir: str) -> int:
     """Run the job under horovodrun; returns its exit status (0: every rank succeeded)."""
-    if not cfg.strategy.hosts and cfg.trainer.resume:
-        align_backups(run_dir)
     if shutil.which("ssh") is None and any(h not in ("localhost", "127.0.0.1") for h, _ in
                                            parse_hosts(cfg.strategy.hosts, cfg.strategy.num_workers)):
         log.warning("strategy.hosts names remote hosts but ssh is not installed; horovodrun needs it")

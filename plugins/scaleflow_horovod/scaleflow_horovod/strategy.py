@@ -10,7 +10,8 @@ from typing import Optional
 
 from scaleflow.config.schema import StrategyConfig
 from scaleflow.errors import ConfigError, ScaleflowError
-from scaleflow.strategies.base import Distribution, Strategy
+from scaleflow.strategies.base import (CLAIM_LAUNCHED, Claim, Distribution, Strategy, Topology,
+                                       process_topology)
 from scaleflow_horovod import install, launcher
 
 log = logging.getLogger("scaleflow")
@@ -45,27 +46,43 @@ class Horovod(Strategy):
     conf = "pkg://scaleflow_horovod.conf"
 
     @classmethod
-    def validate(cls, cfg) -> None:
-        s = cfg.strategy
-        launcher.parse_hosts(s.hosts, s.num_workers)
-        workers = _joined_size() or s.num_workers
-        if cfg.data.batch_size % workers:
-            raise ConfigError("data.batch_size", cfg.data.batch_size,
-                              f"a multiple of the number of Horovod ranks ({workers})")
+    def topology(cls, cfg, figures) -> Topology:
+        return process_topology(cfg, figures, replicas_per_process=1)  # one replica per rank
 
-    def launch(self, cfg, run_dir: str) -> int | None:
+    @classmethod
+    def suits(cls, cfg, figures) -> bool:
+        return super().suits(cfg, figures) and (figures.hosts > 1 or cfg.strategy.num_workers > 1)
+
+    @classmethod
+    def claim(cls, cfg, environment) -> Claim | None:
+        if any(v in environment.environ for v in (launcher.JOINED_ENV, *launcher.MPI_ENV)):
+            return Claim(CLAIM_LAUNCHED, "running under horovodrun/mpirun")
+        return None
+
+    @classmethod
+    def batch_multiple(cls, cfg) -> tuple[int, str]:
+        workers = _joined_size() or cfg.strategy.num_workers
+        return workers, f"the number of Horovod ranks ({workers})"
+
+    @classmethod
+    def validate(cls, cfg) -> None:
+        launcher.parse_hosts(cfg.strategy.hosts, cfg.strategy.num_workers)
+        super().validate(cfg)
+
+    def launches(self, cfg) -> bool:
         # A missing or mismatched Horovod ends the job here, before TensorFlow is imported or any
         # process starts (config-only commands such as --cfg job still work without Horovod).
         install.check()
         if launcher.JOINED_ENV in os.environ:
-            return None  # started by horovodrun: this process is one rank
+            return False  # started by horovodrun: this process is one rank
         if any(v in os.environ for v in launcher.MPI_ENV):
             raise ScaleflowError("strategy=horovod: started by mpirun, but this Horovod is built with Gloo "
                                  "only (no MPI); launch with `horovodrun --gloo -np N -H host:N python -m "
                                  "scaleflow strategy=horovod ...` or let scaleflow launch it "
                                  "(strategy.num_workers=N)")
-        if cfg.strategy.num_workers == 1 and not cfg.strategy.hosts:
-            return None  # one rank: train here
+        return cfg.strategy.num_workers > 1 or bool(cfg.strategy.hosts)
+
+    def launch(self, cfg, run_dir: str) -> int:
         started = time.time()
         status = launcher.run(cfg, run_dir)
         if status != 0:
@@ -83,6 +100,12 @@ class Horovod(Strategy):
             if hung:
                 raise WorkerFailed(f"{error}; see the log above and {run_dir}/run.json", hung[0], hung=True)
         return status
+
+    def is_writer(self, cfg) -> bool:
+        return os.environ.get(launcher.JOINED_ENV, "0") == "0"  # rank 0
+
+    def join(self, cfg) -> None:
+        install.check()  # before TensorFlow loads: a clear message instead of a failed op library load
 
     def create(self, cfg) -> Distribution:
         from scaleflow_horovod.distribution import HorovodDistribution
