@@ -1,9 +1,13 @@
 """Command line: `python -m scaleflow [group=option ...] [key=value ...] [-m] [--cfg job] [--help]`.
 
-Hydra parses and composes; scaleflow adds two things around it:
-1. Plugins' config group files join Hydra's search path (from the registry).
+Hydra parses and composes; scaleflow adds three things around it:
+1. Plugins' config group files join Hydra's search path (from the registry), and the choices a
+   strategy implies (`strategy=tpu` -> `hardware=tpu`) join the overrides, once per command.
 2. Every config error (Hydra's own included) is found before TensorFlow is imported and reported as
    one message naming the key, the value and what is allowed, with exit status 2.
+3. A single run composes and validates its config once (`run_single`), then runs it as Hydra's own
+   `run` would (run dir, .hydra/, logging, callbacks). A sweep checks each swept value's composition
+   up front; its launcher composes each job, which validates its own config once.
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ import sys
 from typing import Any, Sequence
 
 from scaleflow import tf_logging
+from scaleflow.config.implied import with_implied
 from scaleflow.errors import ConfigError, DataError, ScaleflowError, did_you_mean, one_of
-from scaleflow.strategies.auto import implied_overrides
 
 CONFIG_MODULE = "scaleflow.conf"
 CONFIG_NAME = "config"
+TASK_NAME = "cli"  # Hydra's job name (the log file is <run dir>/cli.log), as hydra.main names it
 log = logging.getLogger("scaleflow")
 
 
@@ -57,7 +62,28 @@ def _groups() -> list[str]:
             if g not in ("hydra", "schema")]
 
 
-def _node_keys(key: str) -> list[str]:
+def current_overrides() -> list[str]:
+    """The command line's overrides of the job being validated or run (e.g. to tell whether the user
+    chose `data=` or left evaluate/predict on the trained run's data): Hydra's record of them."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return list(HydraConfig.get().overrides.task)
+    import json
+
+    return list(json.loads(os.environ.get(OVERRIDES_ENV, "[]")))
+
+
+def _given(key: str, overrides: Sequence[str]) -> Any:
+    """The value `overrides` give `key` (the last one wins, as in Hydra), or None."""
+    for o in reversed(overrides):
+        k, _, v = o.lstrip("+~").partition("=")
+        if k == key:
+            return v
+    return None
+
+
+def _node_keys(key: str, overrides: Sequence[str]) -> list[str]:
     """Keys the schema allows beside `key` (for did-you-mean)."""
     from scaleflow.config import schema
     from scaleflow.config.store import schema_for
@@ -65,7 +91,8 @@ def _node_keys(key: str) -> list[str]:
     parent = key.rsplit(".", 1)[0] if "." in key else ""
     group, *nested = parent.split(".") if parent else [""]
     try:
-        cls = schema_for(group, _override_value(group)) if group else schema.Config
+        option = _given(group, overrides) or default_options().get(group)
+        cls = schema_for(group, option) if group else schema.Config
         for name in nested:  # e.g. trainer.early_stopping: a dataclass field of the group's schema
             cls = cls.__dataclass_fields__[name].default_factory
     except Exception:  # noqa: BLE001 - best effort: a hint, not a check
@@ -73,32 +100,9 @@ def _node_keys(key: str) -> list[str]:
     return list(getattr(cls, "__dataclass_fields__", {}))
 
 
-_current_overrides: list[str] = []
-_composed = False  # whether this process composed or ran a config (else the overrides come from OVERRIDES_ENV)
-
-
 # Worker processes that get the resolved config instead of a command line (e.g. Horovod ranks) learn
 # the launching command's overrides from this variable.
 OVERRIDES_ENV = "SCALEFLOW_OVERRIDES"
-
-
-def current_overrides() -> list[str]:
-    """The command line's overrides of the config being validated or run (e.g. to tell whether the
-    user chose `data=` or left evaluate/predict on the trained run's data)."""
-    if _composed:
-        return list(_current_overrides)
-    import json
-
-    return list(json.loads(os.environ.get(OVERRIDES_ENV, "[]")))
-
-
-def _override_value(group: str) -> Any:
-    """The option chosen for `group`: from the overrides, else the default in conf/config.yaml."""
-    for o in reversed(_current_overrides):
-        k, _, v = o.lstrip("+~").partition("=")
-        if k == group:
-            return v
-    return default_options().get(group)
 
 
 def default_options() -> dict[str, str]:
@@ -110,29 +114,22 @@ def default_options() -> dict[str, str]:
             if isinstance(v, str)}
 
 
-def _given(key: str, overrides: Sequence[str] | None = None) -> Any:
-    for o in reversed(_current_overrides if overrides is None else overrides):
-        k, _, v = o.lstrip("+~").partition("=")
-        if k == key:
-            return v
-    return None
-
-
-def _unknown_key(key: str) -> ConfigError:
+def _unknown_key(key: str, overrides: Sequence[str]) -> ConfigError:
     """An override naming a key or group that does not exist."""
-    value = _given(key)
+    value = _given(key, overrides)
     if "." not in key:
         groups = _groups()
         return ConfigError(key, value, "a config group (" + ", ".join(groups) + ") or a top-level key (mode)",
                            did_you_mean(key, groups + ["mode"]))
-    keys = _node_keys(key)
+    keys = _node_keys(key, overrides)
     parent = key.rsplit(".", 1)[0]
     return ConfigError(key, value, f"a key of {parent}: " + ", ".join(sorted(keys)) if keys else "a known key",
                        did_you_mean(key.rsplit(".", 1)[1], keys))
 
 
-def translate(exc: BaseException) -> ConfigError:
-    """Turn a Hydra / OmegaConf composition error into a ConfigError naming key, value, allowed."""
+def translate(exc: BaseException, overrides: Sequence[str] = ()) -> ConfigError:
+    """Turn a Hydra / OmegaConf composition error into a ConfigError naming key, value, allowed
+    (`overrides`: the command line's, for the value and the did-you-mean)."""
     from hydra.errors import MissingConfigException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -161,16 +158,16 @@ def translate(exc: BaseException) -> ConfigError:
                 return ConfigError(key, m.group(1), f"a value of type {m.group(3).lower()}")
             m = re.search(r"Key '([^']+)' (?:not in|is not in struct)", first)
             if m:
-                return _unknown_key(key or m.group(1))
+                return _unknown_key(key or m.group(1), overrides)
             if "Missing mandatory value" in first:
                 return ConfigError(key, "???", "a value", "Set it on the command line")
             return ConfigError(key or "config", "", "a valid value", first)
         m = re.search(r"Could not (?:override|delete|append to) '([^']+)'", msg)
         if m:
-            return _unknown_key(m.group(1))
+            return _unknown_key(m.group(1), overrides)
         m = re.search(r"Key '([^']+)' (?:not in|is not in struct)", msg)
         if m:
-            return _unknown_key(m.group(1))
+            return _unknown_key(m.group(1), overrides)
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return ConfigError("config", "", "a valid configuration", first)
 
@@ -230,88 +227,176 @@ def check_output_dir(overrides: Sequence[str], multirun: bool) -> None:
         raise ConfigError(key, value, "a directory, or a path where one can be created", f"{path} is not a directory")
 
 
-def compose(overrides: Sequence[str]):
-    """Compose and validate the job config (no TensorFlow): what `python -m scaleflow ...` runs."""
+def _composition_error(exc: BaseException, overrides: Sequence[str]) -> ConfigError:
+    error = translate(exc, overrides)
+    error.composition = True
+    return error
+
+
+def compose(overrides: Sequence[str], validate: bool = True):
+    """The job config for `overrides` (the implied choices added), validated unless told not to;
+    no TensorFlow. What tests and tools use; the command line builds its config in `run_single`."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
-
     from omegaconf import open_dict
 
     from scaleflow.config import store
-    from scaleflow.config.validate import validate
+    from scaleflow.config.validate import validate as validate_config
     from scaleflow.security import targets
 
     store.register()
-    global _current_overrides, _composed
-    overrides = list(overrides) + implied_overrides(overrides)  # e.g. strategy=tpu -> hardware=tpu
-    _current_overrides, _composed = list(overrides), True
+    overrides = with_implied(overrides)  # e.g. strategy=tpu -> hardware=tpu
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         try:
             cfg = hydra_compose(CONFIG_NAME, overrides=search_path_override(overrides), return_hydra_config=True)
         except Exception as exc:  # noqa: BLE001 - every composition error becomes a ConfigError
-            error = translate(exc)
-            error.composition = True
-            raise error from None
+            raise _composition_error(exc, overrides) from None
     # Hydra's part is composed too, only to refuse code a config file would make Hydra run.
     targets.check(cfg, targets.command_line_allowed(overrides))
     with open_dict(cfg):
         del cfg["hydra"]
-    validate(cfg)
+    if validate:
+        validate_config(cfg)
     return cfg
 
 
-def prevalidate(overrides: Sequence[str], multirun: bool) -> None:
-    """Find config errors before Hydra launches anything. In a sweep, each swept value is composed
-    on its own, so one bad value is named instead of crashing the launcher mid-sweep."""
+def _parse(overrides: Sequence[str], multirun: bool) -> list:
+    """Hydra's parsed overrides, after the target check; a sweep without -m is a config error."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from scaleflow.security import targets
 
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except Exception as exc:  # noqa: BLE001
-        raise translate(exc) from None
-    from scaleflow.security import targets
-
+        raise translate(exc, overrides) from None
     targets.check_overrides(overrides, targets.command_line_allowed(overrides))
-    # Hydra's own keys are composed too (callbacks, launcher, logging: what Hydra instantiates).
-    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     sweeps = [o for o in parsed if o.is_sweep_override() and not o.is_hydra_override()]
     if sweeps and not multirun:
         o = sweeps[0]
         raise ConfigError(o.get_key_element(), o.input_line.split("=", 1)[1], "a single value",
                           "Add -m (--multirun) to sweep over several values")
+    return parsed
+
+
+def check_sweep(overrides: Sequence[str]) -> None:
+    """Before a sweep launches: every swept value must compose. Composition errors (unknown keys,
+    options, types) would stop Hydra's launcher mid-sweep, so they are reported now; value errors
+    (ranges, paths) fail only their own job, which validates its config and is recorded as failed."""
     from omegaconf.errors import OmegaConfBaseException
 
+    parsed = _parse(overrides, multirun=True)
+    # Hydra's own keys are composed too (callbacks, launcher, logging: what Hydra instantiates).
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    sweeps = [o for o in parsed if o.is_sweep_override() and not o.is_hydra_override()]
     if not sweeps:
-        compose(fixed)
-        return
-    # Composition errors (unknown keys, options, types) would stop Hydra's launcher mid-sweep, so
-    # they are reported now; value errors (ranges, paths) fail only their own job, recorded as failed.
+        compose(fixed, validate=False)
     for o in sweeps:
         if o.value_type is not None and "CHOICE" not in str(o.value_type) and "SIMPLE" not in str(o.value_type):
             continue  # ranges/intervals for sweepers: nothing to enumerate
         for value in o.sweep_string_iterator():
             try:
-                compose(fixed + [f"{o.get_key_element()}={value}"])
-            except ConfigError as e:
-                if e.composition:
-                    raise  # value errors fail only their own job, recorded as failed
+                compose(fixed + [f"{o.get_key_element()}={value}"], validate=False)
             except OmegaConfBaseException as exc:
-                raise translate(exc) from None
+                raise translate(exc, overrides) from None
+
+
+def run_single(args, overrides: Sequence[str]) -> None:
+    """One job: compose and validate its config once, then print it (`--cfg`) or run it exactly as
+    Hydra's `run` does (run dir, .hydra/, logging, callbacks), with that one config."""
+    from hydra import version
+    from hydra._internal.callbacks import Callbacks
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_automatic_config_search_path
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import run_job
+    from hydra.types import HydraContext, RunMode
+    from omegaconf import read_write
+
+    from scaleflow.config import store
+    from scaleflow.config.validate import validate
+    from scaleflow.security import targets
+
+    _parse(overrides, multirun=False)
+    user_overrides = list(overrides)
+    version.setbase("1.3")
+    store.register()
+    overrides = search_path_override(overrides)
+    search_path = create_automatic_config_search_path(None, None, f"pkg://{CONFIG_MODULE}")
+    hydra = Hydra.create_main_hydra2(task_name=TASK_NAME, config_search_path=search_path)
+    try:
+        cfg = hydra.compose_config(CONFIG_NAME, overrides, run_mode=RunMode.RUN,
+                                   with_log_configuration=args.cfg is None)
+    except Exception as exc:  # noqa: BLE001 - every composition error becomes a ConfigError
+        raise _composition_error(exc, overrides) from None
+    # Hydra's part is composed too, only to refuse code a config file would make Hydra run.
+    targets.check(cfg, targets.command_line_allowed(user_overrides))
+    locking = args.cfg is None and _lock_rank() is not None
+    with read_write(cfg.hydra):
+        if cfg.hydra.mode is None:
+            cfg.hydra.mode = RunMode.RUN
+        # `${now:...}` resolved once, here: the dir that is locked is the dir the job runs in.
+        run_dir = os.path.abspath(os.path.expanduser(str(cfg.hydra.run.dir)))
+        cfg.hydra.run.dir = run_dir
+        cfg.hydra.runtime.output_dir = run_dir
+    HydraConfig.instance().set_config(cfg)  # ${hydra:...} and the run dir, while validating
+    validate(cfg)
+    if args.cfg is not None:
+        _print_config(hydra, cfg, args)
+        return
+    if locking:  # this process is the job (not a worker its launcher started): lock its dir first
+        from scaleflow.rundir_lock import acquire, quote_override
+        from scaleflow.training.signals import remember_command
+
+        acquire(run_dir, _lock_rank())
+        remember_command(user_overrides + [f"hydra.run.dir={quote_override(run_dir)}"])  # the resume command
+    callbacks = Callbacks(cfg)
+    callbacks.on_run_start(config=cfg, config_name=CONFIG_NAME)
+    ret = run_job(hydra_context=HydraContext(config_loader=hydra.config_loader, callbacks=callbacks),
+                  task_function=task, config=cfg, job_dir_key="hydra.run.dir", job_subdir_key=None,
+                  configure_logging=True)
+    callbacks.on_run_end(config=cfg, config_name=CONFIG_NAME, job_return=ret)
+    _ = ret.return_value  # raises the job's exception, as Hydra's run does
+
+
+def _lock_rank() -> int | None:
+    from scaleflow.rundir_lock import job_rank
+
+    return job_rank()
+
+
+def _print_config(hydra, cfg, args) -> None:
+    """`--cfg job|hydra|all [--package P] [--resolve]`, printed as Hydra prints it."""
+    from omegaconf import Container, OmegaConf
+
+    OmegaConf.set_readonly(cfg.hydra, None)
+    out = hydra.get_sanitized_cfg(cfg, args.cfg)
+    package = None if args.package == "_global_" else args.package
+    if package is not None:
+        out = OmegaConf.select(out, package)
+        if out is None:
+            raise ConfigError("--package", package, "a package of the config")
+    if not isinstance(out, Container):
+        print(out)
+        return
+    if package is not None:
+        print(f"# @package {package}")
+    if args.resolve:
+        OmegaConf.resolve(out)
+    sys.stdout.write(OmegaConf.to_yaml(out))
 
 
 # ------------------------------------------------------------------------------------- the task
 def task(cfg) -> Any:
-    """What Hydra runs for each job: validate, then dispatch on `mode`."""
+    """What Hydra runs for each job: dispatch on `mode`. A single run's config was validated when it
+    was built (`run_single`); a sweep job validates its own (`sweep.objective.run_job`)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from scaleflow.config.validate import validate
     from scaleflow.modes import run_mode
 
-    global _current_overrides, _composed
     hydra_cfg = HydraConfig.get()
-    _current_overrides, _composed = list(hydra_cfg.overrides.task), True
     run_dir = hydra_cfg.runtime.output_dir
     # Before anything else: Hydra has written .hydra/*.yaml with the command line's secrets in them.
     from scaleflow.security import audit
@@ -325,7 +410,6 @@ def task(cfg) -> Any:
         share_cores(hydra_cfg.launcher.get("n_jobs"))
         return run_job(cfg, run_dir)
     try:
-        validate(cfg)
         if cfg.mode in tf_logging.MODEL_MODES:  # they import TensorFlow in this process: quietly
             tf_logging.import_tensorflow(cfg.trainer.verbose)
         return run_mode(cfg, run_dir)
@@ -408,39 +492,38 @@ def main(argv: Sequence[str] | None = None) -> None:
     tf_logging.set_default_level()  # TensorFlow's C++ info lines stay hidden unless the user sets a level
     try:
         args, flags, overrides = _split_argv(argv)
-        overrides += implied_overrides(overrides)  # e.g. strategy=tpu -> hardware=tpu
+        overrides = with_implied(overrides)  # once for the whole command (e.g. strategy=tpu -> hardware=tpu)
         if args.help:
             print_help(overrides)
             sys.exit(0)
         informational = args.hydra_help or args.info or args.shell_completion
-        if not informational:
-            prevalidate(overrides, multirun=bool(args.multirun))
-            if args.multirun:  # a single job's run dir is checked when it is locked (rundir_lock)
-                check_output_dir(overrides, multirun=True)
-        user_overrides = list(overrides)
+        if not informational and not args.multirun:
+            from hydra._internal.utils import run_and_report
+
+            # One job: its one config build. Hydra's reporting of an unexpected error (short).
+            run_and_report(lambda: _run_single_reporting(args, overrides))
+            return
+        if args.multirun:
+            check_sweep(overrides)
+            check_output_dir(overrides, multirun=True)  # each job's run dir is checked when it is locked
         overrides = search_path_override(overrides)
-        pinned: list[str] = []
-        if not (informational or args.multirun or args.cfg):  # a job will run: lock its dir first
-            from scaleflow.rundir_lock import hold_run_dir
-
-            pinned = hold_run_dir(overrides)  # hydra.run.dir=<the locked dir>
-            if pinned:  # this process is the job (not a worker its launcher started)
-                from scaleflow.training.signals import remember_command
-
-                remember_command(user_overrides + pinned)  # run.json's resume command after SIGTERM/SIGINT
     except ConfigError as e:
         _fail(e, 2)
     except SystemExit:
         raise
     except ScaleflowError as e:
         _fail(e, e.exit_code)
+    except KeyboardInterrupt:  # Ctrl-C outside training (which handles it itself): no traceback
+        print("scaleflow: interrupted (SIGINT)", file=sys.stderr)
+        sys.exit(130)
 
+    # A sweep, or Hydra's informational flags: Hydra's own main.
     import hydra
 
     from scaleflow.config import store
 
     store.register()
-    sys.argv = [sys.argv[0] if sys.argv else "scaleflow"] + flags + overrides + pinned
+    sys.argv = [sys.argv[0] if sys.argv else "scaleflow"] + flags + overrides
     try:
         hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name=CONFIG_NAME, version_base="1.3")(task)()
     except KeyboardInterrupt:  # Ctrl-C outside training (which handles it itself): no traceback
@@ -453,3 +536,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"scaleflow: error: {len(summary['failed'])} of {summary['jobs']} sweep jobs failed "
               f"(jobs {', '.join(map(str, summary['failed']))}); see {summary['files'].get('md')}", file=sys.stderr)
         sys.exit(1)
+
+
+def _run_single_reporting(args, overrides: Sequence[str]) -> None:
+    try:
+        run_single(args, overrides)
+    except ConfigError as e:
+        _fail(e, 2)
+    except ScaleflowError as e:
+        _fail(e, e.exit_code)

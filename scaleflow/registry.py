@@ -98,11 +98,18 @@ def all_loaded() -> dict[str, dict[str, Any]]:
     return {kind: {name: get(kind, name) for name in names(kind)} for kind in KINDS}
 
 
+def refresh() -> None:
+    """Forget what was discovered, so entry points installed since (e.g. by a test) are seen."""
+    _entry_points.cache_clear()
+    _load.cache_clear()
+
+
 def conf_search_paths() -> list[str]:
     """Search paths for config group files that plugins ship (their `conf` attribute)."""
     paths: list[str] = []
     for kind in KINDS:
         for name in names(kind):
+            # Every base class declares `conf`; getattr only for exporters, whose base is elsewhere.
             conf = getattr(get(kind, name), "conf", None)
             if conf and conf not in paths:
                 paths.append(conf)

@@ -28,8 +28,6 @@ GROUP_BASE = {
 }
 FIXED_GROUPS = {"trainer": schema.TrainerConfig, "profile": schema.ProfileConfig}
 
-_registered = False
-
 
 def schema_for(group: str, name: str | None) -> type:
     """The dataclass that types config group `group` when option `name` is selected."""
@@ -37,14 +35,13 @@ def schema_for(group: str, name: str | None) -> type:
         return FIXED_GROUPS[group]
     kind = {v: k for k, v in registry.CONFIG_GROUP.items()}[group]
     if name in registry.names(kind):
-        return getattr(registry.get(kind, name), "Config", GROUP_BASE[group])
+        return registry.get(kind, name).Config
     return GROUP_BASE[group]
 
 
 def register() -> None:
-    global _registered
-    if _registered:
-        return
+    """Store the schema of everything registered now (cheap, so it is simply redone each command:
+    a plugin installed since is picked up)."""
     cs = ConfigStore.instance()
     cs.store(name="scaleflow_schema", node=schema.Config)
     for group, node in FIXED_GROUPS.items():
@@ -53,4 +50,3 @@ def register() -> None:
         cs.store(group=f"schema/{group}", name="base", node=GROUP_BASE[group])
         for name in registry.names(kind):
             cs.store(group=f"schema/{group}", name=name, node=schema_for(group, name))
-    _registered = True
