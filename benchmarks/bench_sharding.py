@@ -70,7 +70,8 @@ def build(kind: str, path: str, shard: str, level: str, batch: int):
     from omegaconf import OmegaConf
 
     from scaleflow import registry
-    from scaleflow.data.pipeline import input_fn, plan_input
+    from scaleflow.data.input import input_fn
+    from scaleflow.data.planning import plan_input
 
     dataset = registry.get("dataset", kind)()
     extra = ({"features": {"x": {"shape": [WIDTH], "dtype": "float32"}}, "num_classes": 10} if kind == "tfrecord"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from mwms_probe import probe_cluster
 from scaleflow.compat import keras_mwms
 
 
@@ -19,7 +20,7 @@ def test_fixes_are_guarded_to_the_keras_versions_measured_to_need_them():
 
 @pytest.mark.slow
 def test_each_fix_is_needed_and_both_make_fit_evaluate_predict_work_on_two_workers():
-    for result in keras_mwms.probe_cluster():
+    for result in probe_cluster():
         assert "Attempt to convert a value (PerReplica" in result["unpatched"], result
         assert "Invalid reduction dimension 0 for input with 0 dimensions" in result["build_fix_only"], result
         assert result["patched"] == "ok", result

@@ -11,30 +11,31 @@ Keras 3.15.1 fails out of the box with 2 workers, in `keras/src/backend/tensorfl
    ("Invalid reduction dimension 0 for input with 0 dimensions", tensorflow#72388), and the train step
    hard-codes reduction "auto". The fix reduces rank-0 values with `axis=None`.
 
-`apply()` patches only the Keras versions listed in `NEEDS_FIXES`, which were measured to need both
-fixes; on any other version it changes nothing (and says so once). `tests/test_multi_worker_compat.py`
-runs a real 2-worker cluster unpatched (expects the known failure) and patched (expects fit, evaluate
-and predict to work), so a Keras upgrade that fixes or changes this makes the test fail and points here.
+`patched()` installs both fixes only while its block runs, and only on the Keras versions listed in
+`NEEDS_FIXES` (measured to need both); on any other version it changes nothing (and says so). The
+multi-worker distribution holds it for its lifetime (`MultiWorkerDistribution.active`), so nothing
+else in the process ever sees a patched Keras. `tests/test_multi_worker_compat.py` runs a real
+2-worker cluster unpatched (expects the known failure) and patched (expects fit, evaluate and predict
+to work; its probe is tests/mwms_probe.py), so a Keras upgrade that fixes or changes this makes the
+test fail and points here.
 
 Example:
 
     from scaleflow.compat import keras_mwms
-    keras_mwms.apply()          # before model.fit under MultiWorkerMirroredStrategy
-
-    keras_mwms.probe_cluster()  # a real 2-worker cluster: what fails without each fix (see below)
+    with keras_mwms.patched():   # around model.fit / evaluate / predict under MultiWorkerMirroredStrategy
+        model.fit(...)
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from typing import Iterator
 
 log = logging.getLogger("scaleflow")
 
 # (major, minor) of Keras releases measured to need both fixes.
 NEEDS_FIXES = {(3, 15)}
-
-_applied = False
-_warned = False
 
 
 def keras_version() -> tuple[int, int]:
@@ -49,29 +50,28 @@ def needed(version: tuple[int, int] | None = None) -> bool:
     return (version or keras_version()) in NEEDS_FIXES
 
 
-def apply(force: bool = False) -> bool:
-    """Install both fixes when this Keras version needs them (or `force`); returns whether they are on.
-    Idempotent."""
-    global _applied, _warned
-    if _applied:
-        return True
+@contextlib.contextmanager
+def patched(force: bool = False) -> Iterator[bool]:
+    """Both fixes while the block runs, when this Keras version needs them (or `force`); Keras'
+    own functions are restored when it ends, however it ends. Yields whether the fixes are on."""
     if not (force or needed()):
-        if not _warned:
-            import keras
+        import keras
 
-            log.warning("Keras %s is not a version the multi-worker fixes were measured on (%s); running "
-                        "unpatched. If fit fails under strategy=multi_worker, see scaleflow/compat/keras_mwms.py",
-                        keras.__version__, ", ".join(f"{a}.{b}" for a, b in sorted(NEEDS_FIXES)))
-            _warned = True
-        return False
+        log.warning("Keras %s is not a version the multi-worker fixes were measured on (%s); running "
+                    "unpatched. If fit fails under strategy=multi_worker, see scaleflow/compat/keras_mwms.py",
+                    keras.__version__, ", ".join(f"{a}.{b}" for a, b in sorted(NEEDS_FIXES)))
+        yield False
+        return
     from keras.src.backend.tensorflow import trainer
 
+    original_build, original_reduce = trainer.TensorFlowTrainer._maybe_symbolic_build, trainer.reduce_per_replica
     trainer.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
-    original = trainer.reduce_per_replica
-    if not getattr(original, "_scaleflow_fixed", False):
-        trainer.reduce_per_replica = _scalar_safe(original)
-    _applied = True
-    return True
+    trainer.reduce_per_replica = _scalar_safe(original_reduce)
+    try:
+        yield True
+    finally:
+        trainer.TensorFlowTrainer._maybe_symbolic_build = original_build
+        trainer.reduce_per_replica = original_reduce
 
 
 def _maybe_symbolic_build(self, iterator=None, data_batch=None):
@@ -115,91 +115,4 @@ def _scalar_safe(original):
             return tree.map_structure(_reduce, values)
         return original(values, strategy, reduction)
 
-    reduce_per_replica._scaleflow_fixed = True
     return reduce_per_replica
-
-
-# ------------------------------------------------------------------------------------------ probe
-# The probe shows, on a real cluster, what each fix is for. Stages run in order in every worker, each
-# on a fresh model: unpatched, then with the build fix only, then with both fixes. Both known failures
-# happen while tracing (before any collective runs), so the workers stay in step between stages.
-PROBE_STAGES = ("unpatched", "build_fix_only", "patched")
-
-
-def _fit_evaluate_predict(strategy) -> str:
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
-    y = (x[:, 0] > 0).astype("int32")
-
-    def dataset(ctx):
-        b = ctx.get_per_replica_batch_size(16)
-        return tf.data.Dataset.from_tensor_slices((x, y)).shard(ctx.num_input_pipelines, ctx.input_pipeline_id) \
-            .batch(b, drop_remainder=True).repeat()
-
-    try:
-        with strategy.scope():
-            model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
-            model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
-        ds = strategy.distribute_datasets_from_function(dataset)
-        model.fit(ds, epochs=1, steps_per_epoch=2, verbose=0)
-        model.evaluate(ds, steps=2, verbose=0)
-        out = model.predict(ds, steps=1, verbose=0)
-        return "ok" if out.shape[-1] == 2 else f"predict returned shape {out.shape}"
-    except Exception as e:  # noqa: BLE001 - the probe reports the failure it saw
-        return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-
-
-def probe() -> dict[str, str]:
-    """One worker of a real cluster (TF_CONFIG from the environment): fit, evaluate and predict a tiny
-    model at each of PROBE_STAGES; returns "ok" or the first error line per stage."""
-    import tensorflow as tf
-
-    from scaleflow.cluster.logs import READY
-
-    strategy = tf.distribute.MultiWorkerMirroredStrategy(
-        communication_options=tf.distribute.experimental.CommunicationOptions(timeout_seconds=60))
-    print(READY, flush=True)  # the strategy exists; its first collective runs in the first stage
-    results = {"unpatched": _fit_evaluate_predict(strategy)}
-    from keras.src.backend.tensorflow import trainer
-
-    trainer.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
-    results["build_fix_only"] = _fit_evaluate_predict(strategy)
-    apply(force=True)
-    results["patched"] = _fit_evaluate_predict(strategy)
-    return results
-
-
-def probe_cluster(num_workers: int = 2, timeout_s: float = 120.0) -> list[dict[str, str]]:
-    """Run the probe on a real local cluster of `num_workers` processes; one result dict per worker."""
-    import json
-    import os
-    import sys
-
-    from scaleflow.cluster import LocalCluster, free_ports
-    from scaleflow.cluster.tf_config import local_tf_config
-
-    ports = free_ports(num_workers)
-    cluster = LocalCluster([[sys.executable, "-m", "scaleflow.compat.keras_mwms", "--probe"]] * num_workers,
-                           [{**os.environ, "TF_CONFIG": local_tf_config(ports, r), "PYTHONUNBUFFERED": "1",
-                             "TF_CPP_MIN_LOG_LEVEL": "2"} for r in range(num_workers)],
-                           startup_timeout_s=timeout_s, finish_timeout_s=timeout_s, out=None)
-    cluster.run()
-    results = []
-    for stream in cluster.streams:
-        lines = [line for line in stream.lines if line.startswith("PROBE_RESULT ")]
-        results.append(json.loads(lines[-1][len("PROBE_RESULT "):]) if lines else {})
-    return results
-
-
-if __name__ == "__main__":
-    import json
-    import os
-    import sys
-
-    if sys.argv[1:] != ["--probe"]:
-        sys.exit("usage: python -m scaleflow.compat.keras_mwms --probe   (with TF_CONFIG set; see probe_cluster)")
-    print("PROBE_RESULT " + json.dumps(probe()), flush=True)
-    os._exit(0)  # collective ops may keep threads alive after a failure; the result is printed

@@ -12,10 +12,22 @@ with a `data.shard_key`).
 A dataset reads labels as its task needs them (`self.task`, given at construction; classification
 when none is given): in-memory datasets return raw labels from `arrays` and the task encodes them
 (class ids, multi-hot rows, float targets), naming any bad label by row and value.
+
+Example (in memory):
+
+    class Tiny(InMemoryDataset):
+        name = "tiny"
+
+        def arrays(self, config):
+            x = np.random.default_rng(config.seed).normal(size=(256, 4)).astype("float32")
+            return x, (x[:, 0] > 0).astype("int32")
+
+    # pyproject.toml:  [project.entry-points."scaleflow.datasets"]  tiny = "my_pkg.tiny:Tiny"
 """
 
 from __future__ import annotations
 
+import abc
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
@@ -43,10 +55,22 @@ class DataInfo:
         return np.concatenate([[0], np.cumsum(self.file_records, dtype=np.int64)])
 
 
-class Dataset:
+class Dataset(abc.ABC):
+    """Base class of every dataset (built-in or plugin).
+
+    Class attributes:
+        name: the option name (`data=<name>`), equal to the entry point's name.
+        Config: the dataclass typing the `data` node (extend `DataConfig`).
+        conf: `pkg://...` search path of the plugin's config files (`data/<name>.yaml`), or None.
+        path_kind: "file" | "dir" | "exists" to have `data.path` checked in validation, or None.
+        in_memory: True when the records are held as arrays (`gather_arrays`), not read by file.
+    """
+
     name: ClassVar[str]
     Config: ClassVar[type] = DataConfig
+    conf: ClassVar[str | None] = None
     path_kind: ClassVar[str | None] = None  # "file" | "dir" | "exists": data.path is checked
+    in_memory: ClassVar[bool] = False
     label_key: ClassVar[str] = "data.label"  # the config key that names the label, for errors
 
     def __init__(self, task: Any = None):
@@ -59,14 +83,33 @@ class Dataset:
 
     @classmethod
     def validate(cls, cfg) -> None:
+        """Rules that need only the config, before TensorFlow: `data.path` (per `path_kind`) and the
+        sharding rules. A subclass adds its own and calls `super().validate(cfg)`.
+
+        Args:
+            cfg: the composed config.
+        Raises:
+            ConfigError naming the key, the value and what is allowed.
+        """
         if cls.path_kind:
-            from scaleflow.config.validate import check_path
+            from scaleflow.config.paths import check_path
 
             check_path("data.path", cfg.data.path, cls.path_kind)
+        from scaleflow.data.rules import check_shard_config
 
+        check_shard_config(cfg)
+
+    @abc.abstractmethod
     def describe(self, config) -> DataInfo:
-        """Size, shapes, classes and files, without TensorFlow."""
-        raise NotImplementedError
+        """Size, shapes, classes and files, without TensorFlow.
+
+        Args:
+            config: the `data` config node.
+        Returns:
+            A `DataInfo`; records are numbered 0..num_examples-1 in a fixed order (file by file).
+        Example:
+            return DataInfo(num_examples=1000, input_shape=(4,), num_classes=2, fingerprint="...")
+        """
 
     def for_inference(self, metadata: dict, labelled: bool) -> "Dataset":
         """This dataset prepared to feed a trained model (mode=evaluate|predict).
@@ -85,9 +128,20 @@ class Dataset:
         raise ConfigError("data.shard_key", key, f"a key the {self.name} dataset provides",
                           f"The {self.name} dataset cannot shard by key; use data.shard_key=null")
 
+    @abc.abstractmethod
     def read(self, config, files: Sequence[str] | None = None) -> Any:
-        """A tf.data.Dataset of (features, label) over `files` (all when None), in global order."""
-        raise NotImplementedError
+        """The records as tf.data.
+
+        Args:
+            config: the `data` config node.
+            files: the files to read (a subset of `describe(...).files`), or None for all.
+        Returns:
+            A tf.data.Dataset of (features, label) in global order.
+        """
+
+    def gather_arrays(self, config, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(features, labels) of the records at `indices`, for in-memory datasets (`in_memory`)."""
+        raise NotImplementedError(f"the {self.name} dataset is not held in memory")
 
     def explain_read_error(self, config, error: BaseException, files: Sequence[str] | None = None):
         """A `DataError` naming the file (and record) behind `error`, a TensorFlow error raised while
@@ -119,10 +173,18 @@ class InMemoryDataset(Dataset):
     """A dataset held as NumPy arrays: `arrays(config) -> (features, raw labels)`; the task turns the
     raw labels into targets (`label_names` names label columns, `where` names a record in errors)."""
 
+    in_memory = True
     _cache: ClassVar[dict] = {}
 
+    @abc.abstractmethod
     def arrays(self, config) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError
+        """All records.
+
+        Args:
+            config: the `data` config node.
+        Returns:
+            (features [N, ...] float32, labels [N] integer class ids), in global order.
+        """
 
     def cache_token(self) -> str:
         """What, beside the config, changes this dataset's arrays (e.g. a fitted encoding)."""

@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -50,16 +51,41 @@ class InputSpec:
         return self.num_classes
 
 
-class Model:
+class Model(abc.ABC):
+    """Base class of every model (built-in or plugin). Implement `build`; the planner hooks
+    (`flops_per_example`, `num_parameters`, ...) let `mode=plan` predict without TensorFlow.
+
+    Class attributes:
+        name: the option name (`model=<name>`), equal to the entry point's name.
+        Config: the dataclass typing the `model` node (extend `ModelConfig`).
+        conf: `pkg://...` search path of the plugin's config files (`model/<name>.yaml`), or None.
+    """
+
     name: ClassVar[str]
     Config: ClassVar[type] = ModelConfig
+    conf: ClassVar[str | None] = None
+
+    @classmethod
+    def validate(cls, cfg: Any) -> None:
+        """Cross-field rules of this model, before TensorFlow is imported: raise ConfigError."""
 
     def build_body(self, config: Any, spec: InputSpec) -> Any:
-        """Return an uncompiled `keras.Model` from `spec.input_shape` to features (no output head).
+        """The model without its output head; the task adds the head (`build`). Implement this one.
 
         Planner figures (`num_parameters`, `flops_per_example`) count the head too: a Dense layer of
-        `spec.num_outputs` units on the body's features."""
-        raise NotImplementedError
+        `spec.num_outputs` units on the body's features.
+
+        Args:
+            config: the `model` config node (typed by `Config`).
+            spec: the example shape, class count and task the dataset describes.
+        Returns:
+            An uncompiled `keras.Model` from `spec.input_shape` to features; called under the
+            strategy's scope.
+        Example:
+            inputs = keras.Input(spec.input_shape)
+            return keras.Model(inputs, keras.layers.Dense(config.units, activation="relu")(inputs))
+        """
+        raise NotImplementedError(f"model={self.name} implements neither build_body nor build")
 
     def build(self, config: Any, spec: InputSpec) -> Any:
         """The whole model: `build_body` plus the task's head. Plugins written before tasks override
@@ -69,15 +95,38 @@ class Model:
         return registry.get("task", spec.task)().build_model(self, config, spec)
 
     def flops_per_example(self, config: Any, spec: InputSpec) -> float | None:
-        """Forward-pass FLOPs for one example, without TensorFlow (for `mode=plan`); None: unknown."""
+        """Forward-pass FLOPs for one example, without TensorFlow (for `mode=plan`).
+
+        Returns:
+            FLOPs, or None when unknown (the planner then says it cannot predict).
+        Example:
+            return 2.0 * math.prod(spec.input_shape) * spec.num_classes   # one dense layer
+        """
         return None
 
     def num_parameters(self, config: Any, spec: InputSpec) -> int | None:
+        """Trainable parameters, without TensorFlow (gradient bytes for the planner's all-reduce).
+
+        Returns:
+            The count, or None when unknown.
+        """
         return None
 
     def num_gradient_tensors(self, config: Any, spec: InputSpec) -> int | None:
         """Trainable variables (one gradient tensor each): across processes TensorFlow all-reduces
-        each separately, so the planner pays the link latency once per tensor. None: unknown (1)."""
+        each separately, so the planner pays the link latency once per tensor.
+
+        Returns:
+            The count, or None when unknown (the planner assumes 1).
+        """
+        return None
+
+    def activations_per_example(self, config: Any, spec: InputSpec) -> float | None:
+        """Activation values one example keeps for the backward pass (the planner's memory estimate).
+
+        Returns:
+            The count, or None when unknown (the planner estimates 2 x sqrt(FLOPs/2)).
+        """
         return None
 
 

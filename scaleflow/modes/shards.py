@@ -5,27 +5,30 @@
 
 prints one table per split (records, files, records read and kept per pipeline, the skew max/mean and
 what `data.uneven` does) and writes `shards.json` in the run dir: per pipeline its index, record count,
-files and, when `data.shard_key` is set, its keys. The number of pipelines is `strategy.num_workers`
-(one input pipeline per worker process, as the tf.distribute and Horovod strategies run them).
+files and, when `data.shard_key` is set, every one of its keys: inline when each pipeline has at most
+INLINE_KEYS of them, else in the companion file `shard_keys.json` (`keys_file` says so). The number
+of pipelines is the strategy's (`Strategy.topology`: one per worker process for multi_worker and
+horovod, one per TPU host for tpu, one for mirrored), as `mode=plan` shows it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 
-from scaleflow import registry
-from scaleflow.data.pipeline import InputPlan, check_shard_config, plan_input
+from scaleflow.data.planning import InputPlan, plan_input
 from scaleflow.data.sharding import ShardPlan
+from scaleflow.manifest import atomic_write_json
+from scaleflow.planning.topology import figures, layout
 
-# Keys are listed per pipeline up to this many distinct values (a count is always given).
-MAX_LISTED_KEYS = 1000
+# shards.json lists each pipeline's keys inline up to this many; beyond, every key goes to KEYS_FILE.
+INLINE_KEYS = 1000
+KEYS_FILE = "shard_keys.json"
 
 
 def pipelines(plan: ShardPlan, keys: np.ndarray | None) -> list[dict]:
-    """Per pipeline: index, records, files, read/kept and (with a shard key) its distinct keys."""
+    """Per pipeline: index, records, files, read/kept and (with a shard key) all its distinct keys."""
     report = plan.report()
     out = []
     for p, shard in enumerate(plan.shards):
@@ -37,7 +40,7 @@ def pipelines(plan: ShardPlan, keys: np.ndarray | None) -> list[dict]:
         if keys is not None:
             distinct = np.unique(np.asarray(keys)[shard].astype(str)) if len(shard) else np.array([], dtype=str)
             entry["num_keys"] = len(distinct)
-            entry["keys"] = distinct[:MAX_LISTED_KEYS].tolist()
+            entry["keys"] = distinct.tolist()
         out.append(entry)
     return out
 
@@ -66,25 +69,43 @@ def shards_report(cfg, plan: InputPlan, keys: np.ndarray | None) -> dict:
     return out
 
 
+def split_keys(report: dict) -> dict | None:
+    """When a pipeline has more than INLINE_KEYS keys, move every pipeline's keys out of `report`
+    (in place: `keys_file` names where they went) and return them: {split: [keys of pipeline i]}."""
+    entries = [e for split in report["pipelines"].values() for e in split]
+    if not any(len(e.get("keys") or []) > INLINE_KEYS for e in entries):
+        return None
+    moved = {split: [e.pop("keys") for e in split_entries] for split, split_entries in report["pipelines"].items()}
+    for e in entries:
+        e["keys_file"] = KEYS_FILE
+    report["keys_file"] = KEYS_FILE
+    return moved
+
+
 def run(cfg, run_dir: str) -> dict:
-    check_shard_config(cfg)
     from scaleflow.tasks import dataset_for
 
     dataset = dataset_for(cfg)
     info = dataset.describe(cfg.data)
-    num_pipelines = int(cfg.strategy.num_workers)
+    lay = layout(cfg, figures(cfg))  # the strategy says how many input pipelines it runs
+    num_pipelines = lay.pipelines
     plan = plan_input(dataset, cfg.data, info, num_pipelines, log_summary=False)  # the table says it
     keys = np.asarray(dataset.keys(cfg.data, cfg.data.shard_key)) if cfg.data.shard_key else None
     print(f"data {cfg.data.name}: {info.num_examples} records in {len(info.files) or 'no'} file(s), "
           f"data.shard={cfg.data.shard}" + (f" (key {cfg.data.shard_key})" if cfg.data.shard_key else "")
-          + f", {num_pipelines} input pipeline(s) (strategy.num_workers), global batch {cfg.data.batch_size}")
+          + f", {num_pipelines} input pipeline(s) (strategy={lay.strategy}: {lay.workers} process(es), "
+          f"{lay.replicas} replica(s)), global batch {cfg.data.batch_size}")
     print(table("train", plan.train, plan.level_reason))
     if plan.validation is not None:
         print(table("validation", plan.validation, plan.validation_reason))
-    report = shards_report(cfg, plan, keys)
+    report = {"strategy": lay.strategy, **shards_report(cfg, plan, keys)}
     os.makedirs(run_dir, exist_ok=True)
+    moved = split_keys(report)
+    if moved is not None:
+        atomic_write_json(os.path.join(run_dir, KEYS_FILE), moved)
+        print(f"wrote every pipeline's keys to {os.path.join(run_dir, KEYS_FILE)} (more than {INLINE_KEYS} "
+              "in a pipeline)")
     path = os.path.join(run_dir, "shards.json")
-    with open(path, "w") as f:
-        json.dump(report, f, indent=2, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))
+    atomic_write_json(path, report)
     print(f"wrote {path}")
     return report

@@ -13,7 +13,8 @@ import traceback
 import numpy as np
 
 from scaleflow import registry, tasks, tf_logging
-from scaleflow.data.pipeline import input_fn, plan_input
+from scaleflow.data.input import input_fn
+from scaleflow.data.planning import plan_input
 from scaleflow.export.base import ExportRequest
 from scaleflow.export.metadata import export_metadata
 from scaleflow.export.target import check_export_target, clean_stale_staging, export_root
@@ -30,23 +31,28 @@ from scaleflow.training.controls import Controls, optimizer_options
 log = logging.getLogger("scaleflow")
 
 
-def run(cfg, run_dir: str) -> dict:
-    """Train `cfg` in `run_dir`; returns the final metrics. Raises on failure (run.json says why)."""
+def run(cfg, run_dir: str, strategy=None) -> dict:
+    """Train `cfg` in `run_dir` (under `strategy`, default: the config's); returns the final metrics.
+    Raises on failure, and run.json says why, whichever step failed."""
     started = time.perf_counter()
     os.makedirs(run_dir, exist_ok=True)
     tf_logging.import_tensorflow(cfg.trainer.verbose)  # without its C++ start-up info lines
+    strategy = strategy or registry.get("strategy", cfg.strategy.name)()
     check_export_target(cfg, run_dir)  # a model that could not be written is never trained
     with stop_requests() as stop:  # SIGTERM/SIGINT: finish the step, keep the checkpoint, exit 143/130
-        # 1. Hardware first: device configuration must happen before TensorFlow runs any op.
-        hardware = registry.get("hardware", cfg.hardware.name)().configure(cfg)
-        distribution = registry.get("strategy", cfg.strategy.name)().create(cfg)
-        manifest = Manifest(run_dir, recorded_config(cfg), enabled=distribution.is_chief)  # secrets: ***
-        audited = audit.run_events(cfg, run_dir, manifest, enabled=distribution.is_chief)  # who ran what
-        if distribution.is_chief:
-            clean_stale_staging(export_root(cfg, run_dir))  # left by an export killed mid-way
-            follow_with_logger(cfg, run_dir, manifest)  # logger=mlflow, ...: mirrors run.json
+        writer = strategy.is_writer(cfg)  # known before TensorFlow: a failed set-up is recorded too
+        manifest = Manifest(run_dir, recorded_config(cfg), enabled=writer)  # secrets: ***
+        audited = audit.run_events(cfg, run_dir, manifest, enabled=writer)  # who ran what
         try:
-            result = _train(cfg, run_dir, distribution, hardware, manifest, stop)
+            # 1. Join the peers, then the hardware: both before TensorFlow runs any op.
+            strategy.join(cfg)
+            hardware = registry.get("hardware", cfg.hardware.name)().configure(cfg)
+            distribution = strategy.create(cfg)
+            if distribution.is_chief:
+                clean_stale_staging(export_root(cfg, run_dir))  # left by an export killed mid-way
+                follow_with_logger(cfg, run_dir, manifest)  # logger=mlflow, ...: mirrors run.json
+            with distribution.active():
+                result = _train(cfg, run_dir, distribution, hardware, manifest, stop)
         except BaseException as e:
             interrupted = stop.interruption(e)
             if interrupted is None:
@@ -118,7 +124,7 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest, 
     model_plugin = registry.get("model", cfg.model.name)()
     spe = setup.steps_per_execution(t.steps_per_execution, steps, cfg.hardware.name)
     # Some strategies cannot run several steps per call (Keras 3.15 under MultiWorkerMirrored).
-    spe = min(spe, getattr(distribution, "max_steps_per_execution", None) or spe)
+    spe = min(spe, distribution.max_steps_per_execution or spe)
     with distribution.scope():
         model = task.build_model(model_plugin, cfg.model, spec)  # the plugin's body, the task's head
         optimizer = distribution.wrap_optimizer(setup.make_optimizer(t, optimizer_options(t, steps)))

@@ -1,0 +1,139 @@
+"""From a shard plan to the tf.data pipeline each input pipeline trains on.
+
+`input_fn` returns the function a strategy hands to `distribute_datasets_from_function`: each
+pipeline reads exactly the records `scaleflow.data.planning.plan_input` assigned to it. TensorFlow is
+imported inside the functions only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from scaleflow.data.base import Dataset
+from scaleflow.data.sharding import ShardPlan, records_of
+
+
+def input_fn(dataset: Dataset, config, shard_plan: ShardPlan, *, training: bool, seed: int,
+             initial_epoch: int = 0) -> Callable[[Any], Any]:
+    """fn(input_context) -> per-replica batches of this pipeline's records, repeating forever, one
+    epoch = `shard_plan.steps` steps. Training reshuffles the order every epoch (seeded); with
+    `data.reshuffle_each_epoch` the pipeline's records themselves are redrawn every epoch."""
+    import tensorflow as tf
+
+    def fn(ctx) -> Any:
+        pipeline = ctx.input_pipeline_id if ctx is not None else 0
+        if ctx is not None and ctx.num_input_pipelines != shard_plan.num_pipelines:
+            from scaleflow.errors import ScaleflowError
+
+            raise ScaleflowError(f"the strategy runs {ctx.num_input_pipelines} input pipelines but the shard "
+                                 f"plan has {shard_plan.num_pipelines}")
+        per_replica = ctx.get_per_replica_batch_size(config.batch_size) if ctx is not None else config.batch_size
+        shuffle = training and config.shuffle_buffer > 0
+        need = shard_plan.steps * shard_plan.batch_per_pipeline
+        per_epoch = shard_plan.repartition is not None
+
+        def epoch_records(epoch) -> np.ndarray:
+            return shard_plan.for_epoch(int(epoch)).epoch_records[pipeline].astype(np.int64)
+
+        if dataset.in_memory:
+            # In memory: gather this pipeline's candidates once, then index whole batches per epoch.
+            candidates = np.unique(np.concatenate(shard_plan.shards)) if per_epoch else \
+                np.unique(shard_plan.epoch_records[pipeline])
+            x, y = dataset.gather_arrays(config, candidates)
+            x, y = tf.constant(x), tf.constant(y)
+            fixed = tf.constant(np.searchsorted(candidates, shard_plan.epoch_records[pipeline]), tf.int64)
+
+            def positions(epoch):
+                if not per_epoch:
+                    return fixed
+                ids = tf.numpy_function(epoch_records, [epoch], tf.int64, stateful=False)
+                return tf.reshape(tf.searchsorted(tf.constant(candidates), ids), [need])
+
+            def epoch_batches(epoch):
+                order = positions(epoch)
+                if shuffle:
+                    order = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([seed + pipeline, epoch]))
+                return tf.data.Dataset.from_tensor_slices(tf.reshape(order, [-1, per_replica]))
+
+            ds = tf.data.Dataset.range(initial_epoch, 2**62).flat_map(epoch_batches)
+            ds = ds.map(lambda i: (tf.gather(x, i), tf.gather(y, i)), num_parallel_calls=tf.data.AUTOTUNE)
+        else:
+            def finish(one_epoch, epoch=None):
+                # Shuffle within the epoch only, so every epoch holds exactly the plan's records.
+                if shuffle:
+                    one_epoch = one_epoch.shuffle(min(config.shuffle_buffer, max(1, need)),
+                                                  seed=seed + 7919 * pipeline if epoch is None else None,
+                                                  reshuffle_each_iteration=True)
+                return one_epoch.batch(per_replica, drop_remainder=True)
+
+            ds = _file_pipeline(dataset, config, shard_plan, pipeline, initial_epoch, epoch_records, finish)
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        # Seeded shuffles only reproduce if parallel stages keep their order (the cost is negligible:
+        # in-memory elements are whole batches).
+        options.deterministic = True
+        return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+    return fn
+
+
+def _file_pipeline(dataset: Dataset, config, plan: ShardPlan, pipeline: int, initial_epoch: int,
+                   epoch_records: Callable[[int], np.ndarray], finish: Callable[..., Any]) -> Any:
+    """One epoch of this pipeline's records from a file-backed source, repeated: open only the files
+    the plan lists for this pipeline, keep its records (record level), then cycle or trim to the
+    evened epoch. Records come in global id order, so `np.resize`/truncation in `even` match exactly."""
+    import tensorflow as tf
+
+    need = plan.steps * plan.batch_per_pipeline
+    if not plan.files:  # a dataset without files but without gather_arrays: filter a full read
+        mine = np.unique(plan.epoch_records[pipeline])
+        return finish(_evened(dataset.take(config, mine), len(mine), need, config.cache)).repeat()
+    opened = np.asarray(plan.reads[pipeline], dtype=np.int64)
+    ds = dataset.read(config, files=[plan.files[f] for f in opened])
+    if plan.level == "file":  # its own files, whole
+        return finish(_evened(ds, len(plan.shards[pipeline]), need, config.cache)).repeat()
+    all_ids = records_of(opened, plan.file_records)  # global id of each record the opened files hold
+    if plan.repartition is None:
+        mine = np.unique(plan.epoch_records[pipeline])
+        keep = np.zeros(len(all_ids), dtype=bool)
+        keep[np.searchsorted(all_ids, mine)] = True
+        return finish(_evened(_keep(ds, tf.constant(keep)), len(mine), need, config.cache)).repeat()
+
+    # A new partition every epoch: each epoch filters the opened files again (no cache).
+    def keep_mask(epoch) -> np.ndarray:
+        mask = np.zeros(len(all_ids), dtype=bool)
+        mask[np.searchsorted(all_ids, np.unique(epoch_records(epoch)))] = True
+        return mask
+
+    def one_epoch(epoch):
+        keep_t = tf.reshape(tf.numpy_function(keep_mask, [epoch], tf.bool, stateful=False), [len(all_ids)])
+        mine = _keep(ds, keep_t)
+        return finish(mine.repeat().take(need), epoch)
+
+    return tf.data.Dataset.range(initial_epoch, 2**62).flat_map(one_epoch)
+
+
+def _evened(ds: Any, available: int, need: int, cache: bool) -> Any:
+    """One evened epoch from `ds`, which yields `available` records in global id order: its first
+    `need` (drop) or `need` cycling through them (repeat), as `sharding.even` decided. Cached after
+    trimming, so a partly read dataset is never cached."""
+    if need <= available:
+        ds = ds.take(need)
+        return ds.cache() if cache else ds
+    ds = ds.cache() if cache else ds
+    return ds.repeat().take(need)
+
+
+def _keep(ds: Any, keep: Any) -> Any:
+    """The records of `ds` whose position is True in the boolean vector `keep`."""
+    import tensorflow as tf
+
+    def kept(position, record):
+        return tf.gather(keep, position)
+
+    def strip(position, record):
+        return record
+
+    return ds.enumerate().filter(kept).map(strip)
