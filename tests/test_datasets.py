@@ -109,3 +109,28 @@ def test_trains_on_each_dataset_kind(files, train, kind):
     run = train(*overrides_for(kind, root), *model, "data.batch_size=16", "trainer.epochs=2", "export=none")
     assert run["status"] == "ok"
     assert run["data"]["num_examples"] == (36 if kind == "image_folder" else N)
+
+
+@pytest.mark.parametrize("compression", ["GZIP", "ZLIB"])
+def test_compressed_tfrecords_are_counted_as_tf_data_reads_them(tf, tmp_path, compression):
+    from scaleflow.data.planning import plan_input
+
+    x, y = make_points()
+    directory = tmp_path / "records"
+    directory.mkdir()
+    sizes = (70, 50)
+    for f, part in enumerate(np.split(np.arange(sum(sizes)), [sizes[0]])):
+        with tf.io.TFRecordWriter(str(directory / f"part-{f}.tfrecord"), options=compression) as w:
+            for i in part:
+                w.write(tf.train.Example(features=tf.train.Features(feature={
+                    "x": tf.train.Feature(float_list=tf.train.FloatList(value=x[i])),
+                    "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(y[i])]))})).SerializeToString())
+    cfg = compose("data=tfrecord", f"data.path={directory}", f"data.compression={compression}",
+                  f"data.features={{x: {{shape: [{FEATURES}], dtype: float32}}}}", "data.batch_size=8")
+    dataset = registry.get("dataset", "tfrecord")()
+    info = dataset.describe(cfg.data)
+    assert info.file_records == sizes and info.num_classes == int(y[:sum(sizes)].max()) + 1
+    read = sum(1 for _ in dataset.read(cfg.data))
+    assert read == info.num_examples  # the shard plan counts what tf.data reads
+    plan = plan_input(dataset, cfg.data, info, 2, log_summary=False)
+    assert sum(len(s) for s in plan.train.shards) + sum(len(s) for s in plan.validation.shards) == read

@@ -21,7 +21,8 @@ import pytest
 
 from test_sharding_properties import data_config, make_csv, make_images, make_npz, make_tfrecords
 
-from scaleflow.data.pipeline import input_fn, plan_input
+from scaleflow.data.input import input_fn
+from scaleflow.data.planning import plan_input
 
 EPOCHS = 3
 
@@ -295,3 +296,23 @@ def test_a_real_two_worker_run_trains_on_exactly_the_planned_partition(tmp_path)
         assert len(batches) >= 2 * plan.steps
         per_pipeline.append([sum(batches[e * plan.steps:(e + 1) * plan.steps], []) for e in range(2)])
     _check_epochs(plan, [[per_pipeline[0][e], per_pipeline[1][e]] for e in range(2)])
+
+
+def test_mode_shards_writes_every_key_and_moves_them_to_a_companion_file_when_large(tmp_path):
+    from conftest import compose
+    from scaleflow.modes import shards
+
+    path = tmp_path / "many.csv"
+    rows = ["id,x1,label"] + [f"{i},{i % 7},{i % 3}" for i in range(2600)]
+    path.write_text("\n".join(rows) + "\n")
+    cfg = compose("mode=shards", "data=csv", f"data.path={path}", "data.feature_columns=[x1]",
+                  "data.shard=hash", "data.shard_key=id", "strategy.num_workers=2", "data.batch_size=8")
+    shards.run(cfg, str(tmp_path / "run"))
+    report = json.loads((tmp_path / "run" / "shards.json").read_text())
+    assert report["keys_file"] == shards.KEYS_FILE
+    keys = json.loads((tmp_path / "run" / shards.KEYS_FILE).read_text())
+    for split, entries in report["pipelines"].items():
+        assert [e["num_keys"] for e in entries] == [len(k) for k in keys[split]]
+        assert all("keys" not in e and e["keys_file"] == shards.KEYS_FILE for e in entries)
+    every = [k for split in keys.values() for pipeline in split for k in pipeline]
+    assert sorted(every, key=int) == [str(i) for i in range(2600)]  # each key once, none missing

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from scaleflow.data.base import DataInfo
-from scaleflow.data.pipeline import plan_input
+from scaleflow.data.planning import plan_input
 from scaleflow.data.sharding import (assign, even, file_keys, records_of, split_indices, stable_hash,
                                      validation_file_count)
 from scaleflow.errors import ConfigError
@@ -438,7 +438,7 @@ def test_file_level_validation_is_whole_files_never_read_for_training():
 ])
 def test_config_only_shard_rules_are_found_without_the_data(overrides, key):
     from scaleflow.cli import compose
-    from scaleflow.data.pipeline import check_shard_config
+    from scaleflow.data.rules import check_shard_config
 
     with pytest.raises(ConfigError) as error:
         check_shard_config(compose(overrides))

@@ -139,3 +139,22 @@ def test_same_seed_same_result(train, tmp_path):
 def test_bf16_saved_model_export_is_verified_with_a_precision_aware_tolerance(train):
     run = train(*QUICK, "trainer.mixed_precision=bf16")
     assert run["status"] == "ok" and run["export"]["verified"] and run["export"]["max_abs_diff"] <= 1e-2
+
+
+@pytest.mark.parametrize("failing", ["hardware", "strategy"])
+def test_a_run_that_fails_configuring_hardware_or_creating_its_strategy_says_so_in_run_json(
+        train, tmp_path, monkeypatch, failing):
+    from scaleflow import registry
+    from scaleflow.errors import ScaleflowError
+
+    target = registry.get("hardware", "cpu") if failing == "hardware" else registry.get("strategy", "default")
+    method = "configure" if failing == "hardware" else "create"
+
+    def broken(self, cfg):
+        raise ScaleflowError(f"no {failing} here")
+
+    monkeypatch.setattr(target, method, broken)
+    with pytest.raises(ScaleflowError, match=f"no {failing} here"):
+        train(*QUICK, "strategy=default", run_dir=tmp_path / failing)
+    run = json.loads((tmp_path / failing / "run.json").read_text())
+    assert run["status"] == "failed" and f"no {failing} here" in run["error"] and run["ended"]

@@ -11,7 +11,7 @@ from scaleflow.models.base import InputSpec, Model
 
 @dataclass
 class LinearConfig(ModelConfig):
-    use_bias: bool = True
+    use_bias: bool = True  # a per-output offset beside the weights
 
 
 class Linear(Model):
@@ -25,15 +25,25 @@ class Linear(Model):
     Config = LinearConfig
     conf = "pkg://scaleflow_example.conf"
 
-    def build_body(self, config, spec: InputSpec):
+    def build(self, config, spec: InputSpec):
+        """The task's output layer on the flattened input, with a bias only if `model.use_bias`
+        (the whole model is the head, so it is built here rather than left to the task)."""
         import keras
 
+        from scaleflow import registry
+
+        task = registry.get("task", spec.task)()
         inputs = keras.Input(spec.input_shape, name="features")
         x = keras.layers.Flatten()(inputs) if len(spec.input_shape) > 1 else inputs
-        return keras.Model(inputs, x, name="linear")  # the task adds the head
+        scores = keras.layers.Dense(spec.num_outputs, activation=task.activation, use_bias=config.use_bias,
+                                    dtype="float32", name="scores")(x)  # float32: a stable loss
+        return keras.Model(inputs, scores, name="linear")
 
     def num_parameters(self, config, spec: InputSpec) -> int:
-        return math.prod(spec.input_shape) * spec.num_classes + spec.num_classes
+        return math.prod(spec.input_shape) * spec.num_outputs + (spec.num_outputs if config.use_bias else 0)
+
+    def num_gradient_tensors(self, config, spec: InputSpec) -> int:
+        return 2 if config.use_bias else 1
 
     def flops_per_example(self, config, spec: InputSpec) -> float:
         return 2.0 * math.prod(spec.input_shape) * spec.num_classes
