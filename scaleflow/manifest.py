@@ -88,7 +88,7 @@ def versions() -> dict:
 
 
 class Manifest:
-    """The fields of run.json (see DESIGN.md): status, config, versions, strategy, data, metrics,
+    """The fields of run.json (README: What a run leaves): status, config, versions, strategy, data, metrics,
     throughput, export, started, ended, error."""
 
     def __init__(self, run_dir: str, config: dict, enabled: bool = True):

@@ -30,15 +30,10 @@ def compose(*overrides: str):
 
 @pytest.fixture(scope="session")
 def tf():
-    """TensorFlow, initialised once per session with 2 logical CPU devices."""
-    import tensorflow as tf
+    """TensorFlow, initialised once per session with 2 logical CPU devices (as the shared suites do)."""
+    from scaleflow.testing import tensorflow_session
 
-    cpus = tf.config.list_physical_devices("CPU")
-    try:
-        tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
-    except RuntimeError:
-        pass
-    return tf
+    return tensorflow_session()
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Keras 3 `fit` / `evaluate` / `predict` under MultiWorkerMirroredStrategy: two version-guarded fixes.
 
 Keras 3.15.1 fails out of the box with 2 workers, in `keras/src/backend/tensorflow/trainer.py`
-(see PITFALLS.md):
+(measured with TensorFlow 2.21; tests/test_multi_worker_compat.py shows both failures):
 
 1. `_maybe_symbolic_build` MEAN-reduces the first data batch (a structure of PerReplica values) to
    build the model symbolically; the collective strategy cannot reduce it

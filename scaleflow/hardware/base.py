@@ -37,7 +37,7 @@ class Hardware(abc.ABC):
         conf: `pkg://...` search path of a plugin's config files, or None.
         required_strategy: the one strategy this hardware runs under (a TPU: "tpu"), or None.
         steps_per_execution: steps per training-function call that `trainer.steps_per_execution=auto`
-            aims for (the largest throughput lever: PITFALLS).
+            aims for (the largest throughput lever on CPU: ~2.4x on a small MLP).
         per_replica_batch_multiple: what the planner rounds a recommended per-replica batch to.
     """
 

@@ -115,7 +115,7 @@ def connect(cfg) -> Any | None:
 
     Returns None when no TPU is reachable and `strategy.fallback` is true (after a warning); raises
     ScaleflowError (no traceback for the user) otherwise. Never hangs on a dead grpc:// address:
-    gRPC fail-fast is switched on first (PITFALLS: the connection blocks forever without it).
+    gRPC fail-fast is switched on first (without it, a connection to a dead address blocks forever).
     """
     address = str(cfg.hardware.tpu or "local")
     if address in _connections:

@@ -223,7 +223,7 @@ def measure_tf_collective(small_bytes: int = 8, large_bytes: int = 8 << 20, repe
     finally:
         for p in procs:
             if p.poll() is None:
-                p.kill()  # a worker waiting for its peer ignores SIGTERM (PITFALLS)
+                p.kill()  # a worker waiting for a peer that never came ignores SIGTERM
                 p.wait(10)
     line = next((ln for ln in outputs[0][0].splitlines() if ln.startswith("COLLECTIVE_TIMES ")), None)
     if line is None or any(p.returncode for p in procs):

@@ -110,12 +110,8 @@ class Layout:
 
 
 def resolve_strategy(cfg) -> tuple[str, str]:
-    name = cfg.strategy.name
-    if name != "auto":
-        return name, f"strategy={name}"
-    from scaleflow.strategies.auto import resolve
-
-    return resolve(cfg)
+    """(the strategy that really runs, why): the configured one, or the one it chooses (auto)."""
+    return registry.get("strategy", cfg.strategy.name).resolved(cfg)
 
 
 def layout(cfg, figs: Figures, strategy: str | None = None, reason: str = "") -> Layout:

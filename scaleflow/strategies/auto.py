@@ -73,6 +73,10 @@ class Auto(Strategy):
         self._chosen: Strategy | None = None
 
     @classmethod
+    def resolved(cls, cfg) -> tuple[str, str]:
+        return resolve(cfg)
+
+    @classmethod
     def _resolved(cls, cfg) -> type[Strategy]:
         return registry.get("strategy", resolve(cfg)[0])
 

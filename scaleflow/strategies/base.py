@@ -7,6 +7,7 @@ Nothing outside a strategy's own module branches on its name. The planner, `stra
     how are processes, replicas, input          mode=plan, mode=shards,      topology(cfg, figures)
       pipelines and devices laid out?             the run.json step prediction
     is it worth recommending on this hardware?  mode=plan's recommendation   suits(cfg, figures)
+    which strategy really runs (auto chooses)?  mode=plan, mode=shards       resolved(cfg)
     does it claim this machine, how strongly?   strategy=auto                claim(cfg, environment)
     what must the global batch divide by?       validation (before TF)       batch_multiple(cfg)
     how many steps may one call run?            validation, the run          max_steps_per_execution
@@ -289,6 +290,15 @@ class Strategy(abc.ABC):
         """
 
     @classmethod
+    def resolved(cls, cfg: Any) -> tuple[str, str]:
+        """The strategy that really runs and why: itself, unless it chooses another (`auto`).
+
+        Returns:
+            (strategy name, reason), e.g. ("mirrored", "strategy=mirrored").
+        """
+        return cls.name, f"strategy={cls.name}"
+
+    @classmethod
     def batch_multiple(cls, cfg: Any) -> tuple[int, str] | None:
         """What the global batch must be a multiple of under this strategy, from the config alone.
 
@@ -351,5 +361,5 @@ def process_topology(cfg: Any, figures: Any, replicas_per_process: int) -> Topol
     multi-host target with num_workers=1: one per host), each with one input pipeline."""
     num_workers = int(cfg.strategy.num_workers)
     processes = num_workers if num_workers > 1 else figures.hosts
-    hosts = max(1, min(processes, figures.hosts))
+    hosts = min(processes, figures.hosts)
     return Topology(hosts, processes, processes * replicas_per_process, processes)

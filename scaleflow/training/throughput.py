@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import ClassVar
 
+from scaleflow.training.callback import Callback
+
 
 def _keras_callback_base():
     import keras
@@ -12,7 +14,7 @@ def _keras_callback_base():
     return keras.callbacks.Callback
 
 
-class Throughput:
+class Throughput(Callback):
     """Registered callback: examples/s and steps/s of each epoch's training steps.
 
     `summary()` averages the epochs after the first (the first one pays tracing/compilation).

@@ -1,0 +1,21 @@
+"""The example plugin passes scaleflow's shared suites for what it provides: a model and a dataset."""
+
+from __future__ import annotations
+
+from scaleflow.testing import DatasetTestSuite, ModelTestSuite
+
+
+class TestLinear(ModelTestSuite):
+    model = "linear"
+    overrides = ("data=moons", "data.num_examples=256")
+
+
+class TestLinearWithoutBias(ModelTestSuite):
+    model = "linear"
+    overrides = ("data=moons", "data.num_examples=256", "model.use_bias=false")
+    trains = False  # one training run of the model is enough
+
+
+class TestMoons(DatasetTestSuite):
+    dataset = "moons"
+    overrides = ("data.num_examples=200", "data.num_features=3")
