@@ -22,9 +22,8 @@ from scaleflow import tf_logging
 from scaleflow.config.implied import with_implied
 from scaleflow.errors import ConfigError, DataError, ScaleflowError, did_you_mean, one_of
 
-CONFIG_MODULE = "scaleflow.conf"
-CONFIG_NAME = "config"
-TASK_NAME = "cli"  # Hydra's job name (the log file is <run dir>/cli.log), as hydra.main names it
+from scaleflow.config.command import (CONFIG_MODULE, CONFIG_NAME, OVERRIDES_ENV, TASK_NAME,  # noqa: F401
+                                      current_overrides)
 log = logging.getLogger("scaleflow")
 
 
@@ -62,18 +61,6 @@ def _groups() -> list[str]:
             if g not in ("hydra", "schema")]
 
 
-def current_overrides() -> list[str]:
-    """The command line's overrides of the job being validated or run (e.g. to tell whether the user
-    chose `data=` or left evaluate/predict on the trained run's data): Hydra's record of them."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if HydraConfig.initialized():
-        return list(HydraConfig.get().overrides.task)
-    import json
-
-    return list(json.loads(os.environ.get(OVERRIDES_ENV, "[]")))
-
-
 def _given(key: str, overrides: Sequence[str]) -> Any:
     """The value `overrides` give `key` (the last one wins, as in Hydra), or None."""
     for o in reversed(overrides):
@@ -98,11 +85,6 @@ def _node_keys(key: str, overrides: Sequence[str]) -> list[str]:
     except Exception:  # noqa: BLE001 - best effort: a hint, not a check
         return []
     return list(getattr(cls, "__dataclass_fields__", {}))
-
-
-# Worker processes that get the resolved config instead of a command line (e.g. Horovod ranks) learn
-# the launching command's overrides from this variable.
-OVERRIDES_ENV = "SCALEFLOW_OVERRIDES"
 
 
 def default_options() -> dict[str, str]:

@@ -129,7 +129,7 @@ def resolve_run_dir(overrides: Sequence[str]) -> str:
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    from scaleflow.cli import CONFIG_MODULE, CONFIG_NAME
+    from scaleflow.config.command import CONFIG_MODULE, CONFIG_NAME
     from scaleflow.config import store
 
     store.register()

@@ -30,10 +30,13 @@ def import_graph() -> dict[str, set[str]]:
                 candidates = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
             else:
                 continue
+            if isinstance(node, ast.ImportFrom) and any(c in known for c in candidates[1:]):
+                candidates = candidates[1:]  # `from package import module`: the module is what is used
             for candidate in candidates:
                 while candidate and candidate not in known:
                     candidate = candidate.rpartition(".")[0]
-                if candidate and candidate != name:
+                # A package's own __init__ runs before any of its modules anyway: not a dependency.
+                if candidate and candidate != name and not name.startswith(candidate + "."):
                     imported.add(candidate)
         graph[name] = imported
     return graph

@@ -48,7 +48,7 @@ def score(model: LoadedModel, dataset, config, indices: np.ndarray, batch_size: 
     """(model outputs, labels) of the records `indices` (sorted global ids), batch by batch."""
     indices = np.sort(np.asarray(indices, dtype=np.int64))
     outputs, labels = [], []
-    if hasattr(dataset, "gather_arrays"):  # in memory: slice NumPy arrays
+    if dataset.in_memory:  # in memory: slice NumPy arrays
         x, y = dataset.gather_arrays(config, indices)
         for start in range(0, len(indices), batch_size):
             outputs.append(model(x[start:start + batch_size]))

@@ -175,7 +175,7 @@ def _override_key(override: str) -> str:
 def data_node(cfg, source: ModelSource) -> DictConfig:
     """The data config to evaluate/predict on: the command line's `data=...` if it chose one, else the
     training run's data config with the command line's `data.*` values on top."""
-    from scaleflow.cli import current_overrides
+    from scaleflow.config.command import current_overrides
 
     overrides = current_overrides()
     trained = (source.train_config or {}).get("data")
@@ -192,7 +192,7 @@ def data_node(cfg, source: ModelSource) -> DictConfig:
 def inference_data(cfg, source: ModelSource, *, labelled: bool) -> InferenceData:
     """The effective data config, the dataset prepared with the model's encoding, and its description;
     data the model cannot take is a ConfigError/DataError."""
-    from scaleflow.config.validate import _check_node
+    from scaleflow.config.fields import _check_node
 
     node = data_node(cfg, source)
     dataset_cls = registry.get("dataset", node.name)

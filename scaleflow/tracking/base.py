@@ -44,6 +44,10 @@ class Logger:
     name: ClassVar[str]
     Config: ClassVar[type] = LoggerConfig
 
+    @classmethod
+    def validate(cls, cfg: Any) -> None:
+        """Cross-field rules of this logger, before TensorFlow is imported: raise ConfigError."""
+
     def start(self, cfg: Any, run_dir: str, manifest: Any) -> None:
         """Called once, before training, in the chief. Args: the config, the run dir, the Manifest
         (its `data` is run.json as it stands; `previous` an interrupted attempt's run.json)."""

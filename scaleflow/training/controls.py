@@ -40,7 +40,7 @@ KEEP_STATES = 3  # epochs of state kept: the checkpoint's epoch and the ones it 
 def check_controls(cfg) -> None:
     """Config rules for schedules, clipping, early stopping and keep_best, without TensorFlow."""
     from scaleflow.config import schema
-    from scaleflow.config.validate import check_node
+    from scaleflow.config.fields import check_node
     from scaleflow.tasks.checks import produced_metrics
 
     t = cfg.trainer

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from scaleflow.config.schema import StrategyConfig
-from scaleflow.errors import ConfigError, ScaleflowError
+from scaleflow.errors import ScaleflowError
 from scaleflow.strategies.base import (CLAIM_LAUNCHED, Claim, Distribution, Strategy, Topology,
                                        process_topology)
 from scaleflow_horovod import install, launcher
