@@ -221,6 +221,7 @@ def compose(overrides: Sequence[str], validate: bool = True):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
     from scaleflow.config import store
@@ -235,8 +236,10 @@ def compose(overrides: Sequence[str], validate: bool = True):
             cfg = hydra_compose(CONFIG_NAME, overrides=search_path_override(overrides), return_hydra_config=True)
         except Exception as exc:  # noqa: BLE001 - every composition error becomes a ConfigError
             raise _composition_error(exc, overrides) from None
-    # Hydra's part is composed too, only to refuse code a config file would make Hydra run.
+    # Hydra's part is composed too, only to refuse code a config file would make Hydra run, and to
+    # record the command line as a Hydra job would (`current_overrides`).
     targets.check(cfg, targets.command_line_allowed(overrides))
+    HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]
     if validate:

@@ -114,4 +114,8 @@ def _run_dir() -> str | None:
     """The job's run dir once Hydra runs it (relative export.dir lives there), else None."""
     from hydra.core.hydra_config import HydraConfig
 
-    return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
+    if not HydraConfig.initialized():
+        return None
+    from omegaconf import OmegaConf
+
+    return OmegaConf.select(HydraConfig.get(), "runtime.output_dir", default=None)  # None until Hydra runs it

@@ -167,12 +167,12 @@ def run(cfg, run_dir: str) -> dict:
     records = selected_records(cfg.predict.split, data, source, "predict.split")
     output = output_path(cfg, run_dir)
     strategy = registry.get("strategy", cfg.strategy.name)()
-    from scaleflow.cli import OVERRIDES_ENV, current_overrides
+    from scaleflow.config.command import OVERRIDES_ENV, current_overrides
 
     # Ranks that get the resolved config (Horovod) resolve the same data from the same overrides.
     os.environ[OVERRIDES_ENV] = json.dumps(current_overrides())
-    status = strategy.launch(cfg, run_dir)
-    if status is not None:  # the strategy's worker processes predicted their parts
+    if strategy.launches(cfg):  # the strategy's worker processes predict their parts
+        status = strategy.launch(cfg, run_dir)
         if status != 0:
             raise ScaleflowError(f"strategy={cfg.strategy.name}: prediction failed (exit status {status}); see the "
                                  "log above")
@@ -182,6 +182,7 @@ def run(cfg, run_dir: str) -> dict:
         _finish(run_dir, result)
         return result
 
+    strategy.join(cfg)  # a worker connects to its peers before the hardware step initialises TensorFlow
     registry.get("hardware", cfg.hardware.name)().configure(cfg)
     distribution = strategy.create(cfg)
     n, p = distribution.num_pipelines, distribution.worker_index
