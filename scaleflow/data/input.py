@@ -137,3 +137,21 @@ def _keep(ds: Any, keep: Any) -> Any:
         return record
 
     return ds.enumerate().filter(kept).map(strip)
+
+
+def validation_records(dataset, config, plan, input_shape=None, limit: int = 10_000,
+                        max_bytes: int = 256 << 20):
+    """(features, labels) of the validation split (all pipelines' shards; at most `limit` records and
+    about `max_bytes` of float32 features, so images stay bounded), on which exports are evaluated
+    (edge accuracy, promotion); None without a validation split."""
+    import tensorflow as tf
+
+    if plan.validation is None:
+        return None
+    if input_shape:
+        limit = max(1, min(limit, max_bytes // (4 * int(np.prod(input_shape)))))
+    indices = np.unique(np.concatenate([np.asarray(s) for s in plan.validation.shards]))[:limit]
+    if not len(indices):
+        return None
+    x, y = next(iter(dataset.take(config, indices).batch(len(indices))))
+    return tf.cast(x, tf.float32).numpy(), np.asarray(y)

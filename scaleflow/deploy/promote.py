@@ -170,7 +170,7 @@ def promote_run(run_dir: str) -> dict | None:
     from scaleflow.data.pipeline import plan_input
     from scaleflow.export.base import ExportRequest
     from scaleflow.manifest import Manifest, atomic_write_json
-    from scaleflow.training.train import _validation_records
+    from scaleflow.data.input import validation_records
 
     manifest = Manifest.load(run_dir) or {}
     exported = manifest.get("export") or {}
@@ -185,7 +185,7 @@ def promote_run(run_dir: str) -> dict | None:
     plan = plan_input(dataset, cfg.data, info, 1)
     request = ExportRequest(model=None, cfg=cfg, run_dir=run_dir, sample=np.zeros((0,), np.float32),
                             identity={"data_fingerprint": info.fingerprint},
-                            validation=_validation_records(dataset, cfg.data, plan, info.input_shape))
+                            validation=validation_records(dataset, cfg.data, plan, info.input_shape))
     record = decide(cfg, exported["dir"], int(exported["version"]), request,
                     verified=bool(exported.get("verified")), policy=policy)
     record["by"] = "sweep summary (best job)"

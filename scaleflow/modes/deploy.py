@@ -38,7 +38,7 @@ def model_root(cfg) -> str:
 
 def check(cfg) -> None:
     """Config rules of mode=deploy (no TensorFlow, before anything runs)."""
-    from scaleflow.config.validate import check_path
+    from scaleflow.config.paths import check_path
 
     d, run = cfg.deploy, cfg.get("run")
     if cfg.get("model_dir") is not None:

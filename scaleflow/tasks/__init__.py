@@ -22,8 +22,6 @@ def dataset_for(cfg):
 def check_labels(cfg) -> None:
     """Read an in-memory dataset's labels as the task needs them, without TensorFlow: a bad label is a
     ConfigError naming row and value. The arrays stay cached for the training run in this process."""
-    from scaleflow.data.base import InMemoryDataset
-
     dataset = dataset_for(cfg)
-    if isinstance(dataset, InMemoryDataset):
+    if dataset.in_memory:
         dataset.describe(cfg.data)

@@ -13,7 +13,7 @@ import traceback
 import numpy as np
 
 from scaleflow import registry, tasks, tf_logging
-from scaleflow.data.input import input_fn
+from scaleflow.data.input import input_fn, validation_records
 from scaleflow.data.planning import plan_input
 from scaleflow.export.base import ExportRequest
 from scaleflow.export.metadata import export_metadata
@@ -190,7 +190,7 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest, 
                             metadata=export_metadata(cfg, info, _records(dataset, cfg.data, plan.train.shards[0], 2048)),
                             is_chief=distribution.is_chief,
                             representative=_calibration_records(dataset, cfg, plan),
-                            validation=_validation_records(dataset, cfg.data, plan, info.input_shape)
+                            validation=validation_records(dataset, cfg.data, plan, info.input_shape)
                             if distribution.is_chief else None)
     with setup.kept_for_a_rerun(backup):  # an export failure says how to export without retraining
         exported = registry.get("exporter", cfg.export.format)().export(request)
@@ -227,24 +227,6 @@ def _calibration_records(dataset, cfg, plan) -> np.ndarray | None:
     size = min(int(cfg.export.calibration_samples), len(shard))
     chosen = np.random.default_rng(cfg.data.seed).choice(shard, size, replace=False) if size else shard[:0]
     return _records(dataset, cfg.data, chosen, size) if size else None
-
-
-def _validation_records(dataset, config, plan, input_shape=None, limit: int = 10_000,
-                        max_bytes: int = 256 << 20):
-    """(features, labels) of the validation split (all pipelines' shards; at most `limit` records and
-    about `max_bytes` of float32 features, so images stay bounded), on which exports are evaluated
-    (edge accuracy, promotion); None without a validation split."""
-    import tensorflow as tf
-
-    if plan.validation is None:
-        return None
-    if input_shape:
-        limit = max(1, min(limit, max_bytes // (4 * int(np.prod(input_shape)))))
-    indices = np.unique(np.concatenate([np.asarray(s) for s in plan.validation.shards]))[:limit]
-    if not len(indices):
-        return None
-    x, y = next(iter(dataset.take(config, indices).batch(len(indices))))
-    return tf.cast(x, tf.float32).numpy(), np.asarray(y)
 
 
 def _records(dataset, config, indices, size: int = 64) -> np.ndarray:
