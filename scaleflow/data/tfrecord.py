@@ -16,8 +16,6 @@ from scaleflow.data.base import NON_FINITE, DataInfo, Dataset, file_fingerprint,
 from scaleflow.data.tfrecord_format import RecordError, count_records, feature_value, locate_corruption, records
 from scaleflow.errors import ConfigError, DataError, one_of
 
-DTYPES = ("float32", "int64", "string")
-
 
 @dataclass
 class TFRecordConfig(DataConfig):

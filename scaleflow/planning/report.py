@@ -10,7 +10,7 @@ import math
 
 from scaleflow import registry
 from scaleflow.data.planning import plan_input
-from scaleflow.errors import ConfigError, ScaleflowError
+from scaleflow.errors import ScaleflowError
 from scaleflow import tasks
 from scaleflow.planning.cost_model import Workload, links, memory_per_replica, step_time
 from scaleflow.planning.quantities import quantities
@@ -112,9 +112,7 @@ def recommend(cfg, work: Workload, figs: Figures, train_records: int) -> dict:
 
 
 def build(cfg) -> dict:
-    """The whole plan for `cfg`, as plan.json holds it."""
-    if cfg.plan.max_replicas < 0:
-        raise ConfigError("plan.max_replicas", cfg.plan.max_replicas, "0 (the hardware's devices) or a count >= 1")
+    """The whole plan for `cfg` (validated: plan.max_replicas >= 0 by its schema), as plan.json holds it."""
     figs = figures(cfg)
     lay = layout(cfg, figs)
     dataset = tasks.dataset_for(cfg)
