@@ -118,3 +118,30 @@ def test_npz_features_are_masked_by_position_and_a_hashed_shard_key_is_pseudonym
     with pytest.raises(ConfigError) as e:
         registry.get("dataset", "npz")().arrays(bad.data)
     assert e.value.key == "data.mask.f9"
+
+
+def test_tfrecord_features_are_masked_in_the_parse_step_and_a_hashed_key_is_pseudonymised(tf, tmp_path, monkeypatch):
+    from scaleflow import registry
+
+    monkeypatch.setenv("SF_TEST_MASK_KEY", KEY_ENV["SF_TEST_MASK_KEY"])
+    path = tmp_path / "d.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as w:
+        for i in range(64):
+            w.write(tf.train.Example(features=tf.train.Features(feature={
+                "x": tf.train.Feature(float_list=tf.train.FloatList(value=[20.0 + i])),
+                "secret": tf.train.Feature(float_list=tf.train.FloatList(value=[4242.4242])),
+                "income": tf.train.Feature(float_list=tf.train.FloatList(value=[1000.0 * i])),
+                "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[i % 2])),
+                "id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[f"uid-planted-{i}".encode()]))})).SerializeToString())
+    base = ["data=tfrecord", f"data.path={path}", "++data.features={x: {shape: [1]}, secret: {shape: [1]}, income: {shape: [1]}}",
+            "data.shard=hash", "data.shard_key=id", "data.mask_key_env=SF_TEST_MASK_KEY"]
+    cfg = compose(*base, "+data.mask={x: {method: bucket, edges: [40, 60]}, secret: drop, "
+                         "income: {method: noise, scale: 10}, id: hash}")
+    dataset = registry.get("dataset", "tfrecord")()
+    assert dataset.describe(cfg.data).input_shape == (2,)
+    x = np.concatenate([b[0].numpy() for b in dataset.read(cfg.data).batch(64)])
+    assert sorted(set(x[:, 0])) == [0.0, 1.0, 2.0] and not np.allclose(x[:, 1], 1000.0 * np.arange(64))
+    assert not any(str(k).startswith("uid-planted") for k in dataset.keys(cfg.data, "id"))
+    with pytest.raises(ConfigError) as e:
+        compose(*base, "+data.mask={salary: drop}")
+    assert e.value.key == "data.mask.salary"

@@ -27,6 +27,14 @@ class TFRecordConfig(DataConfig):
     compression: str = ""  # "" | GZIP | ZLIB
 
 
+def kept_features(config) -> dict:
+    """`data.features` without those `data.mask` drops."""
+    from scaleflow.security.mask import rules
+
+    dropped = {r.column for r in rules(config) if r.method == "drop"}
+    return {name: spec for name, spec in config.features.items() if name not in dropped}
+
+
 def list_files(path: str) -> list[str]:
     """A file, every file in a directory, or a glob; sorted so every process agrees on the order."""
     path = os.path.expanduser(path)
@@ -89,7 +97,7 @@ class TFRecord(Dataset):
                 class_names = tuple(config.class_names or [str(c) for c in range(num_classes)])
         except RecordError as e:
             raise _data_error(e) from None
-        shapes = [list(spec.get("shape", [])) for spec in config.features.values()]
+        shapes = [list(spec.get("shape", [])) for spec in kept_features(config).values()]  # data.mask drops
         if len(shapes) == 1 and shapes[0]:
             input_shape = tuple(shapes[0])
         else:
@@ -106,7 +114,10 @@ class TFRecord(Dataset):
             raise _data_error(e) from None
         if values and all(v is None for v in values):
             raise ConfigError("data.shard_key", key, "a feature present in the records")
-        return np.array([v.decode() if isinstance(v, bytes) else v for v in values], dtype=object)
+        from scaleflow.security.mask import Masking, mask_keys
+
+        keys = np.array([v.decode() if isinstance(v, bytes) else v for v in values], dtype=object)
+        return mask_keys(keys, Masking.from_config(config), key)  # a hashed key: pseudonyms only
 
     def explain_read_error(self, config, error: BaseException, files=None):
         """A payload checksum error found by TensorFlow mid-epoch does not name the file: find it."""
@@ -137,16 +148,22 @@ class TFRecord(Dataset):
         NON_FINITE (TensorFlow cannot say which file); explain_read_error then names the record."""
         import tensorflow as tf
 
+        features = kept_features(config)  # data.mask: dropped features are never parsed
         spec = {name: tf.io.FixedLenFeature(list(s.get("shape", [])), getattr(tf, s.get("dtype", "float32")))
-                for name, s in config.features.items()}
+                for name, s in features.items()}
         task = self.task.name
         label_shape = {"regression": [config.targets], "multilabel": [config.num_classes or 1]}.get(task, [])
         spec[config.label] = tf.io.FixedLenFeature(label_shape, tf.float32 if task == "regression" else tf.int64)
-        names = list(config.features)
-        single = len(names) == 1 and list(config.features[names[0]].get("shape", []))
+        names = list(features)
+        single = len(names) == 1 and list(features[names[0]].get("shape", []))
+        from scaleflow.security.mask import Masking, tensorflow_feature_masks
+
+        masks = tensorflow_feature_masks(Masking.from_config(config), list(config.features), config.get("shard_key"))
 
         def parse(records):  # a batch at a time: parse_example is much faster than per record
             example = tf.io.parse_example(records, spec)
+            for name, mask in masks.items():  # bucket / noise, before anything else sees the values
+                example[name] = mask(tf.cast(example[name], tf.float32))
             label = example[config.label]
             if single:
                 x = tf.cast(example[names[0]], tf.float32)
@@ -177,8 +194,8 @@ class TFRecord(Dataset):
     @staticmethod
     def _feature_at(config, position: tuple[int, ...]) -> str:
         """The feature name (and index within it) at `position` of the concatenated features."""
-        names = list(config.features)
-        shapes = [list(config.features[n].get("shape", [])) for n in names]
+        names = list(kept_features(config))
+        shapes = [list(kept_features(config)[n].get("shape", [])) for n in names]
         if len(names) == 1 and shapes[0]:
             return f"{names[0]}[{', '.join(map(str, position))}]"
         flat = position[0] if position else 0

@@ -17,8 +17,9 @@ use it as `data.shard_key`); `bucket` and `noise` need numbers. Bucket i holds
 
 Errors name the rule and never the raw value: a rule naming no column, `hash` without a key, a
 missing key variable or file, a non-numeric cell under `bucket`/`noise` (exit 2, before TensorFlow).
-Supported by data=csv (columns by name) and data=npz (features of a 2-D `x` as f0, f1, ...: drop,
-bucket, noise; and `hash` of the array named by data.shard_key, whose keys it pseudonymises).
+Supported by data=csv (columns by name), data=npz (features of a 2-D `x` as f0, f1, ...) and
+data=tfrecord (features by name, masked in the parse step: drop, bucket, noise per element); there
+`hash` applies to the record key (data.shard_key), whose values it pseudonymises.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import numpy as np
 from scaleflow.errors import ConfigError, DataError, did_you_mean, one_of
 
 METHODS = ("drop", "hash", "bucket", "noise")
-SUPPORTED_DATASETS = ("csv", "npz")
+SUPPORTED_DATASETS = ("csv", "npz", "tfrecord")
 HASH_HEX = 16  # 64 bits of the HMAC: pseudonyms stay distinct for any realistic column
 
 
@@ -116,6 +117,14 @@ def check_config(cfg: Any) -> None:
                           f"Masking is supported by data={', data='.join(SUPPORTED_DATASETS)} (columns by name)")
     if any(r.method == "hash" for r in parsed):
         hash_key(data)
+    if data.get("name") == "tfrecord":  # feature names are in the config: checked before any read
+        names = list(data.features) + ([data.shard_key] if data.get("shard_key") else [])
+        for rule in parsed:
+            if rule.column not in names:
+                raise ConfigError(f"data.mask.{rule.column}", rule.method, one_of(names) + " (data.features, "
+                                  "data.shard_key)", did_you_mean(rule.column, names) or "A mask rule must name a feature")
+        if set(names) - {data.get("shard_key")} <= {r.column for r in parsed if r.method == "drop"}:
+            raise ConfigError("data.mask", dict(data.mask), "at least one feature left after drop")
 
 
 class Masking:
@@ -233,6 +242,31 @@ def mask_features(x: np.ndarray, path: str, masking: Optional["Masking"], key_na
             raise ConfigError(f"data.mask.{rule.column}", "hash", "drop, bucket or noise for a numeric feature",
                               "hash pseudonymises identifiers: use it on data.shard_key")
     return np.delete(x, dropped, axis=1) if dropped else x
+
+
+def tensorflow_feature_masks(masking: Optional["Masking"], names: list[str], key_name: Optional[str]) -> dict:
+    """{feature: fn(float tensor) -> masked tensor} for TFRecord features (bucket, noise)."""
+    if masking is None:
+        return {}
+    import tensorflow as tf
+
+    out = {}
+    for i, rule in enumerate(masking.rules):
+        if rule.column == key_name or rule.method == "drop":
+            continue
+        if rule.column not in names:
+            raise ConfigError(f"data.mask.{rule.column}", rule.method, one_of(names) + " (data.features)",
+                              did_you_mean(rule.column, names) or "A mask rule must name a feature")
+        if rule.method == "hash":
+            raise ConfigError(f"data.mask.{rule.column}", "hash", "drop, bucket or noise for a numeric feature",
+                              "hash pseudonymises identifiers: use it on data.shard_key")
+        if rule.method == "bucket":
+            boundaries = [float(e) for e in rule.edges]
+            out[rule.column] = lambda v, b=boundaries: tf.cast(tf.raw_ops.Bucketize(input=v, boundaries=b), tf.float32)
+        else:
+            out[rule.column] = lambda v, s=rule.scale, n=i: v + tf.random.normal(tf.shape(v), stddev=s,
+                                                                                    seed=masking.seed * 1000 + n)
+    return out
 
 
 def mask_keys(keys: np.ndarray, masking: Optional["Masking"], key_name: str) -> np.ndarray:
