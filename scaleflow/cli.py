@@ -78,8 +78,12 @@ def _node_keys(key: str, overrides: Sequence[str]) -> list[str]:
     parent = key.rsplit(".", 1)[0] if "." in key else ""
     group, *nested = parent.split(".") if parent else [""]
     try:
-        option = _given(group, overrides) or default_options().get(group)
-        cls = schema_for(group, option) if group else schema.Config
+        node = schema.Config.__dataclass_fields__.get(group)
+        if group and node is not None and isinstance(node.default_factory, type):
+            cls = node.default_factory  # a plain node (serve, plan, registry, ...), not a config group
+        else:
+            option = _given(group, overrides) or default_options().get(group)
+            cls = schema_for(group, option) if group else schema.Config
         for name in nested:  # e.g. trainer.early_stopping: a dataclass field of the group's schema
             cls = cls.__dataclass_fields__[name].default_factory
     except Exception:  # noqa: BLE001 - best effort: a hint, not a check

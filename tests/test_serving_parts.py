@@ -112,3 +112,13 @@ def test_warmup_records_are_tfrecord_framed_prediction_logs(tmp_path):
     (tmp_path / "w").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
     with pytest.raises(ValueError, match="corrupt"):
         list(tfrecords(str(tmp_path / "w")))
+
+
+def test_serve_keys_are_checked_with_did_you_mean():
+    from scaleflow.cli import compose
+    from scaleflow.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="Did you mean 'workers'"):
+        compose(["mode=serve", "serve.worker=2"])
+    with pytest.raises(ConfigError, match=r"serve.max_batch_size=0: expected a number >= 1"):
+        compose(["mode=serve", "serve.max_batch_size=0"])
