@@ -105,7 +105,8 @@ def test_predict_without_the_label_column_writes_keys_class_names_and_scores(tra
         assert sum(scores) == pytest.approx(1, abs=1e-5) and r["predicted"] == str(int(np.argmax(scores)))
     truth = [r[4] for r in rows[1:61]]
     assert np.mean([r["predicted"] == t for r, t in zip(out, truth)]) > 0.75
-    assert result["data"]["records"] == 60 and json.loads((tmp_path / "predictions.json").read_text())["output"]
+    summary = json.loads((tmp_path / "predictions.json").read_text())
+    assert result["data"]["records"] == 60 and summary["output"] and summary["data"]["unused_columns"] == []
 
     blank = tmp_path / "blank.csv"  # the label column is there, but empty: still nothing to read
     blank.write_text("\n".join([",".join(rows[0])] + [",".join(r[:4]) + "," for r in rows[1:61]]) + "\n")

@@ -8,7 +8,7 @@ naming the file, line, record and column, before TensorFlow starts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import ClassVar, List, Optional
 
 import numpy as np
 
@@ -76,22 +76,33 @@ class CSV(InMemoryDataset):
     def cache_token(self) -> str:
         return repr((self.encoding.to_dict() if self.encoding else None, self.require_label))
 
+    _prepared: ClassVar[dict] = {}  # the last prepared table: validation, describe and read share it
+
     def prepare(self, config) -> tuple[TableEncoding, np.ndarray, np.ndarray, dict]:
         """(encoding, inputs, labels, report): raw label text for the task to read, or class ids under
         a trained model's class list. Without a given encoding it is fitted on the
         training split (the same seeded split the pipeline uses), so no validation value leaks in."""
         table = _table(config)
+        key = (repr(sorted((k, repr(v)) for k, v in dict(config).items())), self.cache_token(), self.task.name)
+        hit = CSV._prepared.get(key)
+        if hit is None or hit[0] is not table:
+            CSV._prepared.clear()
+            CSV._prepared[key] = hit = (table, self._prepare(config, table))
+        return hit[1]
+
+    def _prepare(self, config, table) -> tuple[TableEncoding, np.ndarray, np.ndarray, dict]:
         encoding = self.encoding
+        parsed: dict = {}
         if encoding is None:
             train, _ = split_indices(table.num_records, config.validation_split, config.seed)
-            encoding = fit_encoding(table, config, train, require_label=self.require_label)
+            encoding = fit_encoding(table, config, train, require_label=self.require_label, parsed=parsed)
             label = encoding.label
         else:  # a trained model's encoding: only its feature columns (and the label, if needed) must exist
             label = config.label_column if config.label_column in table.header else None
             if label is None and self.require_label:
                 raise ConfigError("data.label_column", config.label_column, one_of(table.header) +
                                   f" (columns of {config.path})", did_you_mean(config.label_column, table.header))
-        x, report = encoding.encode(table, trained=self.encoding is not None)
+        x, report = encoding.encode(table, trained=self.encoding is not None, parsed=parsed)
         if label is None or not self.require_label:  # predict: placeholder labels nobody reads
             y = np.zeros(table.num_records, dtype=np.int32)
         elif self.encoding is None or self.encoding.classes is None:
@@ -126,6 +137,9 @@ class CSV(InMemoryDataset):
             encoding.classes = list(range(len(info.class_names))) if numeric else list(info.class_names)
         labelled = encoding.label is not None if self.encoding is None else \
             config.label_column in _table(config).header
+        if self.encoding is not None:  # a trained model's data: say which columns it does not read
+            used = {*encoding.columns, *encoding.ignored, config.label_column, config.get("shard_key")}
+            report = {**report, "unused_columns": [c for c in _table(config).header if c not in used]}
         return DataInfo(info.num_examples, info.input_shape, info.num_classes, info.fingerprint,
                         class_names=info.class_names, target_names=info.target_names, extra={"encoding": encoding.to_dict(), "report": describe_encoding(encoding, report),
                                "feature_names": encoding.feature_names, "labelled": labelled,

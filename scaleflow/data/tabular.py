@@ -179,9 +179,10 @@ class TableEncoding:
                             f"on (its feature columns: {', '.join(self.columns)})",
                             hint=f"Predict on data with the columns of {source}")
 
-    def encode(self, table: Table, trained: bool = False) -> tuple[np.ndarray, dict]:
+    def encode(self, table: Table, trained: bool = False, parsed: dict | None = None) -> tuple[np.ndarray, dict]:
         """(inputs float32 (records, len(feature_names)), report {imputed, unknown categories}).
-        `trained`: the encoding is a trained model's (its missing policy cannot change now)."""
+        `trained`: the encoding is a trained model's (its missing policy cannot change now).
+        `parsed`: numeric columns fitting already parsed (column -> (numbers, missing))."""
         self.check_columns(table)
         width = len(self.feature_names)
         x = np.zeros((table.num_records, width), dtype=np.float32)
@@ -190,7 +191,11 @@ class TableEncoding:
         offset = 0
         for c in self.columns:
             values = table.column(c)
-            missing = missing_mask(values)
+            if c in self.categorical:
+                missing = missing_mask(values)
+            else:
+                numbers, missing = (parsed or {}).get(c) or numeric_column(table, c, values)
+                numbers = numbers.copy()
             if missing.any():
                 if self.missing == "error":
                     raise _missing_error(table, c, values, missing, trained)
@@ -206,7 +211,6 @@ class TableEncoding:
                 x[np.flatnonzero(known), offset + ids[known]] = 1.0
                 offset += len(vocab)
             else:
-                numbers = parse_numbers(table, c, values, missing)
                 numbers[missing] = self.fill.get(c, 0.0)
                 with np.errstate(over="ignore"):
                     x[:, offset] = numbers
@@ -227,6 +231,23 @@ def _missing_error(table: Table, column: str, values: np.ndarray, missing: np.nd
             "retrain with data.missing=mean or zero" if trained else
             "Set data.missing=mean or data.missing=zero to impute, or fix the file")
     return table.error(r, column, what + (f" (and {more} more in this column)" if more else ""), hint)
+
+
+def numeric_column(table: Table, column: str, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 values, missing mask) of a numeric column. A clean column converts in one NumPy call
+    ('nan' parses as NaN: a missing marker); only a column that does not is checked cell by cell."""
+    try:
+        numbers = values.astype(np.float64)
+    except ValueError:
+        missing = missing_mask(values)
+        return parse_numbers(table, column, values, missing), missing
+    missing = np.isnan(numbers)
+    infinite = np.flatnonzero(np.isinf(numbers))
+    if len(infinite):
+        r = int(infinite[0])
+        raise table.error(r, column, f"{str(values[r])!r} is not a finite number",
+                          "Infinite values cannot be trained on or imputed: fix or remove the record")
+    return numbers, missing
 
 
 def parse_numbers(table: Table, column: str, values: np.ndarray, missing: np.ndarray) -> np.ndarray:
@@ -298,9 +319,11 @@ def column_roles(table: Table, config, *, require_label: bool = True) -> tuple[s
     return label, features, [c for c in features if c in categorical], ignored_all
 
 
-def fit_encoding(table: Table, config, train_records: np.ndarray, *, require_label: bool = True) -> TableEncoding:
+def fit_encoding(table: Table, config, train_records: np.ndarray, *, require_label: bool = True,
+                 parsed: dict | None = None) -> TableEncoding:
     """The encoding of `table` under `config`, with vocabularies and means from `train_records` only.
-    Every cell of every feature column is checked (not only the training records)."""
+    Every cell of every feature column is checked (not only the training records). `parsed`, when
+    given, receives the parsed numeric columns for `TableEncoding.encode`."""
     label, features, categorical, ignored = column_roles(table, config, require_label=require_label)
     policy = config.get("missing", "error")
     max_categories = int(config.get("max_categories", 1000))
@@ -308,7 +331,12 @@ def fit_encoding(table: Table, config, train_records: np.ndarray, *, require_lab
     fill: dict[str, float] = {}
     for c in features:
         values = table.column(c)
-        missing = missing_mask(values)
+        if c in categorical:
+            missing = missing_mask(values)
+        else:
+            numbers, missing = numeric_column(table, c, values)
+            if parsed is not None:
+                parsed[c] = (numbers, missing)
         if missing.any() and policy == "error":
             raise _missing_error(table, c, values, missing)
         train_values, train_missing = values[train_records], missing[train_records]
@@ -322,7 +350,6 @@ def fit_encoding(table: Table, config, train_records: np.ndarray, *, require_lab
                                   "split: an identifier? List it in data.ignore_columns")
             vocabularies[c] = vocab
             continue
-        numbers = parse_numbers(table, c, values, missing)
         if policy == "mean" and missing.any():
             present = numbers[train_records][~train_missing]
             if not len(present):

@@ -43,7 +43,7 @@ def run(cfg, run_dir: str) -> dict:
               "data": {"name": data.config.name, "path": data.config.get("path"), "fingerprint": data.info.fingerprint,
                        "num_examples": data.info.num_examples, "split": cfg.evaluate.split, "records": len(records),
                        **{k: v for k, v in (data.info.extra.get("report") or {}).items()
-                          if k in ("imputed", "unknown_categories")}},
+                          if k in ("imputed", "unknown_categories", "unused_columns")}},
               **result}
     files = {"evaluation": os.path.join(run_dir, "evaluation.json")}
     matrix = result.get("confusion_matrix")

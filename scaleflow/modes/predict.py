@@ -156,7 +156,7 @@ def summary(cfg, source: ModelSource, data: InferenceData, records: np.ndarray, 
                      "shard": data.config.shard, "shard_key": data.config.get("shard_key"),
                      # e.g. how many CSV cells were imputed and which categories the model never saw
                      **{k: v for k, v in (data.info.extra.get("report") or {}).items()
-                        if k in ("imputed", "unknown_categories")}},
+                        if k in ("imputed", "unknown_categories", "unused_columns")}},
             "output": output, "format": cfg.predict.format, "columns": columns,
             "parts": [{"pipeline": p, "records": n} for p, n in enumerate(parts)]}
 
