@@ -57,9 +57,9 @@ def validate(cfg: DictConfig) -> None:
     if t.jit_compile not in ("auto", True, False):
         raise ConfigError("trainer.jit_compile", t.jit_compile, "'auto', true or false")
     _auto_or_positive_int("export.version", cfg.export.version)
-    batches = list(cfg.profile.batches)
-    if len(batches) != 2 or not all(isinstance(b, int) for b in batches) or not 1 <= batches[0] <= batches[1]:
-        raise ConfigError("profile.batches", batches, "[start, stop] with 1 <= start <= stop")
+    from scaleflow.profiling.checks import check_profile_config
+
+    check_profile_config(cfg)  # profile.batches within the epoch, profile.port
 
     from scaleflow.config import schema
 

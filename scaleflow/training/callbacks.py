@@ -15,11 +15,12 @@ def tensorboard_dir(run_dir: str, distribution) -> str:
 
 
 def tensorboard_callback(cfg, run_dir: str, distribution):
+    """Scalars per epoch. Profiling is scaleflow's own (scaleflow/profiling/): Keras' profile_batch
+    leaves TensorBoard's Overview without a step marker."""
     import keras
 
-    profile_batch = tuple(cfg.profile.batches) if cfg.profile.name == "tensorboard" else 0
     return keras.callbacks.TensorBoard(log_dir=tensorboard_dir(run_dir, distribution), update_freq="epoch",
-                                       profile_batch=profile_batch, write_graph=False)
+                                       profile_batch=0, write_graph=False)
 
 
 def epoch_logger(epochs: int, throughput):

@@ -12,7 +12,7 @@ import traceback
 
 import numpy as np
 
-from scaleflow import registry, tasks, tf_logging
+from scaleflow import profiling, registry, tasks, tf_logging
 from scaleflow.data.input import input_fn, validation_records
 from scaleflow.data.planning import plan_input
 from scaleflow.export.base import ExportRequest
@@ -150,6 +150,7 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest, 
         stop_on_signal(stop),
         *([stop_on_non_finite_loss(spe)] if t.on_nan == "stop" else []),
         tensorboard_callback(cfg, run_dir, distribution),
+        *profiling.callbacks(cfg, run_dir, distribution, manifest, steps, initial_epoch),  # profile=...
         throughput,
         *distribution.callbacks(),
         *[registry.get("callback", name).create(cfg, run_dir, distribution, cfg.data.batch_size, steps)

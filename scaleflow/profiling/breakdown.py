@@ -1,0 +1,170 @@
+"""profile=summary: where the step goes, measured from the run itself.
+
+Most calls run at full speed (Keras' multi-step function) and are only timed. One call in every
+`profile.sample_every` (and the middle call of the first epoch, so every run has a verdict) runs its
+steps one per call through keras_steps.StepDraws, which times each step's input fetch apart from the
+step itself: time blocked in the input pipeline vs time in the compiled step. Per epoch it writes
+TensorBoard scalars (`profile/...` in the `train` run), at the end a `profile` block in run.json and one
+verdict line in the log. Collectives are reported where the strategy measures them (none does yet).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+
+from scaleflow.profiling import keras_steps
+
+log = logging.getLogger("scaleflow")
+
+INPUT_BOUND = 0.5  # at least this share of step time waiting for data: input-bound
+PARTLY_INPUT_BOUND = 0.15
+
+
+def verdict(input_fraction: float | None) -> str:
+    """The one-line answer to "where does my step go"."""
+    if input_fraction is None:
+        return "no step was sampled (profile.sample_every larger than the run's calls)"
+    share = f"{input_fraction:.0%} of step time waiting for data"
+    if input_fraction >= INPUT_BOUND:
+        return f"input-bound: {share}; try data.cache or more parallel reads"
+    if input_fraction >= PARTLY_INPUT_BOUND:
+        return f"partly input-bound: {share}; data.cache or more parallel reads would help"
+    return f"compute-bound: {share}; the step itself (model, batch size, steps_per_execution) is the cost"
+
+
+class StepBreakdown:
+    """Callback factory: `StepBreakdown.create(cfg, run_dir, distribution, manifest, steps_per_epoch)`.
+
+    Example:
+        python -m scaleflow profile=summary
+        # log: profile: compute-bound: 3% of step time waiting for data; ...
+    """
+
+    @classmethod
+    def create(cls, cfg, run_dir: str, distribution, manifest, steps_per_epoch: int):
+        import keras
+        import tensorflow as tf
+
+        from scaleflow.training.callbacks import tensorboard_dir
+
+        every = int(cfg.profile.sample_every)
+        on = keras_steps.supported("profile=summary's input/step breakdown")
+        logdir = os.path.join(tensorboard_dir(run_dir, distribution), "train")
+        collectives = getattr(distribution, "collective_seconds", None)  # a strategy that measures them
+
+        class _StepBreakdown(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.epochs: list[dict] = []
+                self._wrapped = self._wrapper
+                self._keras_function = None
+                self._calls = 0  # calls of the whole run
+                self._sampled_once = False
+                self._writer = None
+
+            def on_train_begin(self, logs=None):
+                spe = self.model.steps_per_execution
+                self._calls_per_epoch = max(1, math.ceil(steps_per_epoch / spe))
+                self._writer = tf.summary.create_file_writer(logdir)
+                if on:
+                    self._keras_function = self.model.train_function
+                    self.model.train_function = self._wrapped
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self._epoch = {"epoch": epoch + 1, "full_speed_s": 0.0, "full_speed_steps": 0,
+                               "sampled_steps": 0, "wait_s": 0.0, "step_s": 0.0}
+                self._epoch_call = 0
+
+            def _sample_this_call(self) -> bool:
+                if self._calls % every == every // 2:
+                    return True
+                # a run shorter than `every` calls still gets one sample, mid-way through its first epoch
+                return not self._sampled_once and self._epoch_call == self._calls_per_epoch // 2
+
+            def _wrapper(self, iterator):
+                sampled = self._sample_this_call()
+                self._calls += 1
+                self._epoch_call += 1
+                e = self._epoch
+                if not sampled:
+                    began = time.perf_counter()
+                    outputs = self._keras_function(iterator)
+                    if self._calls > 1:  # the run's first call compiles the multi-step function
+                        e["full_speed_s"] += time.perf_counter() - began
+                        e["full_speed_steps"] += self.model.steps_per_execution
+                    return outputs
+                self._sampled_once = True
+                times: dict[int, float] = {}
+
+                def begins(step):
+                    times[step] = time.perf_counter()
+
+                def ends(step):
+                    times[step] = time.perf_counter() - times[step]
+
+                draws = keras_steps.StepDraws(iterator, 0, begins, ends)
+                outputs = keras_steps.run_drawn(self._keras_function, draws)
+                for step, wait in enumerate(draws.waits):
+                    if not getattr(self, "_one_step_compiled", False):
+                        self._one_step_compiled = True  # the first one-step call compiles it: not a step time
+                        continue
+                    total = times.get(step, wait)
+                    e["sampled_steps"] += 1
+                    e["wait_s"] += wait
+                    e["step_s"] += max(0.0, total - wait)
+                return outputs
+
+            def on_epoch_end(self, epoch, logs=None):
+                e = self._epoch
+                e["step_time_s"] = e["full_speed_s"] / e["full_speed_steps"] if e["full_speed_steps"] else None
+                e["input_fraction"] = _fraction(e["wait_s"], e["step_s"])
+                self.epochs.append(e)
+                with self._writer.as_default(step=epoch):
+                    if e["step_time_s"] is not None:
+                        tf.summary.scalar("profile/step_time_ms", e["step_time_s"] * 1e3)
+                    if e["sampled_steps"]:
+                        tf.summary.scalar("profile/input_wait_fraction", e["input_fraction"])
+                        tf.summary.scalar("profile/input_wait_ms", e["wait_s"] / e["sampled_steps"] * 1e3)
+                        tf.summary.scalar("profile/step_compute_ms", e["step_s"] / e["sampled_steps"] * 1e3)
+                self._writer.flush()
+
+            def on_train_end(self, logs=None):
+                if self._keras_function is not None and self.model.train_function is self._wrapped:
+                    self.model.train_function = self._keras_function
+                if self._writer is not None:
+                    self._writer.close()
+                report = self.summary()
+                log.info("profile: %s", report["verdict"])
+                if manifest is not None:
+                    manifest.update(profile=report)
+
+            def summary(self) -> dict:
+                sampled = sum(e["sampled_steps"] for e in self.epochs)
+                wait = sum(e["wait_s"] for e in self.epochs)
+                step = sum(e["step_s"] for e in self.epochs)
+                fast_steps = sum(e["full_speed_steps"] for e in self.epochs)
+                fraction = _fraction(wait, step) if on else None
+                return {
+                    "mode": "summary", "measured": on, "sample_every": every, "sampled_steps": sampled,
+                    "input_wait_fraction": fraction,
+                    "input_wait_s_per_step": wait / sampled if sampled else None,
+                    "step_compute_s_per_step": step / sampled if sampled else None,
+                    "full_speed_step_time_s": sum(e["full_speed_s"] for e in self.epochs) / fast_steps
+                    if fast_steps else None,
+                    "collectives_s": collectives() if callable(collectives) else None,
+                    "collectives": "measured by the strategy" if callable(collectives)
+                    else f"not reported by strategy {distribution.name}",
+                    "verdict": verdict(fraction) if on else "off: Keras version not measured",
+                    "per_epoch": [{k: e[k] for k in ("epoch", "sampled_steps", "input_fraction", "step_time_s")}
+                                  for e in self.epochs],
+                    "tensorboard": logdir,
+                }
+
+        return _StepBreakdown()
+
+
+def _fraction(wait: float, step: float) -> float | None:
+    return wait / (wait + step) if wait + step > 0 else None

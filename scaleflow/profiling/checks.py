@@ -1,0 +1,25 @@
+"""Config rules of the profile group, checked before TensorFlow is imported."""
+
+from __future__ import annotations
+
+from scaleflow.errors import ConfigError
+
+
+def check_profile_config(cfg) -> None:
+    """profile.batches: [start, stop], 1 <= start <= stop, within the epoch (trainer.steps_per_epoch
+    when set; else the planned epoch, checked once the data is planned: `check_window`)."""
+    profile = cfg.profile
+    batches = list(profile.batches)
+    if len(batches) != 2 or not all(isinstance(b, int) and not isinstance(b, bool) for b in batches) \
+            or not 1 <= batches[0] <= batches[1]:
+        raise ConfigError("profile.batches", batches, "[start, stop] with 1 <= start <= stop",
+                          "Steps are counted from 1 within the first epoch trained")
+    if profile.name == "tensorboard" and cfg.trainer.get("steps_per_epoch"):
+        check_window(batches, int(cfg.trainer.steps_per_epoch), "trainer.steps_per_epoch")
+
+
+def check_window(batches, steps_per_epoch: int, source: str = "the epoch") -> None:
+    if batches[1] > steps_per_epoch:
+        raise ConfigError("profile.batches", list(batches),
+                          f"[start, stop] with stop <= {steps_per_epoch} (the steps of one epoch, {source})",
+                          f"e.g. profile.batches=[{min(batches[0], steps_per_epoch)},{steps_per_epoch}]")

@@ -1,0 +1,165 @@
+"""Profiling answers "where does my step go": profile=tensorboard gives TensorBoard's Overview a step
+time (checked through TensorBoard's own data endpoint), profile=summary says whether a job is
+input-bound, profile.port starts TensorFlow's profiler server, and bad settings exit 2 naming the key."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import numpy as np
+import pytest
+
+from conftest import QUICK, cli, compose
+
+# tensorboard_server: a real `tensorboard` on 127.0.0.1 (the fixture of test_tensorboard.py)
+from test_tensorboard import get_json, tensorboard_server  # noqa: F401
+
+
+# ------------------------------------------------------------------------------ config (no TF)
+@pytest.mark.parametrize("override, allowed", [
+    ("profile.batches=[5,2]", "start <= stop"),
+    ("profile.batches=[0,3]", "1 <= start"),
+    ("profile.batches=[3,40]", "stop <= 20"),
+])
+def test_a_window_outside_the_epoch_is_a_config_error_naming_the_key(override, allowed):
+    from scaleflow.config.validate import validate
+    from scaleflow.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        validate(compose("profile=tensorboard", "trainer.steps_per_epoch=20", override))
+    assert e.value.key == "profile.batches" and allowed in str(e.value)
+
+
+@pytest.mark.slow
+def test_a_window_beyond_steps_per_epoch_exits_2_before_tensorflow(tmp_path):
+    result = cli("profile=tensorboard", "trainer.steps_per_epoch=5", "profile.batches=[3,8]",
+                 f"hydra.run.dir={tmp_path}", timeout=60)
+    assert result.returncode == 2 and "profile.batches" in result.stderr and "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------------ the Keras contract relied on
+def test_keras_runs_one_compiled_step_per_item_drawn_from_a_python_iterator(tf):
+    """The version-guarded Keras 3.15 behaviour scaleflow/profiling/keras_steps.py relies on."""
+    import keras
+
+    from scaleflow.profiling import keras_steps
+
+    assert keras_steps.supported("test")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse", steps_per_execution=4)
+    data = tf.data.Dataset.from_tensors((np.ones((8, 4), "float32"), np.ones((8, 1), "float32"))).repeat()
+    model.make_train_function()
+    began, ended = [], []
+    draws = keras_steps.StepDraws(iter(data), 10, began.append, ended.append)
+    logs = keras_steps.run_drawn(model.train_function, draws)
+    assert int(model.optimizer.iterations) == 4 == draws.drawn  # the four steps of one call, no more
+    assert began == ended == [10, 11, 12, 13] and "loss" in logs
+
+
+# -------------------------------------------------------------------- profile=tensorboard
+@pytest.mark.integration
+@pytest.mark.slow
+def test_tensorboard_overview_shows_a_step_time_and_no_missing_step_marker(train, tmp_path, tensorboard_server):
+    run = train(*QUICK, "data.num_examples=4096", "trainer.steps_per_execution=8", "profile=tensorboard",
+                "profile.batches=[10,12]", "export=none")
+    block = run["profile"]
+    # the window ran one step per call (3 steps); the rest of the epoch ran 8 per call and was timed
+    assert block["mode"] == "tensorboard" and block["step_markers"] and block["window_steps"] == 3
+    assert block["steps_per_execution"] == 8 and block["full_speed_step_time_s"] > 0
+    assert block["window_cost_s"] is not None and "error" not in block
+
+    logdir = tmp_path / "run" / "tensorboard"
+    xplanes = list(logdir.rglob("*.xplane.pb"))
+    assert len(xplanes) == 1, xplanes
+    host = xplanes[0].name[: -len(".xplane.pb")]
+    base = tensorboard_server(logdir)
+    deadline, runs = time.time() + 60, []
+    while time.time() < deadline and not runs:
+        runs = get_json(base + "/data/plugin/profile/runs")
+        time.sleep(0.5)
+    assert len(runs) == 1 and runs[0].startswith("train"), runs
+    overview = get_json(f"{base}/data/plugin/profile/data?run={runs[0]}&tag=overview_page&host={host}")
+    text = str(overview)
+    assert "No step marker" not in text
+    step_ms = _average_step_time_ms(overview)
+    assert step_ms > 0, text[:2000]
+
+
+def _average_step_time_ms(overview) -> float:
+    """The Overview's 'Average Step Time' (steptime_ms_average) from the endpoint's DataTables."""
+    tables = overview if isinstance(overview, list) else [overview]
+    for table in tables:
+        props = table.get("p", {}) if isinstance(table, dict) else {}
+        for key in ("steptime_ms_average", "step_time_ms_average"):
+            if key in props:
+                return float(props[key])
+    raise AssertionError(f"no average step time in the overview page: {str(overview)[:2000]}")
+
+
+# ------------------------------------------------------------------------ profile=summary
+def _slow_input(monkeypatch, seconds: float):
+    """A deliberately input-bound job: every training batch waits `seconds` in a sequential map."""
+    import tensorflow as tf
+
+    from scaleflow.training import train as train_module
+
+    real = train_module.input_fn
+
+    def input_fn(*args, training, **kwargs):
+        fn = real(*args, training=training, **kwargs)
+        if not training:
+            return fn
+
+        def slow(x, y):
+            waited = tf.numpy_function(lambda: (time.sleep(seconds), np.float32(0))[1], [], tf.float32)
+            with tf.control_dependencies([waited]):
+                return tf.identity(x), tf.identity(y)
+
+        return lambda ctx: fn(ctx).map(slow)
+
+    monkeypatch.setattr(train_module, "input_fn", input_fn)
+
+
+def test_summary_calls_a_job_with_a_slow_map_input_bound(train, monkeypatch, caplog):
+    _slow_input(monkeypatch, 0.02)
+    caplog.set_level("INFO", logger="scaleflow")
+    run = train(*QUICK, "trainer.steps_per_execution=4", "profile=summary", "profile.sample_every=1",
+                "export=none")
+    block = run["profile"]
+    assert block["mode"] == "summary" and block["sampled_steps"] > 0
+    assert block["input_wait_fraction"] > 0.5, block
+    assert block["verdict"].startswith("input-bound:") and "data.cache" in block["verdict"]
+    assert any(r.getMessage().startswith("profile: input-bound:") for r in caplog.records)
+    assert len(block["per_epoch"]) == 2 and block["collectives"].startswith("not reported")
+
+
+def test_summary_calls_a_job_without_input_delay_compute_bound(train, tmp_path):
+    # big steps on few, ready batches: the step, not the input, is the cost
+    run = train(*QUICK, "data.num_examples=2048", "data.batch_size=256", "model.hidden_units=[1024,1024]",
+                "trainer.steps_per_execution=2", "profile=summary", "profile.sample_every=2", "export=none")
+    block = run["profile"]
+    assert block["input_wait_fraction"] < 0.15 and block["verdict"].startswith("compute-bound:"), block
+    # per-epoch scalars in the `train` run
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard" / "train"), size_guidance={"tensors": 0})
+    events.Reload()
+    tags = events.Tags()["tensors"]
+    assert {"profile/input_wait_fraction", "profile/step_time_ms"} <= set(tags), tags
+    assert len(events.Tensors("profile/input_wait_fraction")) == 2  # one per epoch
+    assert block["full_speed_step_time_s"] > 0 and block["sampled_steps"] > 0
+
+
+# --------------------------------------------------------------------------- profile.port
+def test_profile_port_in_use_is_a_config_error_naming_the_key():
+    from scaleflow.errors import ConfigError
+    from scaleflow.profiling.server import check_port_free
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError) as e:
+            check_port_free(port)
+    assert e.value.key == "profile.port" and "in use" in str(e.value)
