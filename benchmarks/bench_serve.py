@@ -39,7 +39,8 @@ def train(workdir: str) -> str:
     """A classifier exported as `<workdir>/models/bench/1`: 64 features, two layers of 512 (one
     epoch on 2048 records; the weights do not matter here, the cost of a call does)."""
     subprocess.run([sys.executable, "-m", "scaleflow", "data.num_examples=2048", "trainer.epochs=1",
-                    "data.num_features=64", "model.hidden_units=[512,512]", f"export.dir={workdir}/models", "export.name=bench",
+                    "data.num_features=64", "model.hidden_units=[512,512]", f"export.dir={workdir}/models",
+                    "export.name=bench",
                     f"hydra.run.dir={workdir}/run", "trainer.verbose=quiet"], check=True, capture_output=True,
                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     return os.path.join(workdir, "models", "bench")
@@ -175,7 +176,8 @@ def main() -> None:
         off, on = results[(workers, False)], results[(workers, True)]
         print(f"batching on / off, {workers} worker(s): {on['rps'] / max(off['rps'], 1e-9):.1f}x  (goal >= 5x)")
     print("in-process SavedModel (the limit): "
-          + ", ".join(f"batch {b}: {v['rows_per_s']:.0f} rows/s ({v['ms_per_call']:.2f} ms/call)" for b, v in limit.items()))
+          + ", ".join(f"batch {b}: {v['rows_per_s']:.0f} rows/s ({v['ms_per_call']:.2f} ms/call)"
+                      for b, v in limit.items()))
 
 
 if __name__ == "__main__":

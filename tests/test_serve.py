@@ -136,7 +136,8 @@ def test_tf_serving_rest_api_status_metadata_and_predict(server, exported):
     assert meta["model_spec"] == {"name": "clf", "signature_name": "", "version": "1"}
     signature = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]
     (name, tensor), = signature["inputs"].items()
-    assert tensor["dtype"] == "DT_FLOAT" and [d["size"] for d in tensor["tensor_shape"]["dim"]] == ["-1", str(x.shape[1])]
+    assert tensor["dtype"] == "DT_FLOAT"
+    assert [d["size"] for d in tensor["tensor_shape"]["dim"]] == ["-1", str(x.shape[1])]
 
     assert {"scores", "class_id", "class_name"} <= set(signature["outputs"])
     assert signature["outputs"]["class_name"]["dtype"] == "DT_STRING"
@@ -173,7 +174,8 @@ def test_bad_input_gets_tf_serving_errors_and_the_server_keeps_serving(server, e
         ("/v1/models/clf:predict", {"instances": [["abc"] * width]}, 400, "expected numbers"),
         ("/v1/models/clf:predict", {"instances": []}, 400, "non-empty"),
         ("/v1/models/clf:predict", {"instances": [[SECRET] * width], "signature_name": "nope"}, 400, "signature"),
-        ("/v1/models/nope:predict", {"instances": [[0.0] * width]}, 404, "Servable not found for request: Latest(nope)"),
+        ("/v1/models/nope:predict", {"instances": [[0.0] * width]}, 404,
+         "Servable not found for request: Latest(nope)"),
         ("/v1/models/clf/versions/9:predict", {"instances": [[0.0] * width]}, 404, "Specific(clf, 9)"),
         ("/v1/models/clf/versions/x:predict", {"instances": [[0.0] * width]}, 400, "version must be"),
         ("/v1/models/clf/labels/nope:predict", {"instances": [[0.0] * width]}, 404, "label 'nope'"),
@@ -211,7 +213,8 @@ def test_versions_appear_are_refused_pinned_labelled_and_removed_without_restart
     (tampered / "variables" / "variables.index").write_bytes(b"tampered")
     os.rename(tampered, model_dir / "4")
     refused = wait_for(lambda: (lambda v: v if {"4", "5"} <= set(v) else None)(versions(server)), "refusals")
-    assert refused["5"]["state"] == "END" and "no readable scaleflow_export.json" in refused["5"]["status"]["error_message"]
+    assert refused["5"]["state"] == "END"
+    assert "no readable scaleflow_export.json" in refused["5"]["status"]["error_message"]
     assert "changed file variables/variables.index" in refused["4"]["status"]["error_message"]
     assert get(server, "/v1/models/clf/metadata").json()["model_spec"]["version"] == "3"
     assert post(server, "/v1/models/clf/versions/4:predict", {"instances": exported["x"].tolist()}).status_code == 404
@@ -237,7 +240,8 @@ def test_versions_appear_are_refused_pinned_labelled_and_removed_without_restart
     wait_for(lambda: "3" not in versions(server), "version 3 to unload")
     assert get(server, "/v1/models/clf/metadata").json()["model_spec"]["version"] == "1"
     assert post(server, "/v1/models/clf/versions/3:predict", {"instances": exported["x"].tolist()}).status_code == 404
-    assert "unloaded clf:1@" not in server.log() and re.search(r"unloaded clf:3@\w+: its directory was removed", server.log())
+    assert "unloaded clf:1@" not in server.log()
+    assert re.search(r"unloaded clf:3@\w+: its directory was removed", server.log())
 
 
 # ----------------------------------------------------------------------------------- metrics
@@ -245,18 +249,20 @@ def test_metrics_count_requests_batches_classes_and_drift_per_model_identity(ser
     x = exported["x"]
     checksum = json.loads((exported["model_dir"] / "1" / "scaleflow_export.json").read_text())["checksum"][7:19]
     for _ in range(3):  # windows of 20 rows far outside the training range: drift, logged once each
-        assert post(server, "/v1/models/clf/versions/1:predict", {"instances": (x[:1] * 0 + 50.0).tolist() * 20}).status_code == 200
+        far = (x[:1] * 0 + 50.0).tolist() * 20
+        assert post(server, "/v1/models/clf/versions/1:predict", {"instances": far}).status_code == 200
     text = get(server, "/metrics").text
     identity = f'checksum="{checksum}",'
-    ok = re.search(r'scaleflow_serve_requests_total\{checksum="%s",code="200",model="clf",version="1"\} (\S+)' % checksum, text)
+    requests = r'scaleflow_serve_requests_total\{checksum="%s",code="%d",model="clf",version="1"\} (\S+)'
+    ok = re.search(requests % (checksum, 200), text)
     assert ok and float(ok.group(1)) >= 3, text[:3000]
-    assert re.search(r'scaleflow_serve_requests_total\{checksum="%s",code="400",model="clf",version="1"\}' % checksum, text)
+    assert re.search(requests % (checksum, 400), text)
     assert re.search(r'scaleflow_serve_requests_total\{checksum="",code="404",model="nope",version=""\}', text)
     assert "scaleflow_serve_request_latency_seconds_bucket{" + identity in text
     assert "scaleflow_serve_batch_size_bucket{" + identity in text
     assert "scaleflow_serve_predicted_class_total{" + identity in text
-    drift = [float(v) for v in re.findall(r'scaleflow_serve_feature_drift_psi\{%sfeature="[^"]+",model="clf",version="1"\} (\S+)'
-                                           % identity, text)]
+    psi = r'scaleflow_serve_feature_drift_psi\{%sfeature="[^"]+",model="clf",version="1"\} (\S+)'
+    drift = [float(v) for v in re.findall(psi % identity, text)]
     assert len(drift) == x.shape[1] and max(drift) > 0.2
     drifted = float(re.search(r'scaleflow_serve_drift_windows_total\{%sdrifted="true",model="clf",version="1"\} (\S+)'
                               % identity, text).group(1))

@@ -196,7 +196,8 @@ def tfserving_router(model: ScaleflowModel) -> APIRouter:
         check_name(name)
         servable = _servable(model, parse_version(version), label)
         return json_response({"model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
-                              "metadata": {"signature_def": {"signature_def": {"serving_default": servable.signature_def()}},
+                              "metadata": {"signature_def": {"signature_def": {
+                                                "serving_default": servable.signature_def()}},
                                            "scaleflow": {"identity": servable.identity,
                                                          "task": servable.metadata.get("task"),
                                                          "class_names": servable.metadata.get("class_names"),

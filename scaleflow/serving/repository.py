@@ -113,7 +113,8 @@ def load_saved_model(path: str, manifest: dict) -> Servable:
     (input_name, spec), = signature.structured_input_signature[1].items()
 
     def predict(x: np.ndarray) -> dict:
-        return {name: value.numpy() for name, value in signature(**{input_name: tf.constant(x, dtype=spec.dtype)}).items()}
+        outputs = signature(**{input_name: tf.constant(x, dtype=spec.dtype)})
+        return {name: value.numpy() for name, value in outputs.items()}
 
     predict.loaded = loaded  # signatures die with the object that loaded them
     outputs = {name: (s.dtype.name, tuple(s.shape.as_list())) for name, s in signature.structured_outputs.items()}
@@ -224,7 +225,8 @@ class Repository:
             if version is not None and v != version:
                 continue
             if v in self._servables:
-                rows.append({"version": str(v), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}})
+                rows.append({"version": str(v), "state": "AVAILABLE",
+                             "status": {"error_code": "OK", "error_message": ""}})
             else:
                 seen = self._seen[v]
                 rows.append({"version": str(v), "state": "END",
