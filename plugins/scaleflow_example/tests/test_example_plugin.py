@@ -10,12 +10,6 @@ class TestLinear(ModelTestSuite):
     overrides = ("data=moons", "data.num_examples=256")
 
 
-class TestLinearWithoutBias(ModelTestSuite):
-    model = "linear"
-    overrides = ("data=moons", "data.num_examples=256", "model.use_bias=false")
-    trains = False  # one training run of the model is enough
-
-
 class TestMoons(DatasetTestSuite):
     dataset = "moons"
     overrides = ("data.num_examples=200", "data.num_features=3")
