@@ -22,7 +22,8 @@ class TestDefault(StrategyTestSuite):
 
 class TestMirrored(StrategyTestSuite):
     strategy = "mirrored"
-    overrides = ("hardware.logical_devices=2", "model.hidden_units=[8]")
+    # strategy.num_workers does not make input pipelines: mirrored runs one (mode=shards used to split 2 ways)
+    overrides = ("hardware.logical_devices=2", "strategy.num_workers=2", "model.hidden_units=[8]")
     trains = False  # tests/test_train.py trains it
 
 
@@ -33,7 +34,7 @@ class TestMultiWorker(StrategyTestSuite):
 
 
 class TestTPU(StrategyTestSuite):
-    strategy = "tpu"
+    strategy = "tpu"  # v4-32: 4 hosts, one input pipeline each, whatever strategy.num_workers says
     overrides = ("hardware.topology=v4-32", "data.batch_size=256")
     trains = False  # no TPU here: tests/test_tpu.py fakes one
 
