@@ -24,3 +24,16 @@ def test_each_fix_is_needed_and_both_make_fit_evaluate_predict_work_on_two_worke
         assert "Attempt to convert a value (PerReplica" in result["unpatched"], result
         assert "Invalid reduction dimension 0 for input with 0 dimensions" in result["build_fix_only"], result
         assert result["patched"] == "ok", result
+
+
+def test_the_fixes_hold_only_while_the_multi_worker_run_holds_them(tf):
+    from keras.src.backend.tensorflow import trainer
+
+    original = (trainer.TensorFlowTrainer._maybe_symbolic_build, trainer.reduce_per_replica)
+    with keras_mwms.patched(force=True) as on:
+        assert on and trainer.TensorFlowTrainer._maybe_symbolic_build is keras_mwms._maybe_symbolic_build
+        assert trainer.reduce_per_replica is not original[1]
+    assert (trainer.TensorFlowTrainer._maybe_symbolic_build, trainer.reduce_per_replica) == original
+    with pytest.raises(RuntimeError), keras_mwms.patched(force=True):
+        raise RuntimeError("a failed run")
+    assert (trainer.TensorFlowTrainer._maybe_symbolic_build, trainer.reduce_per_replica) == original
