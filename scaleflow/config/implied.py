@@ -1,8 +1,9 @@
 """Config choices implied by other choices, added to the command line once, before composing.
 
 `strategy=tpu` implies `hardware=tpu`: Hydra 1.3 forbids a group file from overriding another
-group ("Could not override 'hardware@strategy.hardware'"), so the choice is added to the overrides, where `--cfg job`, `.hydra/overrides.yaml` and
-run.json all show it. A strategy states what it implies in its `implies` class attribute.
+group ("Could not override 'hardware@strategy.hardware'"), so the choice is added to the
+overrides, where `--cfg job`, `.hydra/overrides.yaml` and run.json all show it. A strategy states
+what it implies in its `implies` class attribute.
 """
 
 from __future__ import annotations
