@@ -4,7 +4,7 @@ Keras 3.15's TensorFlow train function (`TensorFlowTrainer._make_function` in
 keras/src/backend/tensorflow/trainer.py) takes two paths:
 
 - a `tf.data.Iterator` / `DistributedIterator` (what `fit` passes): `steps_per_execution` steps inside
-  one `tf.while_loop`. Fast, but the profiler cannot see a step in it (PITFALLS.md: loop iterations
+  one `tf.while_loop`. Fast, but the profiler cannot see a step in it (measured: loop iterations
   carry iter_num > 0, so no step marker can work), and the time spent waiting for input is hidden.
 - any other Python iterator: `for step, data in zip(range(steps_per_execution), iterator):
   one_step_on_data(data)`: one compiled step (`strategy.run` + reduction) per item drawn.
