@@ -3,11 +3,12 @@
 Keras 3 marks profiled batches with `Trace("Profiled batch")`, which the profiler does not take as a
 step ("No step marker observed"), and with steps_per_execution > 1 no marker can work: the steps run
 inside one tf.while_loop (measured with xprof 2.24 on Keras 3.15; upstream xprof#571,
-tensorboard#6210). So for the calls that overlap the window, `model.train_function` is wrapped to run one compiled step per item drawn
-(keras_steps.StepDraws), each window step inside `Trace("train", step_num=n, _r=1)`, the root step
-marker tf-keras used; the profiler runs from the window's first step to its last. Every other call
-goes straight to Keras' multi-step function: the window costs what one step per call costs for those
-steps, and nothing after (`profile` block in run.json: window_seconds vs full-speed steps).
+tensorboard#6210). So for the calls that overlap the window, `model.train_function` is wrapped to
+run one compiled step per item drawn (keras_steps.StepDraws), each window step inside
+`Trace("train", step_num=n, _r=1)`, the root step marker tf-keras used; the profiler runs from the
+window's first step to its last. Every other call goes straight to Keras' multi-step function: the
+window costs what one step per call costs for those steps, and nothing after (`profile` block in
+run.json: window_seconds vs full-speed steps).
 
 Steps are 1-based within the first epoch this attempt trains. Keras gives each call
 steps_per_execution steps, so every step of the calls that overlap the window (and of the call holding
