@@ -163,3 +163,29 @@ def test_profile_port_in_use_is_a_config_error_naming_the_key():
         with pytest.raises(ConfigError) as e:
             check_port_free(port)
     assert e.value.key == "profile.port" and "in use" in str(e.value)
+
+
+@pytest.mark.slow
+def test_a_profile_port_in_use_exits_2_before_tensorflow(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli(f"profile.port={port}", f"hydra.run.dir={tmp_path}", timeout=60)
+    assert result.returncode == 2 and "profile.port" in result.stderr and "in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_profile_port_starts_the_profiler_server_for_capture_profile(train, caplog):
+    port = _free_port()
+    caplog.set_level("WARNING", logger="scaleflow")
+    train(*QUICK, "trainer.epochs=1", f"profile.port={port}", "export=none")
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        pass  # TensorFlow's profiler server answers (it lives as long as the process)
+    assert any("ALL interfaces" in r.getMessage() for r in caplog.records)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

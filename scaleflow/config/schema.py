@@ -213,11 +213,10 @@ class ProfileConfig:
     batches: List[int] = items([10, 20])
     # summary: time one call in every `sample_every` step by step (input wait vs step); the other calls
     # run at full speed, which keeps the cost a few percent.
-    sample_every: int = bounded(16, min=1, max=1_000_000)
+    sample_every: int = bounded(64, min=1, max=1_000_000)
     # TensorFlow's profiler server for TensorBoard's "Capture profile" (any profile option); worker i
-    # listens on port + i. null: no server.
+    # listens on port + i. null: no server. TensorFlow binds it on ALL interfaces (it takes no address).
     port: Optional[int] = bounded(None, min=1, max=65535)
-    host: str = "127.0.0.1"  # the address the profiler server is meant for (see README: TF binds all)
 
 
 # ------------------------------------------------------------------------------------------ plan

@@ -3,7 +3,7 @@ running job (Profile tab > Capture profile > `localhost:<port>`).
 
 Worker i of a multi-process run listens on port + i. TensorFlow's server (a gRPC server started by
 `tf.profiler.experimental.server.start(port)`) takes only a port and listens on ALL interfaces
-(`[::]:<port>`): the README and the log say so. A port already in use is a clear error before the
+(measured: `ss -ltn` shows `*:<port>`): the README and the log say so. A port already in use is a clear error before the
 server is started (TensorFlow itself would only log it and carry on). The server lives as long as
 the process: TensorFlow has no call to stop it.
 """
@@ -54,6 +54,6 @@ def start_if_configured(cfg, distribution) -> int | None:
     tf.profiler.experimental.server.start(port)
     _started.add(port)
     log.warning("profile.port: TensorFlow's profiler server listens on port %d on ALL interfaces "
-                "(TensorFlow cannot bind it to %s); TensorBoard > Profile > Capture profile: localhost:%d",
-                port, cfg.profile.get("host", "127.0.0.1"), port)
+                "(TensorFlow takes no address to bind it to 127.0.0.1); TensorBoard > Profile > Capture "
+                "profile: localhost:%d", port, port)
     return port
