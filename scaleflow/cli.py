@@ -482,6 +482,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         args, flags, overrides = _split_argv(argv)
         overrides = with_implied(overrides)  # once for the whole command (e.g. strategy=tpu -> hardware=tpu)
+        from scaleflow.security import redact
+
+        redact.remember(redact.secrets_of(list(overrides)))  # console lines quoting them, e.g. a sweep's "#0 : ..."
+        redact.install()
         if args.help:
             print_help(overrides)
             sys.exit(0)
