@@ -43,6 +43,7 @@ class Logger:
 
     name: ClassVar[str]
     Config: ClassVar[type] = LoggerConfig
+    conf: ClassVar[Optional[str]] = None  # `pkg://...` search path of a plugin's config files
 
     @classmethod
     def validate(cls, cfg: Any) -> None:
