@@ -60,9 +60,12 @@ def test_keras_runs_one_compiled_step_per_item_drawn_from_a_python_iterator(tf):
 # -------------------------------------------------------------------- profile=tensorboard
 @pytest.mark.integration
 @pytest.mark.slow
-def test_tensorboard_overview_shows_a_step_time_and_no_missing_step_marker(train, tmp_path, tensorboard_server):
+@pytest.mark.parametrize("strategy", [[], ["strategy=mirrored", "hardware.logical_devices=2"]],
+                         ids=["default", "mirrored"])
+def test_tensorboard_overview_shows_a_step_time_and_no_missing_step_marker(train, tmp_path, tensorboard_server,
+                                                                          strategy):
     run = train(*QUICK, "data.num_examples=4096", "trainer.steps_per_execution=8", "profile=tensorboard",
-                "profile.batches=[10,12]", "export=none")
+                "profile.batches=[10,12]", "export=none", *strategy)
     block = run["profile"]
     # the window ran one step per call (3 steps); the rest of the epoch ran 8 per call and was timed
     assert block["mode"] == "tensorboard" and block["step_markers"] and block["window_steps"] == 3
@@ -189,3 +192,34 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_summary_under_mirrored_measures_every_replica_s_step(train):
+    run = train(*QUICK, "strategy=mirrored", "hardware.logical_devices=2", "trainer.steps_per_execution=4",
+                "profile=summary", "profile.sample_every=2", "export=none")
+    block = run["profile"]
+    assert run["strategy"]["num_replicas"] == 2 and block["sampled_steps"] > 0
+    assert block["input_wait_fraction"] is not None and block["collectives"] == "not reported by strategy mirrored"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_multi_worker_writes_one_profile_per_worker_each_its_own_run(tmp_path, tensorboard_server):
+    result = cli(*QUICK, "data.num_examples=4096", "strategy=multi_worker", "strategy.num_workers=2",
+                 "profile=tensorboard", "profile.batches=[3,5]", "export=none", f"hydra.run.dir={tmp_path}",
+                 timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    logdir = tmp_path / "tensorboard"
+    for worker in (0, 1):
+        assert list((logdir / f"worker-{worker}" / "train").rglob("*.xplane.pb")), f"worker {worker}: no profile"
+    base = tensorboard_server(logdir)
+    deadline, runs = time.time() + 60, []
+    while time.time() < deadline and len(runs) < 2:
+        runs = get_json(base + "/data/plugin/profile/runs")
+        time.sleep(0.5)
+    assert sorted(r.split("/")[0] for r in runs) == ["worker-0", "worker-1"], runs
+    hosts = {r: [h["hostname"] if isinstance(h, dict) else h for h in
+                 get_json(f"{base}/data/plugin/profile/hosts?run={r}&tag=overview_page")] for r in runs}
+    for r, names in hosts.items():
+        overview = get_json(f"{base}/data/plugin/profile/data?run={r}&tag=overview_page&host={names[0]}")
+        assert "No step marker" not in str(overview) and _average_step_time_ms(overview) > 0, r
