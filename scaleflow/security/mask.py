@@ -204,12 +204,13 @@ class Masking:
                 masked = np.where(missing, values, out)
             else:
                 continue
-            masked_columns[c] = masked.astype(str)
+            masked_columns[c] = masked if masked.dtype.kind == "U" else masked.astype(str)
         dropped = sorted({header.index(r.column) for r in self.rules if r.method == "drop"})
         width = max([cells.dtype.itemsize // 4] + [m.dtype.itemsize // 4 for m in masked_columns.values()])
         keep = [j for j in range(len(header)) if j not in dropped]
         # One copy: the kept columns, widened only if a masked value needs it.
-        out = cells[:, keep].astype(f"<U{max(width, 1)}") if width > cells.dtype.itemsize // 4 else cells[:, keep]
+        kept = cells if len(keep) == len(header) else cells[:, keep]
+        out = kept.astype(f"<U{max(width, 1)}") if width > cells.dtype.itemsize // 4 else kept.copy()
         for c, masked in masked_columns.items():
             if c in keep:
                 out[:, keep.index(c)] = masked
