@@ -105,12 +105,12 @@ def refresh() -> None:
 
 
 def conf_search_paths() -> list[str]:
-    """Search paths for config group files that plugins ship (their `conf` attribute)."""
+    """Search paths for config group files that plugins ship (their `conf` attribute): every base
+    class of a kind chosen through a config group declares it."""
     paths: list[str] = []
-    for kind in KINDS:
+    for kind in CONFIG_GROUP:
         for name in names(kind):
-            # Every base class declares `conf`; getattr only for exporters, whose base is elsewhere.
-            conf = getattr(get(kind, name), "conf", None)
+            conf = get(kind, name).conf
             if conf and conf not in paths:
                 paths.append(conf)
     return paths

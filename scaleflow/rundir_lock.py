@@ -25,7 +25,7 @@ import fcntl
 import json
 import os
 import socket
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from scaleflow.errors import ConfigError
 
@@ -121,36 +121,6 @@ def job_rank(environ: Mapping[str, str] | None = None) -> int | None:
     if env.get("SLURM_PROCID", "").isdigit() and int(env.get("SLURM_NTASKS", "1") or 1) > 1:
         return int(env["SLURM_PROCID"])
     return 0
-
-
-def resolve_run_dir(overrides: Sequence[str]) -> str:
-    """The absolute run dir Hydra would use for these overrides (`${now:...}` resolved once, here:
-    the caller pins it with `hydra.run.dir=<it>` so that Hydra uses the very dir that was locked)."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    from scaleflow.config.command import CONFIG_MODULE, CONFIG_NAME
-    from scaleflow.config import store
-
-    store.register()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3", job_name="cli"):
-            cfg = compose(CONFIG_NAME, overrides=list(overrides), return_hydra_config=True)
-            return os.path.abspath(os.path.expanduser(str(cfg.hydra.run.dir)))
-    finally:
-        GlobalHydra.instance().clear()
-
-
-def hold_run_dir(overrides: Sequence[str]) -> list[str]:
-    """Lock the run dir of a single (non-multirun) job before Hydra starts it. Returns the override
-    that pins Hydra to the locked dir (empty when this process runs under a launcher's lock)."""
-    rank = job_rank()
-    if rank is None:
-        return []
-    run_dir = resolve_run_dir(overrides)
-    acquire(run_dir, rank)
-    return [f"hydra.run.dir={quote_override(run_dir)}"]
 
 
 def quote_override(value: str) -> str:

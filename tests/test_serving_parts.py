@@ -102,16 +102,17 @@ def test_row_and_columnar_bodies_give_the_same_array():
 
 
 def test_warmup_records_are_tfrecord_framed_prediction_logs(tmp_path):
-    from scaleflow.export.warmup import prediction_log, request_inputs, tfrecords, write_tfrecords
+    from scaleflow.data.tfrecord_format import iter_records, write_records
+    from scaleflow.export.warmup import prediction_log, request_inputs
 
     logs = [prediction_log("clf", {"features": b"tensor-%d" % i}) for i in range(3)]
-    write_tfrecords(str(tmp_path / "w"), logs)
-    assert [request_inputs(r) for r in tfrecords(str(tmp_path / "w"))] == \
+    write_records(str(tmp_path / "w"), logs)
+    assert [request_inputs(r) for r in iter_records(str(tmp_path / "w"))] == \
         [{"features": b"tensor-%d" % i} for i in range(3)]
     data = (tmp_path / "w").read_bytes()
-    (tmp_path / "w").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    (tmp_path / "w").write_bytes(data[:9] + bytes([data[9] ^ 1]) + data[10:])  # the length's checksum
     with pytest.raises(ValueError, match="corrupt"):
-        list(tfrecords(str(tmp_path / "w")))
+        list(iter_records(str(tmp_path / "w")))
 
 
 def test_serve_keys_are_checked_with_did_you_mean():

@@ -79,8 +79,6 @@ def validate(cfg: DictConfig) -> None:
     # Cross-field rules owned by each selected object (its `validate` classmethod, declared on every
     # base class; no TensorFlow import allowed there). The dataset's include the sharding rules.
     for kind, obj in selected.items():
-        if kind == "exporter" and not hasattr(obj, "validate"):
-            continue  # the exporter base (scaleflow/export/base.py) does not declare `validate` yet
         obj.validate(cfg)
     from scaleflow.security.mask import check_config
 

@@ -109,6 +109,14 @@ def records(path: str, compression: str = "") -> Iterator[tuple[int, bytes]]:
     return _records(path, compression, read_data=True)
 
 
+def write_records(path: str, payloads: list[bytes]) -> None:
+    """Write an uncompressed TFRecord file in pure Python (small files: e.g. TF Serving's warm-up)."""
+    with open(path, "wb") as f:
+        for data in payloads:
+            header = struct.pack("<Q", len(data))
+            f.write(header + struct.pack("<I", masked_crc32c(header)) + data + struct.pack("<I", masked_crc32c(data)))
+
+
 def count_records(path: str, compression: str = "") -> int:
     """Records in a TFRecord file (seeking over payloads); RecordError for a truncated or corrupt one."""
     return sum(1 for _ in _records(path, compression, read_data=False))

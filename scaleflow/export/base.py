@@ -86,10 +86,22 @@ class ExportRequest:
 
 
 class Exporter(abc.ABC):
-    """Base class of every exporter; subclasses implement `write` and `load` only."""
+    """Base class of every exporter; subclasses implement `write` and `load` only.
+
+    Class attributes:
+        name: the option name (`export=<name>`), equal to the entry point's name.
+        Config: the dataclass typing the `export` node when this exporter is chosen.
+        conf: `pkg://...` search path of a plugin's config files (`export/<name>.yaml`), or None.
+    """
 
     name: ClassVar[str]
     Config: ClassVar[type] = ExportConfig
+    conf: ClassVar[str | None] = None
+
+    @classmethod
+    def validate(cls, cfg: Any) -> None:
+        """Cross-field rules of this exporter's options, run before TensorFlow is imported (raise
+        ConfigError naming key, value and what is allowed). Default: nothing to check."""
 
     @abc.abstractmethod
     def write(self, model: Any, directory: str, request: ExportRequest) -> dict:

@@ -21,10 +21,11 @@ Example:
 from __future__ import annotations
 
 import os
-import struct
 from typing import Iterator
 
 import numpy as np
+
+from scaleflow.data.tfrecord_format import iter_records, write_records
 
 WARMUP_PATH = os.path.join("assets.extra", "tf_serving_warmup_requests")
 SIGNATURE = "serving_default"
@@ -107,53 +108,6 @@ def request_inputs(log: bytes) -> dict[str, bytes]:
     return inputs
 
 
-# ------------------------------------------------------------------------------------ TFRecord
-_CRC_TABLE: list[int] = []
-
-
-def _crc32c(data: bytes) -> int:
-    if not _CRC_TABLE:
-        for n in range(256):
-            c = n
-            for _ in range(8):
-                c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-            _CRC_TABLE.append(c)
-    crc = 0xFFFFFFFF
-    for byte in data:
-        crc = _CRC_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def _masked_crc(data: bytes) -> int:
-    crc = _crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def tfrecords(path: str) -> Iterator[bytes]:
-    """The records of a TFRecord file (uncompressed); raises ValueError on a corrupt frame."""
-    with open(path, "rb") as f:
-        while True:
-            header = f.read(12)
-            if not header:
-                return
-            if len(header) < 12:
-                raise ValueError(f"{path}: truncated TFRecord header")
-            length, length_crc = struct.unpack("<QI", header)
-            if _masked_crc(header[:8]) != length_crc:
-                raise ValueError(f"{path}: corrupt TFRecord length")
-            data, footer = f.read(length), f.read(4)
-            if len(data) < length or len(footer) < 4 or struct.unpack("<I", footer)[0] != _masked_crc(data):
-                raise ValueError(f"{path}: corrupt TFRecord data")
-            yield data
-
-
-def write_tfrecords(path: str, records: list[bytes]) -> None:
-    with open(path, "wb") as f:
-        for data in records:
-            header = struct.pack("<Q", len(data))
-            f.write(header + struct.pack("<I", _masked_crc(header)) + data + struct.pack("<I", _masked_crc(data)))
-
-
 # ------------------------------------------------------------------------------ the two sides
 def write_warmup(directory: str, model_name: str, input_name: str, batches: list[np.ndarray]) -> str:
     """Write one PredictionLog per batch (TensorFlow needed for the TensorProto); returns the path."""
@@ -163,7 +117,7 @@ def write_warmup(directory: str, model_name: str, input_name: str, batches: list
     os.makedirs(os.path.dirname(path), exist_ok=True)
     logs = [prediction_log(model_name, {input_name: tf.make_tensor_proto(np.asarray(b)).SerializeToString()})
             for b in batches[:MAX_RECORDS]]
-    write_tfrecords(path, logs)
+    write_records(path, logs)
     return path
 
 
@@ -175,7 +129,7 @@ def read_warmup(directory: str) -> Iterator[dict[str, np.ndarray]]:
     import tensorflow as tf
     from tensorflow.core.framework import tensor_pb2
 
-    for i, record in enumerate(tfrecords(path)):
+    for i, record in enumerate(iter_records(path)):
         if i >= MAX_RECORDS:
             return
         yield {name: tf.make_ndarray(tensor_pb2.TensorProto.FromString(tensor))

@@ -29,7 +29,6 @@ pass through the secrets redaction: a token never lands in the log.
 
 from __future__ import annotations
 
-import datetime as dt
 import getpass
 import hashlib
 import json

@@ -32,7 +32,7 @@ import time
 from typing import Awaitable, Callable, Optional
 
 import orjson
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Request, Response
 from kserve.protocol.rest.server import RESTServer
 
 from scaleflow.serving import metrics

@@ -17,7 +17,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 from scaleflow.model_registry import flatten
 from scaleflow.tracking.base import Logger, LoggerConfig
