@@ -31,6 +31,15 @@ def test_a_window_outside_the_epoch_is_a_config_error_naming_the_key(override, a
     assert e.value.key == "profile.batches" and allowed in str(e.value)
 
 
+def test_horovod_s_timeline_with_another_strategy_is_a_config_error():
+    from scaleflow.config.validate import validate
+    from scaleflow.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        validate(compose("strategy=mirrored", "profile.timeline=true"))
+    assert e.value.key == "profile.timeline" and "strategy=horovod" in str(e.value)
+
+
 @pytest.mark.slow
 def test_a_window_beyond_steps_per_epoch_exits_2_before_tensorflow(tmp_path):
     result = cli("profile=tensorboard", "trainer.steps_per_epoch=5", "profile.batches=[3,8]",
@@ -223,3 +232,28 @@ def test_multi_worker_writes_one_profile_per_worker_each_its_own_run(tmp_path, t
     for r, names in hosts.items():
         overview = get_json(f"{base}/data/plugin/profile/data?run={r}&tag=overview_page&host={names[0]}")
         assert "No step marker" not in str(overview) and _average_step_time_ms(overview) > 0, r
+
+
+def _horovod_missing() -> str | None:
+    try:
+        from scaleflow_horovod import install
+
+        install.check()
+    except Exception as e:  # noqa: BLE001 - the reason is the skip message
+        return str(e)
+    return None
+
+
+@pytest.mark.slow
+def test_horovod_profiles_every_rank_and_writes_horovod_s_timeline(tmp_path):
+    missing = _horovod_missing()
+    if missing:
+        pytest.skip(f"no usable Horovod: {missing}")
+    result = cli(*QUICK, "data.num_examples=4096", "strategy=horovod", "strategy.num_workers=2",
+                 "profile=tensorboard", "profile.batches=[3,5]", "profile.timeline=true", "export=none",
+                 f"hydra.run.dir={tmp_path}", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for rank in (0, 1):
+        assert list((tmp_path / "tensorboard" / f"worker-{rank}" / "train").rglob("*.xplane.pb")), rank
+    timeline = tmp_path / "tensorboard" / "horovod_timeline.json"
+    assert timeline.stat().st_size > 0 and "allreduce" in timeline.read_text().lower()

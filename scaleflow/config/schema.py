@@ -217,6 +217,8 @@ class ProfileConfig:
     # TensorFlow's profiler server for TensorBoard's "Capture profile" (any profile option); worker i
     # listens on port + i. null: no server. TensorFlow binds it on ALL interfaces (it takes no address).
     port: Optional[int] = bounded(None, min=1, max=65535)
+    # strategy=horovod: Horovod's own timeline (HOROVOD_TIMELINE) in tensorboard/horovod_timeline.json
+    timeline: bool = False
 
 
 # ------------------------------------------------------------------------------------------ plan

@@ -7,6 +7,7 @@
                    (`Trace("train", step_num=n, _r=1)`), so TensorBoard's Overview has a step time
     breakdown.py   profile=summary: input wait vs step time, sampled from the run itself
     server.py      profile.port: TensorFlow's profiler server for TensorBoard's "Capture profile"
+    timeline.py    profile.timeline (strategy=horovod): Horovod's own timeline of its collectives
 
 `callbacks(...)` is what the training loop adds to fit.
 """
@@ -20,6 +21,12 @@ def callbacks(cfg, run_dir: str, distribution, manifest, steps_per_epoch: int, i
     from scaleflow.profiling import server
 
     server.start_if_configured(cfg, distribution)  # before fit: "Capture profile" works from step one
+    import os
+
+    from scaleflow.profiling.timeline import ENV
+
+    if cfg.profile.get("timeline") and os.environ.get(ENV) and manifest is not None:
+        manifest.update(profile_timeline=os.environ[ENV])  # written by Horovod (rank 0, every rank's ops)
     name = cfg.profile.name
     if name == "tensorboard":
         from scaleflow.profiling.window import ProfiledWindow

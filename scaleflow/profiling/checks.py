@@ -16,6 +16,9 @@ def check_profile_config(cfg) -> None:
                           "Steps are counted from 1 within the first epoch trained")
     if profile.name == "tensorboard" and cfg.trainer.get("steps_per_epoch"):
         check_window(batches, int(cfg.trainer.steps_per_epoch), "trainer.steps_per_epoch")
+    if profile.get("timeline") and cfg.strategy.name not in ("horovod", "auto"):
+        raise ConfigError("profile.timeline", True, "false unless strategy=horovod",
+                          "Horovod's timeline records Horovod's collectives; other strategies have none")
     port = profile.get("port")
     if port is not None and cfg.get("mode", "train") == "train" and int(cfg.strategy.get("num_workers", 1) or 1) <= 1:
         from scaleflow.profiling.server import check_port_free

@@ -101,6 +101,9 @@ def worker_env(cfg, run_dir: str) -> dict:
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # "host:pid": a rank on another host cannot see this process, and must not take it for dead.
     env[LAUNCHER_PID_ENV] = f"{socket.gethostname()}:{os.getpid()}"
+    from scaleflow.profiling.timeline import timeline_env
+
+    env.update(timeline_env(cfg, run_dir))  # profile.timeline=true: Horovod's own timeline of collectives
     if not cfg.strategy.hosts:
         threads = str(max(1, (os.cpu_count() or 1) // cfg.strategy.num_workers))
         for name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
