@@ -47,7 +47,11 @@ def start_if_configured(cfg, distribution) -> int | None:
         return None
     port = port_for(base, distribution.worker_index)
     if port in _started:  # one server per process: a second run in it reuses the first
-        return port
+        if distribution.num_workers > 1:
+        log.info("profile.port: worker %d's profiler server is on port %d; the workers of a local multi-process "
+                 "job run in a private network namespace (scaleflow/cluster/netns.py), where only a TensorBoard "
+                 "started inside it can reach them", distribution.worker_index, port)
+    return port
     check_port_free(port)
     import tensorflow as tf
 
@@ -56,4 +60,8 @@ def start_if_configured(cfg, distribution) -> int | None:
     log.warning("profile.port: TensorFlow's profiler server listens on port %d on ALL interfaces "
                 "(TensorFlow takes no address to bind it to 127.0.0.1); TensorBoard > Profile > Capture "
                 "profile: localhost:%d", port, port)
+    if distribution.num_workers > 1:
+        log.info("profile.port: worker %d's profiler server is on port %d; the workers of a local multi-process "
+                 "job run in a private network namespace (scaleflow/cluster/netns.py), where only a TensorBoard "
+                 "started inside it can reach them", distribution.worker_index, port)
     return port
