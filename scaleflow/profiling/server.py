@@ -47,11 +47,7 @@ def start_if_configured(cfg, distribution) -> int | None:
         return None
     port = port_for(base, distribution.worker_index)
     if port in _started:  # one server per process: a second run in it reuses the first
-        if distribution.num_workers > 1:
-        log.info("profile.port: worker %d's profiler server is on port %d; the workers of a local multi-process "
-                 "job run in a private network namespace (scaleflow/cluster/netns.py), where only a TensorBoard "
-                 "started inside it can reach them", distribution.worker_index, port)
-    return port
+        return port
     check_port_free(port)
     import tensorflow as tf
 
