@@ -121,13 +121,38 @@ def test_cnn_and_resnet_train(train):
         assert run["status"] == "ok"
 
 
-def test_steps_per_execution_auto_is_bounded_by_the_epoch():
+def test_steps_per_execution_divides_the_epoch_and_its_validation():
     from scaleflow.training.setup import steps_per_execution
 
-    assert steps_per_execution("auto", 231, "cpu") == 32
+    assert steps_per_execution("auto", 256, "cpu") == 32
+    assert steps_per_execution("auto", 231, "cpu") == 21  # 231 = 3 x 7 x 11
     assert steps_per_execution("auto", 5, "cpu") == 5
-    assert steps_per_execution(8, 231, "cpu") == 8
-    assert steps_per_execution("auto", 1000, "tpu") == 128
+    assert steps_per_execution(8, 232, "cpu") == 8
+    assert steps_per_execution(8, 231, "cpu") == 7
+    assert steps_per_execution("auto", 41, "cpu") == 1  # a prime epoch: exact beats fast
+    assert steps_per_execution("auto", 64, "cpu", cap=1) == 1
+    assert steps_per_execution("auto", 1024, "tpu") == 128
+
+
+def test_every_epoch_runs_exactly_its_planned_steps(train, monkeypatch):
+    """Keras runs whole calls of steps_per_execution steps: a call crossing the epoch's end used to
+    run on into the next epoch's records (42 planned steps ran as 64)."""
+    import keras
+
+    seen = {}
+    fit = keras.Model.fit
+
+    def counting_fit(self, *args, **kwargs):
+        history = fit(self, *args, **kwargs)
+        seen.update(iterations=int(self.optimizer.iterations.numpy()), steps=kwargs["steps_per_epoch"],
+                    epochs=kwargs["epochs"], spe=self.steps_per_execution)
+        return history
+
+    monkeypatch.setattr(keras.Model, "fit", counting_fit)
+    train("data.num_examples=2986", "data.validation_split=0.1", "trainer.epochs=2", "model.hidden_units=[8]",
+          "export=none")
+    assert seen["steps"] == 42 and seen["spe"] == 21
+    assert seen["iterations"] == seen["epochs"] * seen["steps"]
 
 
 def test_same_seed_same_result(train, tmp_path):

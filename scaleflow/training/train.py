@@ -122,9 +122,9 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest, 
     # 4. Model, optimizer and compile, under the strategy's scope.
     spec = task.input_spec(info)
     model_plugin = registry.get("model", cfg.model.name)()
-    spe = setup.steps_per_execution(t.steps_per_execution, steps, cfg.hardware.name)
     # Some strategies cannot run several steps per call (Keras 3.15 under MultiWorkerMirrored).
-    spe = min(spe, distribution.max_steps_per_execution or spe)
+    spe = setup.steps_per_execution(t.steps_per_execution, steps, cfg.hardware.name,
+                                    cap=distribution.max_steps_per_execution)
     with distribution.scope():
         model = task.build_model(model_plugin, cfg.model, spec)  # the plugin's body, the task's head
         optimizer = distribution.wrap_optimizer(setup.make_optimizer(t, optimizer_options(t, steps)))
