@@ -25,6 +25,7 @@ from typing import Iterator
 
 import numpy as np
 
+from scaleflow.data.tfrecord_format import _fields as protobuf_fields
 from scaleflow.data.tfrecord_format import iter_records, write_records
 
 WARMUP_PATH = os.path.join("assets.extra", "tf_serving_warmup_requests")
@@ -51,37 +52,9 @@ def _field(number: int, payload: bytes) -> bytes:
 
 
 def _fields(message: bytes) -> Iterator[tuple[int, bytes | int]]:
-    """(field number, value) of a message; length-delimited values as bytes, varints as int."""
-    i = 0
-    while i < len(message):
-        key, i = _read_varint(message, i)
-        number, wire = key >> 3, key & 7
-        if wire == 2:
-            length, i = _read_varint(message, i)
-            yield number, message[i:i + length]
-            i += length
-        elif wire == 0:
-            value, i = _read_varint(message, i)
-            yield number, value
-        elif wire == 1:
-            i += 8
-        elif wire == 5:
-            i += 4
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire}")
-
-
-def _read_varint(data: bytes, i: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if i >= len(data):
-            raise ValueError("truncated protobuf varint")
-        byte = data[i]
-        i += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, i
-        shift += 7
+    """(field number, value) of a message: the pure-Python protobuf reader the TFRecord code uses."""
+    for number, _wire, value in protobuf_fields(message):
+        yield number, value
 
 
 def prediction_log(model_name: str, inputs: dict[str, bytes]) -> bytes:
