@@ -33,7 +33,7 @@ SALIENCY_RECORDS = 8
 
 def _arrays(dataset, config, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Features and labels of `indices` (sorted global ids) as NumPy."""
-    if hasattr(dataset, "gather_arrays"):
+    if dataset.in_memory:
         x, y = dataset.gather_arrays(config, indices)
         return np.asarray(x, np.float32), np.asarray(y)
     xs, ys = [], []
