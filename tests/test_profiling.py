@@ -73,8 +73,9 @@ def test_keras_runs_one_compiled_step_per_item_drawn_from_a_python_iterator(tf):
                          ids=["default", "mirrored"])
 def test_tensorboard_overview_shows_a_step_time_and_no_missing_step_marker(train, tmp_path, tensorboard_server,
                                                                           strategy):
-    run = train(*QUICK, "data.num_examples=4096", "trainer.steps_per_execution=8", "profile=tensorboard",
-                "profile.batches=[10,12]", "export=none", *strategy)
+    # 56 steps per epoch: steps_per_execution must divide the epoch (setup.steps_per_execution)
+    run = train(*QUICK, "data.num_examples=4096", "trainer.steps_per_epoch=56", "trainer.steps_per_execution=8",
+                "profile=tensorboard", "profile.batches=[10,12]", "export=none", *strategy)
     block = run["profile"]
     # the window ran one step per call (3 steps); the rest of the epoch ran 8 per call and was timed
     assert block["mode"] == "tensorboard" and block["step_markers"] and block["window_steps"] == 3
