@@ -219,7 +219,7 @@ if os.environ.get("SHARD_TAP_DIR"):
     import itertools
 
     import numpy as np
-    from scaleflow.data import pipeline
+    from scaleflow.data import input as pipeline  # where training takes input_fn from
 
     _input_fn = pipeline.input_fn
     _iterators = itertools.count()
