@@ -56,6 +56,15 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.handler = None  # set by stop_requests while its handlers are installed
+
+    def rearm(self) -> None:
+        """Install the handlers again. TensorFlow's coordination service (started with a multi-worker
+        cluster) installs its own C-level SIGTERM handler for preemption notices, which silently
+        replaces Python's: SIGTERM then reached a worker and did nothing."""
+        if self.handler is not None:
+            for s in SIGNALS:
+                signal.signal(s, self.handler)
 
     @property
     def requested(self) -> bool:
@@ -95,9 +104,11 @@ def stop_requests() -> Iterator[StopRequest]:
                     signal.Signals(signum).name)
 
     previous = {s: signal.signal(s, handle) for s in SIGNALS}
+    stop.handler = handle
     try:
         yield stop
     finally:
+        stop.handler = None
         for s, handler in previous.items():
             signal.signal(s, handler)
 
@@ -112,10 +123,12 @@ def stop_on_signal(stop: StopRequest):
             self.epoch = 0
 
         def on_train_begin(self, logs=None):
+            stop.rearm()  # the cluster runtime starts late: its SIGTERM handler must not win
             stop.check("before training started")
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
+            stop.rearm()
             stop.check(f"at the start of epoch {epoch + 1}")
 
         def on_train_batch_end(self, batch, logs=None):

@@ -48,6 +48,7 @@ def run(cfg, run_dir: str, strategy=None) -> dict:
             strategy.join(cfg)
             hardware = registry.get("hardware", cfg.hardware.name)().configure(cfg)
             distribution = strategy.create(cfg)
+            stop.rearm()  # TensorFlow's cluster runtime may have replaced the SIGTERM handler
             if distribution.is_chief:
                 clean_stale_staging(export_root(cfg, run_dir))  # left by an export killed mid-way
                 follow_with_logger(cfg, run_dir, manifest)  # logger=mlflow, ...: mirrors run.json
