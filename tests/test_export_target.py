@@ -75,6 +75,7 @@ def test_failure_after_training_keeps_the_checkpoint_and_the_rerun_goes_straight
     stale.mkdir(parents=True)  # as a SIGKILL during an export leaves it
     monkeypatch.setattr(saved_model.SavedModel, "export", real_export)
     caplog.set_level(logging.INFO, logger="scaleflow")
+    caplog.clear()  # only the rerun's lines (an earlier test may have left INFO on: the first attempt's too)
     run = train(*QUICK, run_dir=run_dir)
     assert "going straight to the export" in caplog.text
     assert "epoch 1/2" not in caplog.text and "epoch 2/2" not in caplog.text  # no epoch was trained again
