@@ -16,9 +16,13 @@ def check_profile_config(cfg) -> None:
                           "Steps are counted from 1 within the first epoch trained")
     if profile.name == "tensorboard" and cfg.trainer.get("steps_per_epoch"):
         check_window(batches, int(cfg.trainer.steps_per_epoch), "trainer.steps_per_epoch")
-    if profile.get("timeline") and cfg.strategy.name not in ("horovod", "auto"):
-        raise ConfigError("profile.timeline", True, "false unless strategy=horovod",
-                          "Horovod's timeline records Horovod's collectives; other strategies have none")
+    if profile.get("timeline"):
+        from scaleflow import registry
+
+        writers = [n for n in registry.names("strategy") if registry.get("strategy", n).collective_timeline]
+        if not registry.get("strategy", cfg.strategy.name).collective_timeline:
+            raise ConfigError("profile.timeline", True, "false unless " + " or ".join(f"strategy={n}" for n in writers),
+                              f"strategy={cfg.strategy.name} writes no timeline of its collectives")
     port = profile.get("port")
     if port is not None and cfg.get("mode", "train") == "train" and int(cfg.strategy.get("num_workers", 1) or 1) <= 1:
         from scaleflow.profiling.server import check_port_free

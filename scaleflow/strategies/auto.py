@@ -68,6 +68,7 @@ class Auto(Strategy):
     """
 
     name = "auto"
+    collective_timeline = True  # allowed: it may choose a strategy that writes one (e.g. under horovodrun)
 
     def __init__(self):
         self._chosen: Strategy | None = None

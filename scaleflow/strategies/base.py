@@ -223,6 +223,8 @@ class Strategy(abc.ABC):
             `{"hardware": "tpu"}`; applied once per command, before composing.
         max_steps_per_execution: None, or the most steps one `fit` call may run (checked in validation
             against `trainer.steps_per_execution`, and capped in the run for `auto`).
+        collective_timeline: True when the strategy's runtime can write a timeline of its
+            collectives (`profile.timeline=true`; Horovod's HOROVOD_TIMELINE).
     """
 
     name: ClassVar[str]
@@ -230,6 +232,7 @@ class Strategy(abc.ABC):
     conf: ClassVar[str | None] = None
     implies: ClassVar[Mapping[str, str]] = {}
     max_steps_per_execution: ClassVar[int | None] = None
+    collective_timeline: ClassVar[bool] = False
 
     # ---------------------------------------------------------- questions answered from the config
     @classmethod

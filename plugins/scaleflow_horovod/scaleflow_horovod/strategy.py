@@ -44,6 +44,7 @@ class Horovod(Strategy):
     name = "horovod"
     Config = HorovodConfig
     conf = "pkg://scaleflow_horovod.conf"
+    collective_timeline = True  # HOROVOD_TIMELINE (profile.timeline=true)
 
     @classmethod
     def topology(cls, cfg, figures) -> Topology:
