@@ -62,7 +62,9 @@ class StopRequest:
         """Install the handlers again. TensorFlow's coordination service (started with a multi-worker
         cluster) installs its own C-level SIGTERM handler for preemption notices, which silently
         replaces Python's: SIGTERM then reached a worker and did nothing."""
-        if self.handler is not None:
+        # Only a TensorFlow cluster (TF_CONFIG) runs the coordination service; elsewhere (e.g. Horovod
+        # ranks) the handlers installed at the start stay as they were.
+        if self.handler is not None and os.environ.get("TF_CONFIG"):
             for s in SIGNALS:
                 signal.signal(s, self.handler)
 
