@@ -129,6 +129,42 @@ class Model(abc.ABC):
         """
         return None
 
+    def variable_shapes(self, config: Any, spec: InputSpec) -> dict[str, tuple[int, ...]] | None:
+        """Every trainable variable of the built model (head included), without TensorFlow: its path
+        as Keras names it (`variable.path`, e.g. "dense_0/kernel"; the task's head is "scores") and
+        its shape. The planner's memory per device under a layout, and the layout checks (a rule
+        that matches no variable, a dimension the mesh does not divide) before training, read it.
+
+        Returns:
+            {path: shape} in build order, or None when unknown (the planner then treats the model as
+            one replicated block of `num_parameters`).
+        Example:
+            w = [math.prod(spec.input_shape), config.units, spec.num_outputs]
+            return {"dense/kernel": (w[0], w[1]), "dense/bias": (w[1],),
+                    "scores/kernel": (w[1], w[2]), "scores/bias": (w[2],)}
+        """
+        return None
+
+    def layout_rules(self, config: Any, spec: InputSpec) -> dict[str, tuple[str | None, ...]]:
+        """The default layout under model and hybrid parallelism: which variables split on which mesh
+        axis ("model" or "batch"; None: that dimension is not split). `strategy.layout` overrides it
+        rule by rule; a variable no rule matches is replicated.
+
+        Args:
+            config, spec: as for `build_body`.
+        Returns:
+            {pattern: axes}: a pattern is a regular expression searched in the variable path (as
+            Keras' `LayoutMap` matches); axes has one entry per dimension of the variables it matches.
+            The default: every kernel of the body (rank >= 2, from `variable_shapes`) split on its last
+            dimension (output features or channels) over "model"; biases, normalisation and the
+            task's head ("scores", whose width rarely divides by the mesh) replicated.
+        Example:
+            return {"dense_0/kernel": (None, "model"), "dense_1/kernel": ("model", None)}
+        """
+        shapes = self.variable_shapes(config, spec) or {}
+        return {f"^{path}$": (None,) * (len(shape) - 1) + ("model",) for path, shape in shapes.items()
+                if path.endswith("/kernel") and len(shape) >= 2 and not path.startswith("scores/")}
+
 
 def classifier_head(x: Any, spec: InputSpec) -> Any:
     """The task's head on features `x` (softmax for classification), kept in float32 under mixed

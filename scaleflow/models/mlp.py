@@ -56,6 +56,17 @@ class MLP(Model):
         w = self._widths(config, spec)
         return sum(a * b + b for a, b in zip(w, w[1:]))
 
+    def variable_shapes(self, config, spec: InputSpec) -> dict[str, tuple[int, ...]]:
+        w = self._widths(config, spec)
+        shapes: dict[str, tuple[int, ...]] = {}
+        for i, (a, b) in enumerate(zip(w[:-2], w[1:-1])):
+            shapes[f"dense_{i}/kernel"], shapes[f"dense_{i}/bias"] = (a, b), (b,)
+            if config.batch_norm:  # Keras' automatic names in a fresh process
+                bn = "batch_normalization" + (f"_{i}" if i else "")
+                shapes[f"{bn}/gamma"], shapes[f"{bn}/beta"] = (b,), (b,)
+        shapes["scores/kernel"], shapes["scores/bias"] = (w[-2], w[-1]), (w[-1],)
+        return shapes
+
     def num_gradient_tensors(self, config, spec: InputSpec) -> int:
         layers = len(config.hidden_units)
         return 2 * (layers + 1) + (2 * layers if config.batch_norm else 0)  # kernel+bias; BN gamma+beta

@@ -11,7 +11,7 @@ import sys
 
 from scaleflow import registry
 from scaleflow.errors import ScaleflowError
-from scaleflow.strategies.base import Claim, Distribution, Environment, Strategy, Topology
+from scaleflow.strategies.base import Claim, Distribution, Environment, Parallelism, Strategy, Topology
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,10 @@ class Auto(Strategy):
     @classmethod
     def topology(cls, cfg, figures) -> Topology:
         return cls._resolved(cfg).topology(cfg, figures)
+
+    @classmethod
+    def parallelism(cls, cfg, figures) -> Parallelism:
+        return cls._resolved(cfg).parallelism(cfg, figures)
 
     @classmethod
     def suits(cls, cfg, figures) -> bool:

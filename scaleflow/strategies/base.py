@@ -6,6 +6,8 @@ Nothing outside a strategy's own module branches on its name. The planner, `stra
     question                                   asked by                     hook
     how are processes, replicas, input          mode=plan, mode=shards,      topology(cfg, figures)
       pipelines and devices laid out?             the run.json step prediction
+    how is one step split: data x model axes,   mode=plan (memory per device, parallelism(cfg, figures)
+      pipeline stages, micro-batches, layout?     collectives, bubble), run.json
     is it worth recommending on this hardware?  mode=plan's recommendation   suits(cfg, figures)
     which strategy really runs (auto chooses)?  mode=plan, mode=shards       resolved(cfg)
     does it claim this machine, how strongly?   strategy=auto                claim(cfg, environment)
@@ -49,7 +51,7 @@ import contextlib
 import math
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping, Optional, Tuple
 
 from scaleflow.config.schema import StrategyConfig
 from scaleflow.errors import ConfigError
@@ -83,6 +85,82 @@ class Topology:
 
     def report(self) -> dict:
         return asdict(self)
+
+
+# The mesh axes every model-parallel strategy and the planner name (Keras' DeviceMesh axis names).
+DATA_AXIS = "batch"
+MODEL_AXIS = "model"
+
+Axes = Tuple[Optional[str], ...]  # one mesh axis name (or None: not split) per dimension of a variable
+
+
+@dataclass(frozen=True)
+class Parallelism:
+    """How a strategy splits one training step: over the data axis, the model axis and pipeline stages.
+
+    The three kinds multiply: a replica spans `model x stages` devices, and `data` replicas each
+    take `global batch / data` examples. Pure data parallelism is `Parallelism(data=replicas)`.
+
+    Args:
+        data: replicas along the data axis (`DATA_AXIS`); the global batch is split between them and
+            their gradients are all-reduced.
+        model: devices along the model axis (`MODEL_AXIS`) that share one replica's variables; a
+            variable the layout splits on this axis keeps 1/model of itself on each.
+        stages: pipeline stages one replica is cut into, each on its own device(s).
+        micro_batches: micro-batches one step's per-replica batch is cut into for the pipeline
+            schedule (GPipe); 1 without stages.
+        layout: variable-path pattern -> axes, overriding the model's default layout rules
+            (`Model.layout_rules`). A pattern is a regular expression searched in the variable path
+            (`re.search`, as Keras' `LayoutMap` matches); axes name a mesh axis or None per
+            dimension. Given as a mapping or as (pattern, axes) pairs; stored as sorted pairs.
+
+    Properties:
+        devices: data x model x stages.
+        mesh: the (data, model) shape of the device mesh, axes (DATA_AXIS, MODEL_AXIS).
+        bubble: the idle share of a pipeline step, (S-1)/(K+S-1) (0 without stages).
+        rules: the layout as a dict.
+
+    Example:
+        Parallelism(data=2, model=2, layout={"dense_0/kernel": (None, "model")})  # hybrid 2x2
+        Parallelism(stages=2, micro_batches=4)                                    # a GPipe pipeline
+    """
+
+    data: int = 1
+    model: int = 1
+    stages: int = 1
+    micro_batches: int = 1
+    layout: Any = ()
+
+    def __post_init__(self):
+        for name in ("data", "model", "stages", "micro_batches"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"Expected Parallelism.{name} to be an integer >= 1, received: {value!r}")
+        pairs = self.layout.items() if isinstance(self.layout, Mapping) else self.layout
+        normalised = tuple(sorted((str(k), tuple(None if a is None else str(a) for a in v)) for k, v in pairs))
+        object.__setattr__(self, "layout", normalised)  # hashable and order-independent
+
+    @property
+    def devices(self) -> int:
+        return self.data * self.model * self.stages
+
+    @property
+    def mesh(self) -> tuple[int, int]:
+        return self.data, self.model
+
+    @property
+    def bubble(self) -> float:
+        return (self.stages - 1) / (self.micro_batches + self.stages - 1)
+
+    @property
+    def rules(self) -> dict[str, Axes]:
+        return dict(self.layout)
+
+    def report(self) -> dict:
+        return {"data": self.data, "model": self.model, "stages": self.stages,
+                "micro_batches": self.micro_batches, "mesh": list(self.mesh), "devices": self.devices,
+                "axes": [DATA_AXIS, MODEL_AXIS], "bubble": self.bubble,
+                "layout": {k: list(v) for k, v in self.layout}}
 
 
 @dataclass(frozen=True)
@@ -265,6 +343,26 @@ class Strategy(abc.ABC):
         hosts = max(1, math.ceil(replicas / max(1, per_host)))
         processes = 1 if base.processes == 1 else max(1, replicas // max(1, base.replicas // base.processes))
         return Topology(hosts, processes, replicas, processes, base.devices_per_replica)
+
+    @classmethod
+    def parallelism(cls, cfg: Any, figures: Any) -> Parallelism:
+        """How this strategy splits one step on the hardware described by `figures`: replicas on the
+        data axis, devices on the model axis, pipeline stages and micro-batches, and the layout
+        overrides (`strategy.layout`). The planner derives memory per device and the collectives of
+        a step from it; it must agree with `topology` (replicas == data, devices_per_replica ==
+        model x stages).
+
+        Args:
+            cfg, figures: as for `topology`.
+        Returns:
+            A `Parallelism`. Pure Python: no TensorFlow, no JAX. The default: pure data parallelism,
+            `Parallelism(data=topology.replicas, model=topology.devices_per_replica)`.
+        Example:
+            mesh = list(cfg.strategy.mesh)  # a hybrid strategy, strategy.mesh=[2,2]
+            return Parallelism(data=mesh[0], model=mesh[1], layout=dict(cfg.strategy.get("layout") or {}))
+        """
+        topology = cls.topology(cfg, figures)
+        return Parallelism(data=topology.replicas, model=topology.devices_per_replica)
 
     @classmethod
     def suits(cls, cfg: Any, figures: Any) -> bool:

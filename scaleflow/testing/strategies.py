@@ -52,6 +52,15 @@ class StrategyTestSuite:
         assert t.hosts <= t.processes or t.processes == 1  # one process may drive several hosts (TPU)
         assert t.replicas >= t.pipelines and t.replicas % t.pipelines == 0
 
+    def test_its_parallelism_agrees_with_its_topology(self):
+        from scaleflow.planning.topology import figures
+        from scaleflow.strategies.base import Parallelism
+
+        cfg = self.config()
+        p, t = self.cls().parallelism(cfg, figures(cfg)), self.topology(cfg)
+        assert isinstance(p, Parallelism)
+        assert p.data == t.replicas and p.model * p.stages == t.devices_per_replica
+
     def test_its_claim_for_strategy_auto_is_a_claim_or_none(self):
         from scaleflow.strategies.base import Claim, Environment
 
