@@ -337,7 +337,7 @@ def run_single(args, overrides: Sequence[str]) -> None:
         return
     if locking:  # this process is the job (not a worker its launcher started): lock its dir first
         from scaleflow.rundir_lock import acquire, quote_override
-        from scaleflow.training.signals import remember_command
+        from scaleflow.signals import remember_command
 
         acquire(run_dir, _lock_rank())
         remember_command(user_overrides + [f"hydra.run.dir={quote_override(run_dir)}"])  # the resume command

@@ -83,7 +83,7 @@ def test_sigint_during_training_is_an_interruption_with_status_130(train, tmp_pa
     """In-process (the CLI turns TrainingInterrupted into its exit status, as for SIGTERM above)."""
     import threading
 
-    from scaleflow.training.signals import TrainingInterrupted
+    from scaleflow.signals import TrainingInterrupted
 
     run_dir = tmp_path / "run"
 

@@ -122,7 +122,7 @@ def test_cnn_and_resnet_train(train):
 
 
 def test_steps_per_execution_divides_the_epoch_and_its_validation():
-    from scaleflow.training.setup import steps_per_execution
+    from scaleflow.hardware.base import steps_per_execution
 
     assert steps_per_execution("auto", 256, "cpu") == 32
     assert steps_per_execution("auto", 231, "cpu") == 21  # 231 = 3 x 7 x 11

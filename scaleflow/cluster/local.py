@@ -183,7 +183,7 @@ class LocalCluster:
 
     def _wait_stopped(self) -> int:
         """After a forwarded signal: every worker stops at its next step and exits on its own."""
-        from scaleflow.training.signals import TrainingInterrupted, resume_command
+        from scaleflow.signals import TrainingInterrupted, resume_command
 
         signum = self.stop_signal
         self._wait_others(self.finish_timeout_s)

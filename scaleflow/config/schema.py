@@ -221,6 +221,16 @@ class ProfileConfig:
     timeline: bool = False
 
 
+# ---------------------------------------------------------------------------------------- logger
+@dataclass
+class LoggerConfig:
+    """logger=none | mlflow (see scaleflow/tracking/): the base of every logger's schema."""
+
+    name: str = MISSING
+    tracking_uri: Optional[str] = None  # None: a local store chosen by the logger
+    experiment: str = "scaleflow"
+
+
 # ------------------------------------------------------------------------------------------ plan
 @dataclass
 class PlanConfig:

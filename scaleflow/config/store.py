@@ -16,7 +16,6 @@ from hydra.core.config_store import ConfigStore
 
 from scaleflow import registry
 from scaleflow.config import schema
-from scaleflow.tracking.base import LoggerConfig
 
 GROUP_BASE = {
     "model": schema.ModelConfig,
@@ -24,7 +23,7 @@ GROUP_BASE = {
     "strategy": schema.StrategyConfig,
     "hardware": schema.HardwareConfig,
     "export": schema.ExportConfig,
-    "logger": LoggerConfig,
+    "logger": schema.LoggerConfig,
 }
 FIXED_GROUPS = {"trainer": schema.TrainerConfig, "profile": schema.ProfileConfig}
 

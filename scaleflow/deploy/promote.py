@@ -127,9 +127,12 @@ def decide(cfg, version_dir: str, version: int, request, *, verified: bool = Tru
     return out
 
 
-def _judge(policy, root, previous, version_dir, request, objective, direction, out) -> tuple[str, str]:
-    from scaleflow.sweep.objective import is_better
+def is_better(a: float, b: float, direction: str) -> bool:
+    """Whether objective value `a` beats `b` under `sweep.direction` (minimize or maximize)."""
+    return a > b if direction == "maximize" else a < b
 
+
+def _judge(policy, root, previous, version_dir, request, objective, direction, out) -> tuple[str, str]:
     if policy == "always":
         return "stable", "export.promote=always"
     if previous is None:

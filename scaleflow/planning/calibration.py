@@ -130,7 +130,7 @@ def measure_step_overhead(peak_flops: float, batch: int = 64, features: int = 32
     import keras
     import tensorflow as tf
 
-    from scaleflow.training.setup import steps_per_execution
+    from scaleflow.hardware.base import steps_per_execution
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch * 64, features)).astype(np.float32)

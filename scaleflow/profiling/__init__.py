@@ -6,6 +6,7 @@
     window.py      profile=tensorboard: the window runs one step per call inside a step marker
                    (`Trace("train", step_num=n, _r=1)`), so TensorBoard's Overview has a step time
     breakdown.py   profile=summary: input wait vs step time, sampled from the run itself
+    logdir.py      where TensorBoard's scalars and profiles go: one dir per worker
     server.py      profile.port: TensorFlow's profiler server for TensorBoard's "Capture profile"
     timeline.py    profile.timeline (strategy=horovod): Horovod's own timeline of its collectives
 

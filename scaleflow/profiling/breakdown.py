@@ -18,6 +18,7 @@ import os
 import time
 
 from scaleflow.profiling import keras_steps
+from scaleflow.profiling.logdir import profile_dir
 
 log = logging.getLogger("scaleflow")
 
@@ -50,11 +51,9 @@ class StepBreakdown:
         import keras
         import tensorflow as tf
 
-        from scaleflow.training.callbacks import tensorboard_dir
-
         every = int(cfg.profile.sample_every)
         on = keras_steps.supported("profile=summary's input/step breakdown")
-        logdir = os.path.join(tensorboard_dir(run_dir, distribution), "train")
+        logdir = profile_dir(run_dir, distribution)
         collectives = getattr(distribution, "collective_seconds", None)  # a strategy that measures them
 
         class _StepBreakdown(keras.callbacks.Callback):

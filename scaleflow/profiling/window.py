@@ -23,16 +23,9 @@ import os
 import time
 
 from scaleflow.profiling import keras_steps
+from scaleflow.profiling.logdir import profile_dir
 
 log = logging.getLogger("scaleflow")
-
-
-def profile_dir(run_dir: str, distribution) -> str:
-    """Beside the scalars of the `train` run (where Keras put its profiles), one dir per worker, so
-    each worker's profile is its own run in TensorBoard's Profile listing (`worker-<i>/train`)."""
-    from scaleflow.training.callbacks import tensorboard_dir
-
-    return os.path.join(tensorboard_dir(run_dir, distribution), "train")
 
 
 class ProfiledWindow:

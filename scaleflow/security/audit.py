@@ -29,6 +29,7 @@ pass through the secrets redaction: a token never lands in the log.
 
 from __future__ import annotations
 
+import datetime as dt
 import getpass
 import hashlib
 import json
@@ -108,14 +109,14 @@ def record(event: str, *, log: Optional[str] = None, **fields: Any) -> Optional[
     is unreadable (an audit trail that silently stops is worse than a failed command)."""
     import fcntl
 
-    from scaleflow.manifest import now
     from scaleflow.security.redact import redact_tree
 
     path = os.path.abspath(os.path.expanduser(log)) if log else log_path()
     if not path:
         return None
     clean = redact_tree(fields)
-    entry: dict[str, Any] = {"seq": 0, "time": now(), **_who(), "event": str(event), **clean}
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")  # run.json's format (manifest.now)
+    entry: dict[str, Any] = {"seq": 0, "time": now, **_who(), "event": str(event), **clean}
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "a+b") as f:

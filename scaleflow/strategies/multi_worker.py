@@ -255,7 +255,7 @@ def launch_local(cfg, run_dir: str, overrides: list[str]) -> int:
     from scaleflow.cluster import LocalCluster, WorkerFailed, free_ports, heartbeat, netns
     from scaleflow.cluster.tf_config import ENV, local_tf_config
     from scaleflow.manifest import mark_failed, mark_interrupted
-    from scaleflow.training.signals import TrainingInterrupted
+    from scaleflow.signals import TrainingInterrupted
 
     n = cfg.strategy.num_workers
     os.makedirs(run_dir, exist_ok=True)

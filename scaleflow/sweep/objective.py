@@ -44,11 +44,6 @@ def value(final_metrics: dict | None, objective: str) -> float:
         return math.nan
 
 
-def is_better(a: float, b: float, direction: str) -> bool:
-    """Whether objective value `a` beats `b` under `sweep.direction` (used by export promotion)."""
-    return a > b if direction == "maximize" else a < b
-
-
 def run_job(cfg, run_dir: str) -> Any:
     """What each multirun job runs: train (or any mode); returns the objective for sweepers.
 
@@ -58,7 +53,7 @@ def run_job(cfg, run_dir: str) -> Any:
     """
     from scaleflow.config.validate import validate
     from scaleflow.modes import run_mode
-    from scaleflow.training.signals import TrainingInterrupted
+    from scaleflow.signals import TrainingInterrupted
 
     try:
         check(cfg)

@@ -25,17 +25,9 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
-from omegaconf import MISSING
-
-
-@dataclass
-class LoggerConfig:
-    name: str = MISSING
-    tracking_uri: Optional[str] = None  # None: a local store chosen by the logger
-    experiment: str = "scaleflow"
+from scaleflow.config.schema import LoggerConfig
 
 
 class Logger:

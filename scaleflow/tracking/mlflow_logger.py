@@ -19,8 +19,9 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
+from scaleflow.config.schema import LoggerConfig
 from scaleflow.model_registry import flatten
-from scaleflow.tracking.base import Logger, LoggerConfig
+from scaleflow.tracking.base import Logger
 
 log = logging.getLogger("scaleflow")
 

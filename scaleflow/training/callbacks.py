@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
+
+from scaleflow.profiling.logdir import tensorboard_dir
 
 log = logging.getLogger("scaleflow")
-
-
-def tensorboard_dir(run_dir: str, distribution) -> str:
-    """Each worker writes its own event files: TensorBoard's callback has no chief logic."""
-    base = os.path.join(run_dir, "tensorboard")
-    return base if distribution.num_workers == 1 else os.path.join(base, f"worker-{distribution.worker_index}")
 
 
 def tensorboard_callback(cfg, run_dir: str, distribution):

@@ -18,13 +18,14 @@ from scaleflow.data.planning import plan_input
 from scaleflow.export.base import ExportRequest
 from scaleflow.export.metadata import export_metadata
 from scaleflow.export.target import check_export_target, clean_stale_staging, export_root
+from scaleflow.hardware.base import steps_per_execution
 from scaleflow.manifest import Manifest
-from scaleflow.tracking.base import follow_with_logger
 from scaleflow.security import audit, checkpoints, crypto
 from scaleflow.security.redact import recorded_config
+from scaleflow.signals import StopRequest, stop_on_signal, stop_requests
+from scaleflow.tracking.base import follow_with_logger
 from scaleflow.training import setup
 from scaleflow.training.non_finite import stop_on_non_finite_loss
-from scaleflow.training.signals import StopRequest, stop_on_signal, stop_requests
 from scaleflow.training.callbacks import epoch_logger, manifest_history, tensorboard_callback
 from scaleflow.training.controls import Controls, optimizer_options
 
@@ -124,8 +125,8 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest, 
     spec = task.input_spec(info)
     model_plugin = registry.get("model", cfg.model.name)()
     # Some strategies cannot run several steps per call (Keras 3.15 under MultiWorkerMirrored).
-    spe = setup.steps_per_execution(t.steps_per_execution, steps, cfg.hardware.name,
-                                    cap=distribution.max_steps_per_execution)
+    spe = steps_per_execution(t.steps_per_execution, steps, cfg.hardware.name,
+                              cap=distribution.max_steps_per_execution)
     with distribution.scope():
         model = task.build_model(model_plugin, cfg.model, spec)  # the plugin's body, the task's head
         optimizer = distribution.wrap_optimizer(setup.make_optimizer(t, optimizer_options(t, steps)))

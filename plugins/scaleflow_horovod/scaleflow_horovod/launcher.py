@@ -136,7 +136,7 @@ def run(cfg, run_dir: str) -> int:
     # A session of its own, so that the whole job (horovodrun and its ranks) can be ended together;
     # on one machine the job runs inside the private network namespace.
     process = subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=ns.enter if ns else None)
-    from scaleflow.training.signals import ForwardSignals, TrainingInterrupted, resume_command
+    from scaleflow.signals import ForwardSignals, TrainingInterrupted, resume_command
 
     try:
         # horovodrun's own SIGTERM handling SIGSTOPs and kills the ranks: signals go to the ranks instead.

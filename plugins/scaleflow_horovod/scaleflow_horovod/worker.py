@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     else:  # e.g. mode=predict: each rank predicts its part of the records
         from scaleflow.modes import run_mode as run
 
-    from scaleflow.training.signals import TrainingInterrupted
+    from scaleflow.signals import TrainingInterrupted
 
     try:
         run(cfg, args.run_dir)
