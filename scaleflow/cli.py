@@ -229,7 +229,7 @@ def compose(overrides: Sequence[str], validate: bool = True):
     from omegaconf import open_dict
 
     from scaleflow.config import store
-    from scaleflow.config.validate import validate as validate_config
+    from scaleflow.validation import validate as validate_config
     from scaleflow.security import targets
 
     store.register()
@@ -305,7 +305,7 @@ def run_single(args, overrides: Sequence[str]) -> None:
     from omegaconf import read_write
 
     from scaleflow.config import store
-    from scaleflow.config.validate import validate
+    from scaleflow.validation import validate
     from scaleflow.security import targets
 
     _parse(overrides, multirun=False)

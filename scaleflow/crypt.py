@@ -17,6 +17,7 @@ import os
 import sys
 
 from scaleflow.errors import ScaleflowError
+from scaleflow.export import seal
 from scaleflow.security import crypto
 
 
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         key = _key(args)
         if args.command == "unseal":
             for path in args.files:
-                print(crypto.unseal(path, key, args.output or "."))
+                print(seal.unseal(path, key, args.output or "."))
             return
         if args.output and len(args.files) > 1 and not os.path.isdir(args.output):
             raise ScaleflowError("several inputs need -o to be an existing directory")

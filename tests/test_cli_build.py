@@ -8,7 +8,7 @@ import pytest
 def test_a_single_run_composes_and_validates_its_config_once(tmp_path, monkeypatch):
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
-    import scaleflow.config.validate as validation
+    import scaleflow.validation as validation
     from scaleflow import cli
 
     counts = {"compose": 0, "validate": 0}

@@ -1,9 +1,12 @@
 """scaleflow's modules import each other without cycles, counting imports inside functions too: a
-cycle means two modules each need the other, so neither can be read (or tested) on its own."""
+cycle means two modules each need the other, so neither can be read (or tested) on its own. The same
+holds between packages (`scaleflow.data`, `scaleflow.training`, a top-level module such as
+`scaleflow.manifest`), whose imports follow the layers written in the README's Architecture section."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "scaleflow"
@@ -80,3 +83,78 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_scaleflow_has_no_import_cycle():
     assert cycles(import_graph()) == []
+
+
+# ------------------------------------------------------------------------------------ packages
+README = PACKAGE.parent / "README.md"
+
+
+def package_of(module: str) -> str:
+    """`scaleflow.data.csv` -> `scaleflow.data`; a top-level module (`scaleflow.manifest`) is its own."""
+    return ".".join(module.split(".")[:2])
+
+
+def package_graph() -> dict[str, dict[str, list[str]]]:
+    """package -> {package it imports: the module imports that make it so ("a.x -> b.y")}."""
+    graph: dict[str, dict[str, list[str]]] = {}
+    for module, imported in import_graph().items():
+        edges = graph.setdefault(package_of(module), {})
+        for other in sorted(imported):
+            if package_of(other) != package_of(module):
+                edges.setdefault(package_of(other), []).append(f"{module} -> {other}")
+    graph.pop("scaleflow", None)  # the root __init__ (the version): every module may read it
+    return graph
+
+
+def describe(edges: list[tuple[str, str]], graph: dict[str, dict[str, list[str]]]) -> str:
+    return "\n".join(f"  {a} -> {b}: {', '.join(graph[a][b])}" for a, b in edges)
+
+
+def layers() -> list[tuple[str, list[str]]]:
+    """The README's layer table (Architecture): [(layer, [package, ...] in row order)], bottom first."""
+    rows = []
+    table = README.read_text().split("<!-- layers -->")[1].split("<!-- /layers -->")[0]
+    for line in table.splitlines():
+        match = re.match(r"\|\s*(\d+ [^|]+?)\s*\|([^|]*)\|", line)
+        if match:
+            rows.append((match[1], [f"scaleflow.{name}" for name in re.findall(r"`([\w.]+)`", match[2])]))
+    return rows
+
+
+def test_the_cycle_finder_finds_a_package_cycle_and_names_its_modules():
+    graph = {"scaleflow.a": {"scaleflow.b": ["scaleflow.a.x -> scaleflow.b.y"]},
+             "scaleflow.b": {"scaleflow.a": ["scaleflow.b.z -> scaleflow.a"]}, "scaleflow.c": {}}
+    assert cycles({p: set(e) for p, e in graph.items()}) == [["scaleflow.a", "scaleflow.b"]]
+    assert describe([("scaleflow.b", "scaleflow.a")], graph) == "  scaleflow.b -> scaleflow.a: scaleflow.b.z -> scaleflow.a"
+
+
+def test_scaleflow_packages_have_no_import_cycle():
+    """Between packages too (scaleflow.data, scaleflow.training, ...; a top-level module is its own):
+    a package that needs a package which needs it back can be understood only together with it."""
+    graph = package_graph()
+    found = cycles({p: set(edges) for p, edges in graph.items()})
+    closing = [[(a, b) for a in component for b in sorted(graph[a]) if b in component] for component in found]
+    assert not found, "import cycles between packages; the edges inside each:\n" + "\n\n".join(
+        describe(edges, graph) for edges in closing)
+
+
+def test_every_package_is_in_exactly_one_layer_of_the_readme():
+    listed = [package for _, packages in layers() for package in packages]
+    assert len(layers()) >= 5 and len(listed) == len(set(listed)), listed
+    packages = set(package_graph())
+    missing = sorted(packages - set(listed))
+    assert not missing, (f"not in the README's layer table (Architecture): {', '.join(missing)}; add each to "
+                         "the row of the lowest layer whose packages it may import")
+    assert not set(listed) - packages, f"no such package: {sorted(set(listed) - packages)}"
+
+
+def test_packages_import_only_lower_layers_and_earlier_packages_of_their_row():
+    """The README's layer order: every dependency points down, so a package can be read, tested and
+    changed with only what is below it."""
+    order = {package: (index, layer) for index, (layer, _) in enumerate(layers()) for package in _}
+    position = {package: i for i, package in enumerate(p for _, packages in layers() for p in packages)}
+    graph = package_graph()
+    upward = [(a, b) for a in sorted(graph) for b in sorted(graph[a])
+              if a in position and b in position and position[b] > position[a]]
+    assert not upward, "imports that go up the README's layers (Architecture):\n" + "\n".join(
+        f"  {a} ({order[a][1]}) -> {b} ({order[b][1]}): {', '.join(graph[a][b])}" for a, b in upward)

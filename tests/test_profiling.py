@@ -23,7 +23,7 @@ from test_tensorboard import get_json, tensorboard_server  # noqa: F401
     ("profile.batches=[3,40]", "stop <= 20"),
 ])
 def test_a_window_outside_the_epoch_is_a_config_error_naming_the_key(override, allowed):
-    from scaleflow.config.validate import validate
+    from scaleflow.validation import validate
     from scaleflow.errors import ConfigError
 
     with pytest.raises(ConfigError) as e:
@@ -32,7 +32,7 @@ def test_a_window_outside_the_epoch_is_a_config_error_naming_the_key(override, a
 
 
 def test_horovod_s_timeline_with_another_strategy_is_a_config_error():
-    from scaleflow.config.validate import validate
+    from scaleflow.validation import validate
     from scaleflow.errors import ConfigError
 
     with pytest.raises(ConfigError) as e:
@@ -73,7 +73,7 @@ def test_keras_runs_one_compiled_step_per_item_drawn_from_a_python_iterator(tf):
                          ids=["default", "mirrored"])
 def test_tensorboard_overview_shows_a_step_time_and_no_missing_step_marker(train, tmp_path, tensorboard_server,
                                                                           strategy):
-    # 56 steps per epoch: steps_per_execution must divide the epoch (setup.steps_per_execution)
+    # 56 steps per epoch: steps_per_execution must divide the epoch (hardware.base.steps_per_execution)
     run = train(*QUICK, "data.num_examples=4096", "trainer.steps_per_epoch=56", "trainer.steps_per_execution=8",
                 "profile=tensorboard", "profile.batches=[10,12]", "export=none", *strategy)
     block = run["profile"]

@@ -113,10 +113,11 @@ def test_encrypted_csv_trains_with_encrypted_checkpoints_and_a_sealed_export(fil
     assert run["status"] == "ok" and run["data"]["num_examples"] == N
     sealed = run["export"]["sealed"]
     assert crypto.is_encrypted(sealed["path"]) and os.path.exists(sealed["path"] + ".sha256")
+    from scaleflow.export.seal import unseal
     from scaleflow.modes.verify import verify_path
 
     assert verify_path(sealed["path"])[0].ok
-    version = crypto.unseal(sealed["path"], KEY, str(tmp_path / "unsealed"))
+    version = unseal(sealed["path"], KEY, str(tmp_path / "unsealed"))
     assert verify_path(version)[0].ok
     open(sealed["path"], "ab").write(b"x")
     assert not verify_path(sealed["path"])[0].ok

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import compose
 from scaleflow.errors import ConfigError
-from scaleflow.security.mask import Masking, Rule
+from scaleflow.data.mask import Masking, Rule
 
 N = 240
 KEY_ENV = {"SF_TEST_MASK_KEY": "k3y-for-tests-only"}

@@ -63,7 +63,7 @@ class DataConfig:
     uneven: str = choice("repeat", "repeat", "drop")
     reshuffle_each_epoch: bool = False
     seed: int = 0
-    # Masking as records are read (security/mask.py): column -> drop | hash | {method: bucket, edges: [...]}
+    # Masking as records are read (data/mask.py): column -> drop | hash | {method: bucket, edges: [...]}
     # | {method: noise, scale: s}. `hash` is keyed HMAC-SHA256: the key comes from an environment
     # variable or a file, never from the config itself.
     mask: Dict[str, Any] = field(default_factory=dict)

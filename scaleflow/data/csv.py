@@ -34,7 +34,7 @@ class CSVConfig(DataConfig):
 
 def _table(config):
     """The file's table, masked as `data.mask` says (before anything else reads it)."""
-    from scaleflow.security.mask import Masking
+    from scaleflow.data.mask import Masking
 
     return read_table(config.path, config.delimiter, mask=Masking.from_config(config))
 

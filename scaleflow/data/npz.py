@@ -78,7 +78,7 @@ class NPZ(InMemoryDataset):
         if len(x) != len(y):
             raise ConfigError("data.path", config.path, f"arrays of equal length; {config.x_key} has {len(x)}"
                               f" rows, {config.y_key} has {len(y)}")
-        from scaleflow.security.mask import Masking, mask_features
+        from scaleflow.data.mask import Masking, mask_features
 
         x = mask_features(x, config.path, Masking.from_config(config), config.get("shard_key"))  # data.mask
         return x.astype(np.float32), y  # raw labels: the task reads them
@@ -93,6 +93,6 @@ class NPZ(InMemoryDataset):
         with open_npz(config.path) as archive:
             if key not in archive.files:
                 raise ConfigError("data.shard_key", key, one_of(archive.files), did_you_mean(key, archive.files))
-            from scaleflow.security.mask import Masking, mask_keys
+            from scaleflow.data.mask import Masking, mask_keys
 
             return mask_keys(load_array(archive, config.path, key), Masking.from_config(config), key)

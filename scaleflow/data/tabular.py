@@ -61,7 +61,7 @@ _tables: dict[tuple, Table] = {}
 
 def read_table(path: str, delimiter: str = ",", mask: Any = None) -> Table:
     """Read and check the shape of a CSV file: a header, then one record per line with as many fields.
-    `mask` (security/mask.py) is applied right after parsing: nothing downstream sees a raw masked
+    `mask` (data/mask.py) is applied right after parsing: nothing downstream sees a raw masked
     value. The last table read is kept (validation, describe and read all ask for it)."""
     try:
         st = os.stat(path)

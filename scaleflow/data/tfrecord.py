@@ -29,7 +29,7 @@ class TFRecordConfig(DataConfig):
 
 def kept_features(config) -> dict:
     """`data.features` without those `data.mask` drops."""
-    from scaleflow.security.mask import rules
+    from scaleflow.data.mask import rules
 
     dropped = {r.column for r in rules(config) if r.method == "drop"}
     return {name: spec for name, spec in config.features.items() if name not in dropped}
@@ -114,7 +114,7 @@ class TFRecord(Dataset):
             raise _data_error(e) from None
         if values and all(v is None for v in values):
             raise ConfigError("data.shard_key", key, "a feature present in the records")
-        from scaleflow.security.mask import Masking, mask_keys
+        from scaleflow.data.mask import Masking, mask_keys
 
         keys = np.array([v.decode() if isinstance(v, bytes) else v for v in values], dtype=object)
         return mask_keys(keys, Masking.from_config(config), key)  # a hashed key: pseudonyms only
@@ -156,7 +156,7 @@ class TFRecord(Dataset):
         spec[config.label] = tf.io.FixedLenFeature(label_shape, tf.float32 if task == "regression" else tf.int64)
         names = list(features)
         single = len(names) == 1 and list(features[names[0]].get("shape", []))
-        from scaleflow.security.mask import Masking, tensorflow_feature_masks
+        from scaleflow.data.mask import Masking, tensorflow_feature_masks
 
         masks = tensorflow_feature_masks(Masking.from_config(config), list(config.features), config.get("shard_key"))
 

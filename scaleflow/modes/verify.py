@@ -51,7 +51,7 @@ def verify_path(path: str) -> list[Verification]:
     """Every verification `path` calls for; raises ConfigError when there is nothing to verify."""
     path = os.path.expanduser(str(path))
     if os.path.isfile(path):
-        from scaleflow.security.crypto import verify_sealed
+        from scaleflow.export.seal import verify_sealed
 
         return [verify_sealed(path)]
     if not os.path.isdir(path):

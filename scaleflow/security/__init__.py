@@ -1,4 +1,4 @@
-"""Data protection: secrets redaction, config target checks, integrity, audit, auth, masking, crypto.
+"""Data protection: secrets redaction, config target checks, audit, auth, checkpoints, crypto.
 
 One concept per module:
     redact.py   secrets (`${oc.env:...}` values, secret-like keys, URL credentials) become `***`
@@ -6,7 +6,9 @@ One concept per module:
     targets.py  a config runs no code: `_target_` outside scaleflow's own callbacks is refused
     audit.py    the append-only, hash-chained audit log (`audit.record(event, **fields)`)
     auth.py     bearer tokens for the server, stored hashed (`auth.check(header, role)`)
-    mask.py     per-column masking of records as they are read (drop, hash, bucket, noise)
-    crypto.py   AES-256-GCM files at rest (inputs, checkpoints, sealed exports)
-Nothing here imports TensorFlow.
+    crypto.py   AES-256-GCM files at rest (inputs, checkpoints; sealed exports use it: export/seal.py)
+    checkpoints.py  encrypted Keras backups: decrypted into a private dir for the run, re-encrypted
+Masking of records as they are read is data's (data/mask.py). Nothing here imports TensorFlow, and
+nothing here imports scaleflow's higher layers (README, Architecture): data, export and the run
+record all use this package.
 """

@@ -1,4 +1,4 @@
-"""Files at rest: AES-256-GCM encrypted inputs and checkpoints, sealed exports.
+"""Files at rest: AES-256-GCM encrypted inputs and checkpoints (sealed exports: export/seal.py).
 
 An encrypted file is
 
@@ -23,18 +23,14 @@ import hashlib
 import io
 import os
 import secrets
-import tarfile
 from typing import Any, BinaryIO, Optional
 
 from scaleflow.errors import ConfigError, DataError
-from scaleflow.export.integrity import Verification, sha256_file
 
 MAGIC = b"SFAESGCM"
 VERSION = 1
 HEADER = len(MAGIC) + 1 + 12
 TAG = 16
-CHECKSUM_SUFFIX = ".sha256"
-SEALED_SUFFIX = ".sealed"
 
 
 # ------------------------------------------------------------------------------------------ keys
@@ -185,78 +181,11 @@ def tensorflow_path(path: str) -> str:
     return _ram_files[path]
 
 
-# ------------------------------------------------------------------------------------------- seal
-def seal_export(version_dir: str, key: bytes) -> dict:
-    """`<version_dir>.sealed` (an encrypted tar of the export version) and `<version_dir>.sealed.sha256`.
-    The tar is built in memory; only the encrypted archive is written."""
-    buffer = io.BytesIO()
-    name = os.path.basename(os.path.normpath(version_dir))
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        tar.add(version_dir, arcname=name)
-    path = os.path.normpath(version_dir) + SEALED_SUFFIX
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(encrypt_bytes(buffer.getvalue(), key))
-    os.replace(tmp, path)
-    checksum = sha256_file(path)
-    with open(path + CHECKSUM_SUFFIX, "w") as f:
-        f.write(f"sha256:{checksum}  {os.path.basename(path)}\n")
-    return {"path": path, "checksum": f"sha256:{checksum}"}
-
-
-def unseal(path: str, key: bytes, dest: str) -> str:
-    """Check, decrypt and unpack a sealed export into `dest`; returns the version dir."""
-    check = verify_sealed(path)
-    if not check.ok:
-        raise DataError(path, "; ".join(check.problems))
-    clear = decrypt_file(path, key)
-    with tarfile.open(fileobj=io.BytesIO(clear), mode="r") as tar:
-        tar.extractall(dest, filter="data")
-        top = tar.getnames()[0].split("/")[0]
-    return os.path.join(dest, top)
-
-
-def verify_sealed(path: str) -> Verification:
-    """A sealed archive against its `<archive>.sha256` (`sha256:<hex>  <name>`)."""
-    checksum_file = path + CHECKSUM_SUFFIX
-    try:
-        with open(checksum_file) as f:
-            expected = f.read().split()[0].removeprefix("sha256:")
-    except (OSError, IndexError):
-        return Verification(path, False, [f"no readable {os.path.basename(checksum_file)} beside it"])
-    actual = sha256_file(path)
-    if actual != expected:
-        return Verification(path, False, [f"changed file {os.path.basename(path)} (sha256 {actual[:12]}..., "
-                                          f"expected {expected[:12]}...)"])
-    return Verification(path, True, [], {"checksum": "sha256:" + actual})
-
-
 # ---------------------------------------------------------------------------------------- config
-def seal_key(cfg: Any) -> Optional[bytes]:
-    export = cfg.export
-    key = load_key(export.get("seal_key_env"), export.get("seal_key_file"), "export.seal_key_env",
-                   "export.seal_key_file")
-    return key if key is not None else configure_data(cfg.data)
-
-
 def check_config(cfg: Any) -> None:
-    """Keys are loaded now (exit 2 on a missing variable or file), before any data is read."""
+    """Keys are loaded now (exit 2 on a missing variable or file), before any data is read. (The
+    sealed export's key: export/seal.py.)"""
     key = configure_data(cfg.data)
     if cfg.trainer.get("encrypt_checkpoints") and key is None:
         raise ConfigError("trainer.encrypt_checkpoints", True, "a key in data.encryption.key_env or key_file",
                           "Checkpoints are encrypted with data.encryption's key")
-    if cfg.export.get("seal") and seal_key(cfg) is None:
-        raise ConfigError("export.seal", True, "a key in export.seal_key_env / seal_key_file (or data.encryption)",
-                          "A sealed export is encrypted for transport")
-
-
-def seal_if_requested(cfg: Any, exported: dict) -> Optional[dict]:
-    """export.seal=true: seal the export version just written; returns {path, checksum} or None."""
-    if not cfg.export.get("seal") or not exported.get("dir"):
-        return None
-    from scaleflow.security import audit
-
-    sealed = seal_export(exported["dir"], seal_key(cfg))
-    audit.record("export_sealed", path=sealed["path"], checksum=sealed["checksum"],
-                 export_checksum=exported.get("checksum"))
-    return sealed

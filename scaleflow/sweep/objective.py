@@ -51,7 +51,7 @@ def run_job(cfg, run_dir: str) -> Any:
     run.json (status failed), NaN is returned, and the sweep goes on. The summary at the end counts
     the failures and the command exits non-zero.
     """
-    from scaleflow.config.validate import validate
+    from scaleflow.validation import validate
     from scaleflow.modes import run_mode
     from scaleflow.signals import TrainingInterrupted
 

@@ -16,11 +16,12 @@ from scaleflow import profiling, registry, tasks, tf_logging
 from scaleflow.data.input import input_fn, validation_records
 from scaleflow.data.planning import plan_input
 from scaleflow.export.base import ExportRequest
+from scaleflow.export import seal
 from scaleflow.export.metadata import export_metadata
 from scaleflow.export.target import check_export_target, clean_stale_staging, export_root
 from scaleflow.hardware.base import steps_per_execution
 from scaleflow.manifest import Manifest
-from scaleflow.security import audit, checkpoints, crypto
+from scaleflow.security import audit, checkpoints
 from scaleflow.security.redact import recorded_config
 from scaleflow.signals import StopRequest, stop_on_signal, stop_requests
 from scaleflow.tracking.base import follow_with_logger
@@ -199,7 +200,7 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest, 
         exported = registry.get("exporter", cfg.export.format)().export(request)
     manifest.update(export=exported, model=exported.get("identity") or manifest.data["model"])
     if distribution.is_chief and cfg.export.get("seal"):  # export.seal: an encrypted archive for transport
-        exported["sealed"] = crypto.seal_if_requested(cfg, exported)
+        exported["sealed"] = seal.seal_if_requested(cfg, exported)
         manifest.update(export=exported)
     setup.discard_backup(backup)  # the model is safe in the export: nothing left to resume
     # 7. Promotion: the verified export becomes `stable` or `canary` in labels.json (scaleflow/deploy).

@@ -1,9 +1,13 @@
 """Semantic validation of a composed config, before TensorFlow is imported.
 
 Hydra and the structured schema already reject unknown keys and wrong types. This module checks what
-types cannot express, using the metadata in `schema.py` (choices, ranges, paths), then the
-cross-field rules each registered object declares in its `validate(cfg)` classmethod.
+types cannot express, using the metadata in `config/schema.py` (choices, ranges, paths), then the
+cross-field rules each registered object declares in its `validate(cfg)` classmethod, then the rules
+each concern owns (profile, encryption, task, training controls, masking, the mode's own checks).
 Every failure is one `ConfigError` naming the key, the value and what is allowed.
+
+It sits above every package whose rules it calls (README, Architecture: the layers), so `config/`
+stays the schema and its leaf checks, importable by everything.
 """
 
 from __future__ import annotations
@@ -13,8 +17,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from scaleflow import registry
-from scaleflow.config.fields import _check_field, _check_node  # noqa: F401 - also imported from here
-from scaleflow.config.paths import check_path  # noqa: F401 - where plugins found it before
+from scaleflow.config.fields import _check_field, _check_node
 from scaleflow.config.store import schema_for
 from scaleflow.errors import ConfigError
 
@@ -25,8 +28,6 @@ NODES = {"plan": "PlanConfig", "sweep": "SweepConfig", "registry": "RegistryConf
          "deploy": "DeployConfig", "serve": "ServeConfig"}
 INFERENCE_MODES = ("evaluate", "predict", "explain")
 
-
-check_node = _check_node  # for nested nodes checked by the modules that own them
 
 
 def _auto_or_positive_int(key: str, value: Any) -> None:
@@ -69,7 +70,10 @@ def validate(cfg: DictConfig) -> None:
 
     from scaleflow.security.crypto import check_config as check_encryption
 
-    check_encryption(cfg)  # keys of encrypted inputs, checkpoints and sealed exports, before data is read
+    check_encryption(cfg)  # keys of encrypted inputs and checkpoints, before data is read
+    from scaleflow.export.seal import check_config as check_seal
+
+    check_seal(cfg)  # export.seal: its key, before training
     from scaleflow.tasks.checks import check_task_config
 
     check_task_config(cfg)  # task, loss, metrics, class names
@@ -80,7 +84,7 @@ def validate(cfg: DictConfig) -> None:
     # base class; no TensorFlow import allowed there). The dataset's include the sharding rules.
     for kind, obj in selected.items():
         obj.validate(cfg)
-    from scaleflow.security.mask import check_config
+    from scaleflow.data.mask import check_config
 
     check_config(cfg)  # data.mask: rules, their key (exit 2 before any record is read)
     if cfg.mode == "train":  # a model that cannot be written is found now, not after training
