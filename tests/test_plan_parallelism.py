@@ -47,3 +47,139 @@ def test_the_mlp_states_its_variables_as_keras_names_them_and_splits_its_hidden_
     assert len(shapes) == MLP().num_gradient_tensors(config, spec)
     assert MLP().layout_rules(config, spec) == {"^dense_0/kernel$": (None, "model"),
                                                 "^dense_1/kernel$": (None, "model")}
+
+
+# ---------------------------------------------------------------- the planner (planning/parallel.py)
+def _mlp(*overrides):
+    """(work, figures, shapes, default rules) of an MLP config, as mode=plan computes them."""
+    from scaleflow import registry, tasks
+    from scaleflow.planning.parallel import variables
+    from scaleflow.planning.report import workload
+    from scaleflow.planning.topology import figures
+
+    cfg = compose("data.num_examples=512", *overrides)
+    info = tasks.dataset_for(cfg).describe(cfg.data)
+    spec = tasks.get(cfg).input_spec(info)
+    model = registry.get("model", cfg.model.name)()
+    work, _ = workload(cfg, info)
+    return cfg, work, figures(cfg), variables(model, cfg.model, spec), model.layout_rules(cfg.model, spec)
+
+
+def _plan(work, figs, shapes, rules, p, **kw):
+    from scaleflow.planning.parallel import place, plan_parallelism
+
+    return plan_parallelism(work, figs, p, place(shapes, rules, p), **kw)
+
+
+def test_model_parallel_holds_one_mth_of_the_parameters_and_optimizer_state_per_device():
+    from scaleflow.strategies.base import Parallelism
+
+    _, work, figs, shapes, rules = _mlp("model.hidden_units=[512,512,512]", "hardware.logical_devices=4")
+    for m in (2, 4):
+        mem = _plan(work, figs, shapes, rules, Parallelism(model=m))["memory_per_device"]
+        assert 1 / m <= mem["ratio_vs_replicated"] <= 1 / m + 0.05  # the head and biases stay replicated
+        assert mem["parameters_optimizer_bytes"] == pytest.approx(mem["replicated_parameters_optimizer_bytes"]
+                                                                  * mem["ratio_vs_replicated"], rel=1e-5)
+    assert _plan(work, figs, shapes, rules, Parallelism(data=4))["memory_per_device"]["ratio_vs_replicated"] == 1.0
+
+
+def test_pure_data_parallelism_costs_what_the_data_parallel_cost_model_says():
+    from scaleflow.planning.cost_model import memory_per_replica, step_time
+    from scaleflow.planning.topology import layout
+    from scaleflow.strategies.base import Parallelism
+
+    cfg, work, figs, shapes, rules = _mlp("strategy=mirrored", "hardware.logical_devices=2")
+    planned = _plan(work, figs, shapes, rules, Parallelism(data=2))
+    assert planned["step"]["total_s"] == pytest.approx(step_time(work, figs, layout(cfg, figs)).total_s, rel=1e-5)
+    assert planned["memory_per_device"]["total_bytes"] == pytest.approx(
+        memory_per_replica(work, figs, 32)["total_bytes"], rel=1e-4)
+
+
+def test_model_axis_pays_an_all_gather_and_a_reduce_scatter_per_split_layer_and_the_data_axis_an_all_reduce():
+    from scaleflow.planning.cost_model import ring_allreduce_s
+    from scaleflow.strategies.base import Parallelism
+
+    _, work, figs, shapes, rules = _mlp("model.hidden_units=[256,128]", "hardware.logical_devices=4",
+                                        "data.batch_size=64", "hardware.latency_s=1e-5", "hardware.bandwidth_bytes_s=1e9")
+    plan = _plan(work, figs, shapes, rules, Parallelism(data=2, model=2))
+    comm = plan["communication"]
+    assert comm["model_axis"]["layers_split"] == ["dense_0", "dense_1"]  # the head stays replicated
+    # 32 examples per replica; dense_0 and dense_1 emit 256 + 128 float32 values per example
+    assert comm["model_axis"]["all_gather_bytes_per_micro_batch"] == 32 * (256 + 128) * 4
+    assert comm["model_axis"]["seconds"] == pytest.approx(
+        sum(ring_allreduce_s(2, 32 * w * 4, 1e9, 1e-5) for w in (256, 128)), rel=1e-4)
+    # each device all-reduces the gradients of what it holds: half of the split kernels, all of the rest
+    held = sum(math.prod(s) // (2 if k in ("dense_0/kernel", "dense_1/kernel") else 1) for k, s in shapes.items())
+    assert comm["data_axis"]["all_reduce_bytes"] == held * 4
+    assert comm["data_axis"]["seconds"] == pytest.approx(ring_allreduce_s(2, held * 4, 1e9, 1e-5), rel=1e-4)
+
+
+def test_pipeline_stages_cut_between_blocks_and_idle_for_the_bubble():
+    from scaleflow.errors import ConfigError
+    from scaleflow.strategies.base import Parallelism
+
+    _, work, figs, shapes, rules = _mlp("model.hidden_units=[256,256,256,256]", "hardware.logical_devices=2")
+    plan = _plan(work, figs, shapes, rules, Parallelism(stages=2, micro_batches=4))
+    assert [s["layers"] for s in plan["per_stage"]] == [["dense_0", "dense_1"], ["dense_2", "dense_3", "scores"]]
+    pipeline = plan["step"]["compute_s"] + plan["step"]["pipeline_send_s"] + plan["step"]["bubble_s"]
+    assert plan["step"]["bubble_s"] / pipeline == pytest.approx(1 / 5)  # (S-1)/(K+S-1)
+    assert plan["communication"]["pipeline"]["bubble"] == pytest.approx(1 / 5)
+    assert plan["memory_per_device"]["ratio_vs_replicated"] < 0.75  # a stage holds its own layers only
+    with pytest.raises(ConfigError) as e:
+        _plan(work, figs, shapes, rules, Parallelism(stages=5, micro_batches=8))
+    assert e.value.key == "strategy.stages" and e.value.value == 5 and "at most 4" in e.value.allowed
+
+
+def test_a_layout_rule_that_matches_nothing_or_does_not_divide_is_a_config_error_naming_it():
+    from scaleflow.errors import ConfigError
+    from scaleflow.planning.parallel import place
+    from scaleflow.strategies.base import Parallelism
+
+    _, _, _, shapes, rules = _mlp("model.hidden_units=[64,30]")
+    cases = [({"dense_9/kernel": (None, "model")}, "strategy.layout", "dense_9/kernel", "a pattern matching"),
+             ({"dense_0/kernel": (None, "depth")}, "strategy.layout", {"dense_0/kernel": [None, "depth"]}, "axes among"),
+             ({"dense_0/kernel": ("model",)}, "strategy.layout", {"dense_0/kernel": ["model"]}, "2 axes"),
+             ({}, "strategy.mesh", [1, 4], "dividing 30")]  # the default rule splits dense_1's 30 outputs
+    for layout, key, value, allowed in cases:
+        with pytest.raises(ConfigError) as e:
+            place(shapes, rules, Parallelism(model=4, layout=layout))
+        assert (e.value.key, e.value.value) == (key, value) and allowed in e.value.allowed
+    placed = {p.path: p for p in place(shapes, rules, Parallelism(model=2, layout={"dense_1/kernel": (None, None)}))}
+    assert placed["dense_1/kernel"].source == "strategy.layout" and placed["dense_1/kernel"].shards == 1
+    assert placed["dense_0/kernel"].source == "model default" and placed["dense_0/kernel"].shards == 2
+    assert placed["scores/kernel"].source == "replicated"
+
+
+def test_a_split_that_does_not_use_the_devices_there_are_is_a_config_error():
+    from scaleflow.errors import ConfigError
+    from scaleflow.planning.parallel import check_devices
+    from scaleflow.strategies.base import Parallelism
+
+    cfg, _, figs, _, _ = _mlp("hardware.logical_devices=4")
+    check_devices(cfg, figs, Parallelism(data=2, model=2), processes=1)
+    check_devices(cfg, figs, Parallelism(data=2, stages=2, micro_batches=2), processes=1)
+    with pytest.raises(ConfigError) as e:
+        check_devices(cfg, figs, Parallelism(data=2, model=4), processes=1)
+    assert e.value.key == "strategy.mesh" and e.value.value == [2, 4] and "= 4" in e.value.allowed
+    assert "hardware.logical_devices=8" in e.value.hint
+    with pytest.raises(ConfigError) as e:
+        check_devices(cfg, figs, Parallelism(stages=2, micro_batches=2), processes=1)
+    assert e.value.key == "strategy.stages" and e.value.value == 2
+
+
+def test_a_four_billion_parameter_mlp_on_a_gpu_gets_a_split_that_fits_with_its_throughput():
+    from scaleflow.planning.report import build, render
+
+    cfg = compose("mode=plan", "hardware=gpu", "model.hidden_units=[32768,32768,32768,32768,32768]",
+                  "data.num_examples=512")
+    plan = build(cfg)
+    assert plan["model"]["parameters"] > 4e9
+    assert not plan["parallelism"]["memory_per_device"]["fits"]
+    rec = plan["recommendation"]["parallelism"]
+    assert rec["fits_one_device"] is False and rec["candidates"]
+    for c in rec["candidates"]:
+        assert c["memory_per_device_bytes"] <= 0.9 * 8e10 and c["examples_per_s"] > 0 and c["devices"] >= 2
+    assert rec["best"]["devices"] == rec["fewest_devices"] == 2 and "hardware.num_gpus=2" in rec["best"]["overrides"]
+    assert {c["strategy"] for c in rec["candidates"]} >= {"model_parallel", "pipeline"}
+    text = render(plan)
+    assert "does NOT fit" in text and "recommend: parallelism: one device needs" in text

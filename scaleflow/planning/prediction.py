@@ -15,8 +15,7 @@ def predicted_vs_measured(cfg, distribution, info, measured_step_time_s: float |
     pipelines). It never fails the run: a planner error is recorded instead.
     """
     from scaleflow import registry
-    from scaleflow.planning.cost_model import step_time
-    from scaleflow.planning.report import workload
+    from scaleflow.planning.report import predicted_step, workload
     from scaleflow.planning.topology import figures, layout
 
     try:
@@ -33,15 +32,16 @@ def predicted_vs_measured(cfg, distribution, info, measured_step_time_s: float |
         lay = dataclasses.replace(layout(cfg, figs, distribution.name), workers=distribution.num_workers,
                                   replicas=distribution.num_replicas, pipelines=distribution.num_pipelines)
         work, _ = workload(cfg, info)
-        st = step_time(work, figs, lay)
+        step = predicted_step(cfg, figs, lay, work, info)  # the model/pipeline split too, if the strategy has one
     except Exception as e:  # noqa: BLE001 - a prediction must never fail a finished training run
         log.warning("could not predict the step time: %s", e)
         return {"predicted_step_time_s": None, "measured_step_time_s": measured_step_time_s, "ratio": None,
                 "error": f"{type(e).__name__}: {e}"}
-    ratio = measured_step_time_s / st.total_s if measured_step_time_s else None
+    total = step["total_s"]
+    ratio = measured_step_time_s / total if measured_step_time_s else None
     if ratio is not None:
-        log.info("step time: predicted %.3g ms, measured %.3g ms (measured/predicted %.2f)", st.total_s * 1e3,
+        log.info("step time: predicted %.3g ms, measured %.3g ms (measured/predicted %.2f)", total * 1e3,
                  measured_step_time_s * 1e3, ratio)
-    return {"predicted_step_time_s": float(f"{st.total_s:.6g}"), "measured_step_time_s": measured_step_time_s,
-            "ratio": None if ratio is None else round(ratio, 4), "breakdown": st.report(),
+    return {"predicted_step_time_s": float(f"{total:.6g}"), "measured_step_time_s": measured_step_time_s,
+            "ratio": None if ratio is None else round(ratio, 4), "breakdown": step,
             "figures": figs.source}

@@ -13,6 +13,7 @@ from scaleflow.data.planning import plan_input
 from scaleflow.errors import ScaleflowError
 from scaleflow import tasks
 from scaleflow.planning.cost_model import Workload, links, memory_per_replica, step_time
+from scaleflow.planning.parallel import check_devices, place, plan_parallelism, recommend_parallelism, variables
 from scaleflow.planning.quantities import quantities
 from scaleflow.planning.topology import Figures, Layout, figures, layout, with_replicas
 
@@ -32,10 +33,38 @@ def workload(cfg, info) -> tuple[Workload, dict]:
         activations = 2 * math.sqrt(flops / 2)
         note = "estimate 2 x sqrt(FLOPs/2) (exact for equal-width dense layers)"
     tensors = model.num_gradient_tensors(cfg.model, spec) or 1
+    shapes = model.variable_shapes(cfg.model, spec) or {"all": (int(params),)}
+    largest = max(math.prod(shape) for shape in shapes.values())
     work = Workload(float(flops), int(params), int(cfg.data.batch_size), float(activations), cfg.trainer.optimizer,
-                    int(tensors))
+                    int(tensors), int(largest))
     return work, {"flops_per_example": flops, "parameters": params, "activations_per_example": activations,
                   "activations_note": note, "gradient_tensors": tensors}
+
+
+def parallel_plan(cfg, figs: Figures, lay: Layout, work: Workload, info) -> dict:
+    """The split the strategy states (`Strategy.parallelism`) planned on the model's variables:
+    layout, memory per device, collectives, pipeline bubble and step time (planning/parallel.py).
+    Raises ConfigError when the split does not match the devices or the layout does not fit the model."""
+    strategy = registry.get("strategy", lay.strategy)
+    p = strategy.parallelism(cfg, figs)
+    check_devices(cfg, figs, p, lay.workers)
+    spec = tasks.get(cfg).input_spec(info)
+    model = registry.get("model", cfg.model.name)()
+    shapes, defaults = variables(model, cfg.model, spec), model.layout_rules(cfg.model, spec)
+    result = plan_parallelism(work, figs, p, place(shapes, defaults, p), multi_process=lay.workers > 1 or lay.hosts > 1,
+                              backend=strategy.backend)
+    return {"parallelism": p, "shapes": shapes, "defaults": defaults, **result}
+
+
+def is_data_parallel(p) -> bool:
+    return p.model == 1 and p.stages == 1
+
+
+def predicted_step(cfg, figs: Figures, lay: Layout, work: Workload, info) -> dict:
+    """The step the run will take, as `StepTime.report()`/`ParallelStep.report()` give it (with total_s):
+    the data-parallel cost model, or the model/pipeline one when the strategy splits the model."""
+    par = parallel_plan(cfg, figs, lay, work, info)
+    return par["step"] if not is_data_parallel(par["parallelism"]) else step_time(work, figs, lay).report()
 
 
 def scaling(cfg, work: Workload, figs: Figures, base: Layout, max_replicas: int) -> list[dict]:
@@ -68,6 +97,12 @@ def candidates(cfg, figs: Figures) -> list[str]:
 def recommend(cfg, work: Workload, figs: Figures, train_records: int) -> dict:
     options = {}
     for name in candidates(cfg, figs):
+        try:
+            split = registry.get("strategy", name).parallelism(cfg, figs)
+        except (ScaleflowError, AttributeError, KeyError, TypeError, ValueError):
+            continue  # it needs keys of its own config node: not a candidate for this config
+        if not is_data_parallel(split):
+            continue  # model and pipeline splits: compared by recommend_parallelism
         lay = layout(cfg, figs, name)
         if work.global_batch % lay.replicas:
             continue
@@ -96,7 +131,8 @@ def recommend(cfg, work: Workload, figs: Figures, train_records: int) -> dict:
         s = step_time(work, figs, lay, global_batch=b * lay.replicas)
         mem = memory_per_replica(work, figs, b)["total_bytes"]
         if figs.memory_bytes and mem > 0.9 * figs.memory_bytes:
-            why = f"device memory stops it at per-replica batch {b // 2}"
+            why = f"device memory stops it at per-replica batch {b // 2}" if per_replica else \
+                "the model does not fit one device at any batch: split it (recommend: parallelism)"
             break
         per_replica = b
         if s.compute_s / s.total_s >= COMPUTE_TARGET:
@@ -106,9 +142,11 @@ def recommend(cfg, work: Workload, figs: Figures, train_records: int) -> dict:
     else:
         why = (f"compute stays under {COMPUTE_TARGET:.0%} of the step up to the largest batch the data allows "
                f"({limit} records per replica): {st.dominant} dominates; larger batches only amortise it")
-    per_replica = per_replica or multiple
+    if per_replica is None and not why.startswith("the model does not fit"):
+        per_replica = multiple  # the data are fewer than one per-replica batch
     return {"strategy": best, "replicas": lay.replicas, "reason": reason, "options": options,
-            "per_replica_batch": per_replica, "batch_size": per_replica * lay.replicas, "batch_reason": why}
+            "per_replica_batch": per_replica, "batch_size": per_replica and per_replica * lay.replicas,
+            "batch_reason": why}
 
 
 def build(cfg) -> dict:
@@ -121,7 +159,10 @@ def build(cfg) -> dict:
     work, model_facts = workload(cfg, info)
     steps = cfg.trainer.steps_per_epoch or inputs.train.steps
     st = step_time(work, figs, lay)
-    train_time = cfg.trainer.epochs * steps * st.total_s
+    par = parallel_plan(cfg, figs, lay, work, info)
+    split = par["parallelism"]
+    step = st.report() if is_data_parallel(split) else par["step"]
+    train_time = cfg.trainer.epochs * steps * step["total_s"]
     bandwidth, latency = links(figs, lay)
     example_bytes = 4 * math.prod(info.input_shape)
     train_records = int(sum(len(s) for s in inputs.train.shards))
@@ -135,15 +176,21 @@ def build(cfg) -> dict:
                      "steps_per_epoch": steps, "input": {**inputs.report(), "shard": cfg.data.shard,
                                                          "shard_key": cfg.data.shard_key}},
         "model": model_facts,
-        "step": st.report(),
-        "predicted": {"step_time_s": float(f"{st.total_s:.6g}"), "train_time_s": float(f"{train_time:.6g}"),
-                      "examples_per_s": float(f"{cfg.data.batch_size / st.total_s:.6g}")},
+        "step": step,
+        "predicted": {"step_time_s": step["total_s"], "train_time_s": float(f"{train_time:.6g}"),
+                      "examples_per_s": float(f"{cfg.data.batch_size / step['total_s']:.6g}")},
         "quantities": quantities(nodes=lay.replicas, batch=cfg.data.batch_size, parameters=work.parameters,
                                  train_time_s=train_time, data_bytes=train_records * example_bytes,
                                  latency_s=latency, bandwidth_bytes_s=bandwidth),
         "memory_per_replica": memory_per_replica(work, figs, cfg.data.batch_size / lay.replicas),
         "scaling": scaling(cfg, work, figs, lay, max_replicas),
-        "recommendation": recommend(cfg, work, figs, train_records),
+        "parallelism": {**split.report(), **{k: par[k] for k in ("memory_per_device", "communication", "step",
+                                                                  "per_stage", "placements")}},
+        "recommendation": {**recommend(cfg, work, figs, train_records),
+                           "parallelism": recommend_parallelism(
+                               work, figs, par["shapes"], par["defaults"],
+                               {name: registry.get("strategy", name).backend for name in registry.names("strategy")},
+                               configured_fits=par["memory_per_device"]["fits"])},
     }
 
 
@@ -172,11 +219,10 @@ def render(plan: dict) -> str:
     m = plan["model"]
     lines += [
         f"model: {_si(m['parameters'])} parameters, {_si(m['flops_per_example'], 'FLOP')}/example forward",
-        f"step: {s['total_s'] * 1e3:.4g} ms = compute {s['compute_s'] * 1e3:.4g} + all-reduce "
-        f"{s['allreduce_s'] * 1e3:.4g} + overhead {s['overhead_s'] * 1e3:.4g} ms ({s['dominant']} dominates); "
-        f"{_si(p['examples_per_s'])} examples/s; training {p['train_time_s']:.4g} s",
-        f"memory/replica: {_si(plan['memory_per_replica']['total_bytes'], 'B')} of "
-        f"{_si(plan['memory_per_replica']['device_memory_bytes'], 'B')}",
+        f"step: {s['total_s'] * 1e3:.4g} ms = " + " + ".join(
+            f"{name} {s[key] * 1e3:.4g}" for key, name in STEP_TERMS if key in s and (s[key] or key == "compute_s"))
+        + f" ms ({s['dominant']} dominates); {_si(p['examples_per_s'])} examples/s; training {p['train_time_s']:.4g} s",
+        *render_parallelism(plan["parallelism"]),
         "quantities:",
     ]
     for name, q in plan["quantities"].items():
@@ -189,8 +235,56 @@ def render(plan: dict) -> str:
                      f"{row['efficiency_fixed_per_replica']:.0%}")
     lines += [f"recommend: strategy={r['strategy']}: {r['reason']}",
               f"recommend: data.batch_size={r.get('batch_size')} ({r.get('per_replica_batch')}/replica): "
-              f"{r.get('batch_reason')}"]
+              f"{r.get('batch_reason')}" if r.get("batch_size") else f"recommend: data.batch_size: {r.get('batch_reason')}"]
+    lines += render_recommendation(r["parallelism"])
     return "\n".join(lines)
+
+
+STEP_TERMS = (("compute_s", "compute"), ("allreduce_s", "all-reduce"), ("model_axis_s", "model-axis collectives"),
+              ("pipeline_send_s", "pipeline sends"), ("bubble_s", "bubble"), ("data_axis_s", "data-axis all-reduce"),
+              ("overhead_s", "overhead"))
+
+
+def render_parallelism(par: dict) -> list[str]:
+    """The split (mesh, stages), its layout, memory per device and collectives per step."""
+    m, c = par["memory_per_device"], par["communication"]
+    placements = par["placements"]
+    split = [f"{path} {tuple(v['axes'])} [{v['source']}]" for path, v in placements.items() if v["shards"] > 1]
+    shown = ", ".join(split[:4]) + (f", ... ({len(split) - 4} more)" if len(split) > 4 else "")
+    lines = [f"parallelism: mesh {par['data']} x {par['model']} (batch x model), {par['stages']} stage(s), "
+             f"{par['micro_batches']} micro-batch(es): {par['devices']} device(s)",
+             f"  layout: {len(split)} of {len(placements)} variables split" + (f": {shown}" if split else "")
+             + "; the rest replicated"]
+    if par["stages"] > 1:
+        for st in par["per_stage"]:
+            lines.append(f"  stage {st['stage']}: {', '.join(st['layers'])} ({_si(st['parameters'])} parameters, "
+                         f"{_si(st['memory']['total_bytes'], 'B')})")
+    lines += [
+        f"  memory/device: {_si(m['total_bytes'], 'B')} of {_si(m['device_memory_bytes'], 'B')} "
+        f"({'fits' if m['fits'] else 'does NOT fit'}) = parameters {_si(m['parameters_bytes'], 'B')} + gradients "
+        f"{_si(m['gradients_bytes'], 'B')} + optimizer {_si(m['optimizer_bytes'], 'B')} + optimizer workspace "
+        f"{_si(m['optimizer_workspace_bytes'], 'B')} + activations {_si(m['activations_bytes'], 'B')}"
+        + (f" (stage {m['stage']})" if par["stages"] > 1 else ""),
+        f"  parameters + optimizer per device: {m['ratio_vs_replicated']:.3g} x replicated",
+        f"  per step: model axis all-gather {_si(c['model_axis']['all_gather_bytes_per_micro_batch'], 'B')} + "
+        f"reduce-scatter {_si(c['model_axis']['reduce_scatter_bytes_per_micro_batch'], 'B')} per micro-batch "
+        f"({c['model_axis']['seconds'] * 1e3:.4g} ms); data axis all-reduce {_si(c['data_axis']['all_reduce_bytes'], 'B')} "
+        f"({c['data_axis']['seconds'] * 1e3:.4g} ms); pipeline bubble (S-1)/(K+S-1) = {c['pipeline']['bubble']:.0%} "
+        f"({c['pipeline']['bubble_s'] * 1e3:.4g} ms)",
+    ]
+    return lines
+
+
+def render_recommendation(rec: dict) -> list[str]:
+    if rec.get("fits_one_device") and not rec.get("candidates"):
+        return [f"recommend: parallelism: {rec['reason']}"]
+    lines = [f"recommend: parallelism: {rec['reason']}"]
+    for c in rec.get("candidates", []):
+        lines.append(f"  {c['overrides']}: {_si(c['memory_per_device_bytes'], 'B')}/device "
+                     f"({c['fraction_of_device']:.0%}), {c['step_s'] * 1e3:.4g} ms/step, "
+                     f"{_si(c['examples_per_s'])} examples/s ({c['dominant']} dominates)"
+                     + ("" if c["registered"] else f" [strategy={c['strategy']} is not installed]"))
+    return lines
 
 
 def plot(plan: dict, path: str) -> str:

@@ -303,6 +303,9 @@ class Strategy(abc.ABC):
             against `trainer.steps_per_execution`, and capped in the run for `auto`).
         collective_timeline: True when the strategy's runtime can write a timeline of its
             collectives (`profile.timeline=true`; Horovod's HOROVOD_TIMELINE).
+        backend: the Keras backend its training processes run (`KERAS_BACKEND`): "tensorflow", or
+            "jax" for the keras.distribution strategies (model_parallel, hybrid). The planner's
+            optimizer workspace depends on it (TensorFlow keeps full-size Adam temporaries, XLA fuses them).
     """
 
     name: ClassVar[str]
@@ -311,6 +314,7 @@ class Strategy(abc.ABC):
     implies: ClassVar[Mapping[str, str]] = {}
     max_steps_per_execution: ClassVar[int | None] = None
     collective_timeline: ClassVar[bool] = False
+    backend: ClassVar[str] = "tensorflow"
 
     # ---------------------------------------------------------- questions answered from the config
     @classmethod
