@@ -170,10 +170,10 @@ def promote_run(run_dir: str) -> dict | None:
     from omegaconf import OmegaConf
 
     from scaleflow import tasks
-    from scaleflow.data.pipeline import plan_input
+    from scaleflow.data.input import validation_records
+    from scaleflow.data.planning import plan_input
     from scaleflow.export.base import ExportRequest
     from scaleflow.manifest import Manifest, atomic_write_json
-    from scaleflow.data.input import validation_records
 
     manifest = Manifest.load(run_dir) or {}
     exported = manifest.get("export") or {}
