@@ -45,8 +45,7 @@ def test_the_mlp_states_its_variables_as_keras_names_them_and_splits_its_hidden_
                       "dense_1/bias": (32,), "scores/kernel": (32, 10), "scores/bias": (10,)}
     assert sum(math.prod(s) for s in shapes.values()) == MLP().num_parameters(config, spec)
     assert len(shapes) == MLP().num_gradient_tensors(config, spec)
-    assert MLP().layout_rules(config, spec) == {"^dense_0/kernel$": (None, "model"),
-                                                "^dense_1/kernel$": (None, "model")}
+    assert MLP().layout_rules(config, spec) == {"dense_0/kernel": (None, "model"), "dense_1/kernel": (None, "model")}
 
 
 # ---------------------------------------------------------------- the planner (planning/parallel.py)
@@ -137,6 +136,7 @@ def test_a_layout_rule_that_matches_nothing_or_does_not_divide_is_a_config_error
 
     _, _, _, shapes, rules = _mlp("model.hidden_units=[64,30]")
     cases = [({"dense_9/kernel": (None, "model")}, "strategy.layout", "dense_9/kernel", "a pattern matching"),
+             ({"dense_0": (None, "model")}, "strategy.layout", "dense_0", "a pattern matching"),  # whole paths only
              ({"dense_0/kernel": (None, "depth")}, "strategy.layout", {"dense_0/kernel": [None, "depth"]}, "axes among"),
              ({"dense_0/kernel": ("model",)}, "strategy.layout", {"dense_0/kernel": ["model"]}, "2 axes"),
              ({}, "strategy.mesh", [1, 4], "dividing 30")]  # the default rule splits dense_1's 30 outputs
@@ -144,6 +144,8 @@ def test_a_layout_rule_that_matches_nothing_or_does_not_divide_is_a_config_error
         with pytest.raises(ConfigError) as e:
             place(shapes, rules, Parallelism(model=4, layout=layout))
         assert (e.value.key, e.value.value) == (key, value) and allowed in e.value.allowed
+    placed = {p.path: p for p in place(shapes, rules, Parallelism(model=2, layout={"dense_.*/kernel": ("model", None)}))}
+    assert [placed[f"dense_{i}/kernel"].axes for i in (0, 1)] == [("model", None)] * 2
     placed = {p.path: p for p in place(shapes, rules, Parallelism(model=2, layout={"dense_1/kernel": (None, None)}))}
     assert placed["dense_1/kernel"].source == "strategy.layout" and placed["dense_1/kernel"].shards == 1
     assert placed["dense_0/kernel"].source == "model default" and placed["dense_0/kernel"].shards == 2

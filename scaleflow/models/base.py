@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import abc
+import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -153,8 +154,8 @@ class Model(abc.ABC):
         Args:
             config, spec: as for `build_body`.
         Returns:
-            {pattern: axes}: a pattern is a regular expression searched in the variable path (as
-            Keras' `LayoutMap` matches); axes has one entry per dimension of the variables it matches.
+            {pattern: axes}: a pattern is the variable path or a regular expression matching all of
+            it (`re.fullmatch`, as Keras' `LayoutMap` matches); axes has one entry per dimension of the variables it matches.
             The default: every kernel of the body (rank >= 2, from `variable_shapes`) split on its last
             dimension (output features or channels) over "model"; biases, normalisation and the
             task's head ("scores", whose width rarely divides by the mesh) replicated.
@@ -162,7 +163,7 @@ class Model(abc.ABC):
             return {"dense_0/kernel": (None, "model"), "dense_1/kernel": ("model", None)}
         """
         shapes = self.variable_shapes(config, spec) or {}
-        return {f"^{path}$": (None,) * (len(shape) - 1) + ("model",) for path, shape in shapes.items()
+        return {re.escape(path): (None,) * (len(shape) - 1) + ("model",) for path, shape in shapes.items()
                 if path.endswith("/kernel") and len(shape) >= 2 and not path.startswith("scores/")}
 
 

@@ -85,7 +85,8 @@ def variables(model, config, spec) -> dict[str, tuple]:
 
 
 def _matching(rules: dict, path: str) -> list[str]:
-    return [pattern for pattern in rules if pattern == path or re.search(pattern, path)]
+    # Keras' LayoutMap: the exact path, else every pattern matching the whole path
+    return [pattern for pattern in rules if pattern == path or re.fullmatch(pattern, path)]
 
 
 def place(shapes: dict[str, tuple], defaults: dict, p: Parallelism, mesh_key: str = "strategy.mesh") -> list[Placement]:
@@ -101,7 +102,7 @@ def place(shapes: dict[str, tuple], defaults: dict, p: Parallelism, mesh_key: st
         try:
             re.compile(pattern)
         except re.error as e:
-            raise ConfigError("strategy.layout", pattern, "a regular expression matched against variable paths",
+            raise ConfigError("strategy.layout", pattern, "a regular expression matching whole variable paths",
                               str(e)) from None
         if not any(_matching({pattern: None}, path) for path in shapes):
             raise ConfigError("strategy.layout", pattern, "a pattern matching a variable: " + ", ".join(shapes),

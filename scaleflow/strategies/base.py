@@ -110,8 +110,8 @@ class Parallelism:
         micro_batches: micro-batches one step's per-replica batch is cut into for the pipeline
             schedule (GPipe); 1 without stages.
         layout: variable-path pattern -> axes, overriding the model's default layout rules
-            (`Model.layout_rules`). A pattern is a regular expression searched in the variable path
-            (`re.search`, as Keras' `LayoutMap` matches); axes name a mesh axis or None per
+            (`Model.layout_rules`). A pattern is the variable path or a regular expression matching
+            all of it (`re.fullmatch`, as Keras' `LayoutMap` matches); axes name a mesh axis or None per
             dimension. Given as a mapping or as (pattern, axes) pairs; stored as sorted pairs.
 
     Properties:
