@@ -322,7 +322,6 @@ def run_single(args, overrides: Sequence[str]) -> None:
         raise _composition_error(exc, overrides) from None
     # Hydra's part is composed too, only to refuse code a config file would make Hydra run.
     targets.check(cfg, targets.command_line_allowed(user_overrides))
-    locking = args.cfg is None and _lock_rank() is not None
     with read_write(cfg.hydra):
         if cfg.hydra.mode is None:
             cfg.hydra.mode = RunMode.RUN
@@ -335,11 +334,13 @@ def run_single(args, overrides: Sequence[str]) -> None:
     if args.cfg is not None:
         _print_config(hydra, cfg, args)
         return
-    if locking:  # this process is the job (not a worker its launcher started): lock its dir first
-        from scaleflow.rundir_lock import acquire, quote_override
+    from scaleflow.rundir_lock import acquire, job_rank, quote_override
+
+    rank = job_rank(cfg)  # the configured strategy says which process of its job this is
+    if rank is not None:  # this process is the job (not a worker its launcher started): lock its dir first
         from scaleflow.signals import remember_command
 
-        acquire(run_dir, _lock_rank())
+        acquire(run_dir, rank)
         remember_command(user_overrides + [f"hydra.run.dir={quote_override(run_dir)}"])  # the resume command
     callbacks = Callbacks(cfg)
     callbacks.on_run_start(config=cfg, config_name=CONFIG_NAME)
@@ -348,12 +349,6 @@ def run_single(args, overrides: Sequence[str]) -> None:
                   configure_logging=True)
     callbacks.on_run_end(config=cfg, config_name=CONFIG_NAME, job_return=ret)
     _ = ret.return_value  # raises the job's exception, as Hydra's run does
-
-
-def _lock_rank() -> int | None:
-    from scaleflow.rundir_lock import job_rank
-
-    return job_rank()
 
 
 def _print_config(hydra, cfg, args) -> None:

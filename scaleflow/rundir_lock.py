@@ -100,24 +100,18 @@ def acquire(run_dir: str, rank: int = 0) -> RunDirLock:
     return lock
 
 
-def job_rank(environ: Mapping[str, str] | None = None) -> int | None:
-    """This process's rank in a multi-process job, from the environment its starter set.
+def job_rank(cfg: Any, environ: Mapping[str, str] | None = None) -> int | None:
+    """This process's rank in a multi-process job, from the environment its starter set: the
+    configured strategy says (`Strategy.process_rank`), else Slurm's task id, else 0.
 
-    None: a worker started by scaleflow's own launcher, which already holds the run dir's lock."""
+    None: a worker started by its strategy's own launcher, which already holds the run dir's lock."""
     env = os.environ if environ is None else environ
-    from scaleflow.strategies.multi_worker import WORKER_ENV
+    from scaleflow import registry
+    from scaleflow.strategies.base import UNDER_LAUNCHER
 
-    if env.get(WORKER_ENV):
-        return None
-    if env.get("HOROVOD_RANK", "").isdigit():
-        return int(env["HOROVOD_RANK"])
-    if env.get("TF_CONFIG"):
-        from scaleflow.cluster import tf_config
-
-        try:
-            return tf_config.read(env).rank
-        except ConfigError:
-            return 0  # validation reports a malformed TF_CONFIG where it matters
+    rank = registry.get("strategy", cfg.strategy.name).process_rank(cfg, env)
+    if rank is not None:
+        return None if rank == UNDER_LAUNCHER else rank
     if env.get("SLURM_PROCID", "").isdigit() and int(env.get("SLURM_NTASKS", "1") or 1) > 1:
         return int(env["SLURM_PROCID"])
     return 0

@@ -63,11 +63,18 @@ def test_the_lock_is_taken_after_validation_and_pins_hydra_to_the_locked_dir(tmp
 
 
 def test_processes_of_one_job_lock_their_rank_and_launched_workers_none():
-    assert job_rank({}) == 0
-    assert job_rank({"SCALEFLOW_CLUSTER_WORKER": "1"}) is None  # under the local launcher's lock
-    assert job_rank({"HOROVOD_RANK": "3"}) == 3
+    from omegaconf import OmegaConf
+
+    def strategy(name):
+        return OmegaConf.create({"strategy": {"name": name}})
+
+    assert job_rank(strategy("default"), {}) == 0
+    # Each strategy reads its own environment (Strategy.process_rank); job_rank knows none of them.
+    assert job_rank(strategy("multi_worker"), {"SCALEFLOW_CLUSTER_WORKER": "1"}) is None  # under its launcher's lock
+    assert job_rank(strategy("horovod"), {"HOROVOD_RANK": "3"}) == 3
     tf_config = {"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}
-    assert job_rank({"TF_CONFIG": json.dumps(tf_config)}) == 1
-    assert job_rank({"SLURM_PROCID": "2", "SLURM_NTASKS": "4"}) == 2
-    assert job_rank({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}) == 0
+    assert job_rank(strategy("multi_worker"), {"TF_CONFIG": json.dumps(tf_config)}) == 1
+    assert job_rank(strategy("default"), {"HOROVOD_RANK": "3"}) == 0  # not a job of this strategy
+    assert job_rank(strategy("default"), {"SLURM_PROCID": "2", "SLURM_NTASKS": "4"}) == 2
+    assert job_rank(strategy("default"), {"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}) == 0
     assert RunDirLock("/x", 2).path.endswith(".scaleflow-rank2.lock")

@@ -101,6 +101,10 @@ class Auto(Strategy):
     def batch_multiple(cls, cfg) -> tuple[int, str] | None:
         return cls._resolved(cfg).batch_multiple(cfg)
 
+    @classmethod
+    def process_rank(cls, cfg, environ) -> int | None:
+        return cls._resolved(cfg).process_rank(cfg, environ)
+
     def _strategy(self, cfg, num_gpus: int | None = None) -> Strategy:
         name, reason = resolve(cfg, num_gpus)
         if self._chosen is None or self._chosen.name != name:

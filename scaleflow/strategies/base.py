@@ -186,6 +186,10 @@ CLAIM_DEVICES = 30  # one host, several devices
 CLAIM_ACCELERATORS = 20  # several accelerators are visible
 CLAIM_ANYWHERE = 0  # runs anywhere: the fallback
 
+# `Strategy.process_rank` of a worker the strategy's own launcher started: the launcher holds the run
+# dir's lock for the whole job, so the worker takes none.
+UNDER_LAUNCHER = -1
+
 
 @dataclass(frozen=True)
 class Environment:
@@ -444,6 +448,25 @@ class Strategy(abc.ABC):
         """Whether this process writes run.json and the export (the chief), known from the
         environment before TensorFlow runs. The default: the only process does."""
         return True
+
+    @classmethod
+    def process_rank(cls, cfg: Any, environ: Mapping[str, str]) -> int | None:
+        """Which process of a multi-process job of this strategy this one is, from its environment,
+        before TensorFlow. The command line locks the run dir once per rank (`.scaleflow.lock` for
+        rank 0, `.scaleflow-rank<r>.lock` for rank r), so the same job started twice is refused.
+
+        Args:
+            cfg: the composed config.
+            environ: the process environment.
+        Returns:
+            The rank a cluster manager gave this process (a TF_CONFIG, horovodrun's HOROVOD_RANK),
+            UNDER_LAUNCHER for a worker this strategy's own launcher started, or None when the
+            environment shows no job of this strategy (the default: a single process).
+        Example:
+            rank = environ.get("HOROVOD_RANK", "")
+            return int(rank) if rank.isdigit() else None
+        """
+        return None
 
     def join(self, cfg: Any) -> None:
         """In every training process, before the hardware step initialises TensorFlow: connect to

@@ -22,8 +22,9 @@ import os
 import re
 import sys
 
-from scaleflow.strategies.base import (CLAIM_CLUSTER, CLAIM_HOSTS, CLAIM_PROCESSES, Claim, Distribution, Strategy,
-                                       TFDistribution, Topology, process_topology)
+from scaleflow.errors import ConfigError
+from scaleflow.strategies.base import (CLAIM_CLUSTER, CLAIM_HOSTS, CLAIM_PROCESSES, UNDER_LAUNCHER, Claim, Distribution,
+                                       Strategy, TFDistribution, Topology, process_topology)
 
 log = logging.getLogger("scaleflow")
 
@@ -168,6 +169,19 @@ class MultiWorker(Strategy):
         from scaleflow.cluster import tf_config
 
         return tf_config.read().rank == 0 if os.environ.get(tf_config.ENV) else True
+
+    @classmethod
+    def process_rank(cls, cfg, environ) -> int | None:
+        if environ.get(WORKER_ENV):
+            return UNDER_LAUNCHER  # started by the local launcher, which holds the run dir's lock
+        from scaleflow.cluster import tf_config
+
+        if not environ.get(tf_config.ENV):
+            return None
+        try:
+            return tf_config.read(environ).rank
+        except ConfigError:
+            return 0  # validation reports a malformed TF_CONFIG where it matters
 
     # ------------------------------------------------------------------------------- the worker
     def join(self, cfg) -> None:

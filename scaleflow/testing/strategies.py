@@ -67,6 +67,10 @@ class StrategyTestSuite:
         claim = self.cls().claim(self.config(), Environment())
         assert claim is None or (isinstance(claim, Claim) and claim.reason)
 
+    def test_a_process_in_an_empty_environment_is_no_rank_of_a_job(self):
+        # The command line locks the run dir as rank 0 then (`Strategy.process_rank`).
+        assert self.cls().process_rank(self.config(), {}) is None
+
     def test_validation_applies_its_batch_rule(self):
         import pytest
 

@@ -105,6 +105,11 @@ class Horovod(Strategy):
     def is_writer(self, cfg) -> bool:
         return os.environ.get(launcher.JOINED_ENV, "0") == "0"  # rank 0
 
+    @classmethod
+    def process_rank(cls, cfg, environ) -> int | None:
+        rank = environ.get("HOROVOD_RANK", "")  # set by horovodrun on every rank it starts
+        return int(rank) if rank.isdigit() else None
+
     def join(self, cfg) -> None:
         install.check()  # before TensorFlow loads: a clear message instead of a failed op library load
 
