@@ -1,6 +1,6 @@
 """The structured config schema: types and defaults for every key scaleflow reads.
 
-Hydra checks types and unknown keys at composition; `validate.py` checks what types cannot say
+Hydra checks types and unknown keys at composition; `scaleflow/validation.py` checks what types cannot say
 (choices, ranges, paths, cross-field rules). Field metadata carries those constraints so the schema
 stays the single place that says what a key accepts:
 
