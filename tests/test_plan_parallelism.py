@@ -112,6 +112,14 @@ def test_model_axis_pays_an_all_gather_and_a_reduce_scatter_per_split_layer_and_
     assert comm["data_axis"]["all_reduce_bytes"] == held * 4
     assert comm["data_axis"]["seconds"] == pytest.approx(ring_allreduce_s(2, held * 4, 1e9, 1e-5), rel=1e-4)
 
+    # a column-split layer feeding a row-split one (Megatron's pair): one all-reduce of the row
+    # layer's partial outputs forward; the first layer's input (the data) needs no gradient
+    pair = Parallelism(data=2, model=2, layout={"dense_1/kernel": ("model", None)})
+    comm = _plan(work, figs, shapes, rules, pair)["communication"]["model_axis"]
+    assert comm["all_gather_bytes_per_micro_batch"] == comm["reduce_scatter_bytes_per_micro_batch"] == 0
+    assert comm["all_reduce_bytes_per_micro_batch"] == 32 * 128 * 4
+    assert comm["seconds"] == pytest.approx(ring_allreduce_s(2, 32 * 128 * 4, 1e9, 1e-5), rel=1e-4)
+
 
 def test_pipeline_stages_cut_between_blocks_and_idle_for_the_bubble():
     from scaleflow.errors import ConfigError
@@ -124,9 +132,14 @@ def test_pipeline_stages_cut_between_blocks_and_idle_for_the_bubble():
     assert plan["step"]["bubble_s"] / pipeline == pytest.approx(1 / 5)  # (S-1)/(K+S-1)
     assert plan["communication"]["pipeline"]["bubble"] == pytest.approx(1 / 5)
     assert plan["memory_per_device"]["ratio_vs_replicated"] < 0.75  # a stage holds its own layers only
-    with pytest.raises(ConfigError) as e:
-        _plan(work, figs, shapes, rules, Parallelism(stages=5, micro_batches=8))
-    assert e.value.key == "strategy.stages" and e.value.value == 5 and "at most 4" in e.value.allowed
+    # the strategy's cuts (after the model's cut points, one per hidden block) place the stages
+    cut = _plan(work, figs, shapes, rules, Parallelism(stages=3, micro_batches=4, cuts=("dense_0", "dense_3")),
+                cut_points=["dense_0", "dense_1", "dense_2", "dense_3"])
+    assert [s["layers"] for s in cut["per_stage"]] == [["dense_0"], ["dense_1", "dense_2", "dense_3"], ["scores"]]
+    assert cut["communication"]["pipeline"]["cuts"] == "cut after dense_0, dense_3"
+    with pytest.raises(ConfigError) as e:  # four hidden blocks and the head: five stages at most
+        _plan(work, figs, shapes, rules, Parallelism(stages=6, micro_batches=8))
+    assert e.value.key == "strategy.stages" and e.value.value == 6 and "at most 5" in e.value.allowed
 
 
 def test_a_layout_rule_that_matches_nothing_or_does_not_divide_is_a_config_error_naming_it():

@@ -34,7 +34,6 @@ from scaleflow.planning.topology import Figures
 from scaleflow.strategies.base import DATA_AXIS, MODEL_AXIS, Parallelism
 
 MEMORY_HEADROOM = 0.9  # a plan fits a device when it needs at most this share of its memory
-HEAD_LAYER = "scores"  # the task's head (scaleflow/tasks/base.py): it rides with the last block
 
 
 # ------------------------------------------------------------------------------------ placement
@@ -148,12 +147,14 @@ class Layer:
     flops: float
     activations: float
     width: float
+    in_width: float = 0.0  # values per example at its input (a dense kernel's first dimension)
 
 
 @dataclass(frozen=True)
 class Block:
     """The pipeline's unit: one layer with a kernel plus the layers without one that follow it
-    (normalisation), the task's head riding with the last block. Stages cut between blocks."""
+    (normalisation); the task's head is the last. Stages cut between blocks (the MLP's cut points:
+    after each hidden block)."""
 
     layers: tuple  # of Layer
 
@@ -185,36 +186,52 @@ def blocks(placements: list[Placement], work: Workload) -> list[Block]:
             kernels[pl.layer].append(pl)
     dense = {n: (sum(2.0 * k.size for k in ks if len(k.shape) == 2), float(sum(k.shape[-1] for k in ks if len(k.shape) == 2)))
              for n, ks in kernels.items()}
+    inputs = {n: float(sum(k.shape[0] for k in ks if len(k.shape) == 2)) for n, ks in kernels.items()}
     other = {n: float(sum(k.size for k in ks if len(k.shape) > 2)) for n, ks in kernels.items()}
     total_other = sum(other.values())
     rest_flops = max(0.0, work.flops_per_example - sum(f for f, _ in dense.values()))
     rest_acts = max(0.0, work.activations_per_example - sum(w for _, w in dense.values()))
-    layers = []
+    layers, previous = [], 0.0
     for n in order:
         share = other[n] / total_other if total_other else 0.0
         flops, width = dense[n][0] + rest_flops * share, dense[n][1] + rest_acts * share
-        layers.append(Layer(n, flops, width, width))
+        layers.append(Layer(n, flops, width, width, inputs[n] or previous))
+        previous = width or previous
     kept = sum(layer.activations for layer in layers)
     if kept:  # the model's activation count, shared as the layers' outputs are
-        layers = [Layer(x.name, x.flops, x.activations * work.activations_per_example / kept, x.width) for x in layers]
+        layers = [Layer(x.name, x.flops, x.activations * work.activations_per_example / kept, x.width, x.in_width)
+                  for x in layers]
     if not any(x.flops for x in layers):  # nothing known per layer: share evenly
         n = len(layers)
         layers = [Layer(x.name, work.flops_per_example / n, work.activations_per_example / n,
-                        x.width or work.activations_per_example / n) for x in layers]
+                        x.width or work.activations_per_example / n, x.in_width) for x in layers]
     out: list[list[Layer]] = []
     for layer in layers:
-        starts = bool(kernels[layer.name]) and layer.name != HEAD_LAYER
-        if not out or starts:
+        if not out or kernels[layer.name]:
             out.append([])
         out[-1].append(layer)
     return [Block(tuple(b)) for b in out]
 
 
-def stage_of_blocks(bl: list[Block], stages: int) -> list[int]:
-    """Contiguous stages balancing forward FLOPs: block i goes to stage floor(S x FLOPs before its
-    middle / total), kept monotone and every stage non-empty."""
+def stage_of_blocks(bl: list[Block], stages: int, cuts=(), cut_points=None) -> tuple[list[int], str]:
+    """Each block's stage, and how they were chosen: after the strategy's `cuts` when the model's
+    cut points map one to one onto the gaps between its blocks (as the built-ins' do), else
+    contiguous stages balancing forward FLOPs (block i on stage floor(S x FLOPs before its middle /
+    total), monotone, every stage non-empty)."""
     if stages <= 1:
-        return [0] * len(bl)
+        return [0] * len(bl), "one stage"
+    points = list(cut_points or [])
+    if cuts and len(points) == len(bl) - 1 and all(c in points for c in cuts):
+        after, out, s = sorted(points.index(c) for c in cuts), [], 0
+        for i in range(len(bl)):
+            out.append(s)
+            if s < len(after) and i == after[s]:
+                s += 1
+        return out, "cut after " + ", ".join(cuts)
+    return _balanced(bl, stages), "balanced by forward FLOPs (the planner's choice)"
+
+
+def _balanced(bl: list[Block], stages: int) -> list[int]:
     total = sum(b.flops for b in bl) or 1.0
     out, before = [], 0.0
     for i, b in enumerate(bl):
@@ -224,6 +241,49 @@ def stage_of_blocks(bl: list[Block], stages: int) -> list[int]:
         s = min(s, (out[-1] + 1) if out else 0)  # no stage skipped
         out.append(s)
         before += b.flops
+    return out
+
+
+# ------------------------------------------------------------------------ model-axis collectives
+COLLECTIVES = ("all_gather", "reduce_scatter", "all_reduce")
+
+
+def model_axis_traffic(bl: list[Block], placements: list[Placement], model: int) -> dict[str, dict[str, float]]:
+    """Values per example each layer moves over the model axis in one forward + backward pass, by
+    collective, as GSPMD partitions a kernel split on its output dimension ("column") or on its
+    input dimension ("row"):
+
+        column, next layer row-split   nothing forward (the row layer takes the split outputs);
+                                       backward an all-reduce of its input's gradient (none for the
+                                       first layer: the data need no gradient)
+        column, otherwise              all-gather of its outputs forward, reduce-scatter of their
+                                       gradient backward
+        row                            all-reduce of its partial outputs forward; and when the layer
+                                       before is not column-split, an all-gather of its input's
+                                       gradient backward (the input is only sliced forward)
+    """
+    none = {kind: 0.0 for kind in COLLECTIVES}
+    layers = [x for b in bl for x in b.layers]
+    if model <= 1:
+        return {x.name: dict(none) for x in layers}
+    direction: dict[str, str] = {}
+    for pl in placements:
+        if len(pl.shape) >= 2 and pl.path.endswith("/kernel") and MODEL_AXIS in pl.axes:
+            direction[pl.layer] = "column" if pl.axes[-1] == MODEL_AXIS else "row"
+    with_kernel = [x for x in layers if any(pl.layer == x.name and len(pl.shape) >= 2 for pl in placements)]
+    out = {x.name: dict(none) for x in layers}
+    for i, x in enumerate(with_kernel):
+        before = direction.get(with_kernel[i - 1].name) if i else None
+        after = direction.get(with_kernel[i + 1].name) if i + 1 < len(with_kernel) else None
+        kind = direction.get(x.name)
+        if kind == "column" and after == "row":
+            out[x.name]["all_reduce"] = x.in_width if i else 0.0
+        elif kind == "column":
+            out[x.name]["all_gather"] = out[x.name]["reduce_scatter"] = x.width
+        elif kind == "row":
+            out[x.name]["all_reduce"] = x.width
+            if before != "column":
+                out[x.name]["all_gather"] = x.in_width
     return out
 
 
@@ -262,7 +322,7 @@ def _link(figs: Figures, devices: int, multi_process: bool) -> tuple[float, floa
 
 def plan_parallelism(work: Workload, figs: Figures, p: Parallelism, placements: list[Placement],
                      multi_process: bool = False, global_batch: int | None = None,
-                     backend: str = "tensorflow") -> dict:
+                     backend: str = "tensorflow", cut_points: list[str] | None = None) -> dict:
     """Memory per device, collectives and step time of `work` split as `p` on `figs`.
 
     Args:
@@ -273,6 +333,7 @@ def plan_parallelism(work: Workload, figs: Figures, p: Parallelism, placements: 
         multi_process: True when the data axis spans processes (its ring uses the slower link).
         global_batch: another global batch than the workload's.
         backend: the strategy's Keras backend (`Strategy.backend`: the optimizer workspace differs).
+        cut_points: the model's cut points (`Model.cut_points`), to place `p.cuts`.
     Returns:
         {"memory_per_device", "communication", "step", "per_stage", "placements"} (plain data for plan.json).
     """
@@ -286,11 +347,12 @@ def plan_parallelism(work: Workload, figs: Figures, p: Parallelism, placements: 
     if S > len(bl):
         raise ConfigError("strategy.stages", S, f"at most {len(bl)}: the model has {len(bl)} block(s) to cut "
                           f"between ({', '.join(b.names[0] for b in bl)})", "Each stage needs at least one block")
-    stage_index = stage_of_blocks(bl, S)
+    stage_index, how_cut = stage_of_blocks(bl, S, p.cuts, cut_points)
     layer_stage = {layer.name: s for blk, s in zip(bl, stage_index) for layer in blk.layers}
     placements = [Placement(pl.path, pl.shape, pl.axes, pl.rule, pl.source, pl.shards, layer_stage.get(pl.layer, 0))
                   for pl in placements]
     split_layers = {pl.layer for pl in placements if pl.on_model_axis and M > 1 and len(pl.shape) >= 2}
+    traffic = model_axis_traffic(bl, placements, M)
 
     rate = figs.peak_flops / (min(p.devices, figs.devices_per_host) if figs.shared_compute else 1)
     model_bw, model_lat = _link(figs, M, False)
@@ -310,10 +372,12 @@ def plan_parallelism(work: Workload, figs: Figures, p: Parallelism, placements: 
         acts = sum(x.activations / (M if x in split else 1) for x in layers)
         micro = b / K
         compute = 3.0 * flops * micro / rate
-        gathered = sum(x.width for x in split) * micro * act_bytes
-        # all-gather forward + reduce-scatter backward of each split layer's outputs: together the
-        # volume and latency of one ring all-reduce
-        model_axis = sum(ring_allreduce_s(M, x.width * micro * act_bytes, model_bw, model_lat) for x in split)
+        moved = {kind: sum(traffic[x.name][kind] for x in split) * micro * act_bytes for kind in COLLECTIVES}
+        calls = {kind: sum(1 for x in split if traffic[x.name][kind]) for kind in COLLECTIVES}
+        # all-gather and reduce-scatter: half a ring all-reduce each (n bytes: (M-1)/M n/W + (M-1) L)
+        model_axis = sum(ring_allreduce_s(M, moved[kind], model_bw, 0) / (2 if kind != "all_reduce" else 1)
+                         + calls[kind] * ring_allreduce_s(M, 0, model_bw, model_lat) / (2 if kind != "all_reduce" else 1)
+                         for kind in COLLECTIVES) if M > 1 else 0.0
         send = 2 * (mine[-1].width * micro * act_bytes / send_bw + send_lat) if s < S - 1 else 0.0
         largest = max((pl.size / pl.shards for pl in vars_), default=0)
         memory = {
@@ -328,7 +392,7 @@ def plan_parallelism(work: Workload, figs: Figures, p: Parallelism, placements: 
                        "parameters": int(replicated), "parameters_per_device": int(values),
                        "forward_flops_per_example": float(f"{flops:.6g}"),
                        "micro_batch_s": {"compute": compute, "model_axis": model_axis, "send": send},
-                       "model_axis_bytes": {"all_gather": int(gathered), "reduce_scatter": int(gathered)},
+                       "model_axis_bytes": {k: int(v) for k, v in moved.items()},
                        "memory": memory,
                        "gradient_bytes_per_device": int(values * GRADIENT_BYTES)})
 
@@ -352,13 +416,13 @@ def plan_parallelism(work: Workload, figs: Figures, p: Parallelism, placements: 
                   fits=bool(not figs.memory_bytes or memory["total_bytes"] <= MEMORY_HEADROOM * figs.memory_bytes),
                   parameters_optimizer_bytes=int(state), replicated_parameters_optimizer_bytes=int(replicated_state),
                   ratio_vs_replicated=round(state / replicated_state, 6) if replicated_state else None)
-    gathered = max(st["model_axis_bytes"]["all_gather"] for st in stages)
+    per_micro = {kind: max(st["model_axis_bytes"][kind] for st in stages) for kind in COLLECTIVES}
     communication = {
-        "model_axis": {"size": M, "all_gather_bytes_per_micro_batch": gathered,
-                       "reduce_scatter_bytes_per_micro_batch": gathered, "seconds": float(f"{model_axis_s:.6g}"),
-                       "layers_split": sorted(split_layers)},
+        "model_axis": {"size": M, **{f"{kind}_bytes_per_micro_batch": v for kind, v in per_micro.items()},
+                       "seconds": float(f"{model_axis_s:.6g}"), "layers_split": sorted(split_layers),
+                       "per_layer_values_per_example": {n: t for n, t in traffic.items() if any(t.values())}},
         "data_axis": {"size": D, "all_reduce_bytes": grad_bytes, "seconds": float(f"{data_axis_s:.6g}")},
-        "pipeline": {"stages": S, "micro_batches": K, "bubble": round(p.bubble, 6),
+        "pipeline": {"stages": S, "micro_batches": K, "bubble": round(p.bubble, 6), "cuts": how_cut,
                      "bubble_s": float(f"{bubble_s:.6g}"), "send_s": float(f"{send_s:.6g}")},
     }
     for st in stages:

@@ -51,8 +51,9 @@ def parallel_plan(cfg, figs: Figures, lay: Layout, work: Workload, info) -> dict
     spec = tasks.get(cfg).input_spec(info)
     model = registry.get("model", cfg.model.name)()
     shapes, defaults = variables(model, cfg.model, spec), model.layout_rules(cfg.model, spec)
+    cut_points = model.cut_points(cfg.model) if hasattr(model, "cut_points") else None
     result = plan_parallelism(work, figs, p, place(shapes, defaults, p), multi_process=lay.workers > 1 or lay.hosts > 1,
-                              backend=strategy.backend)
+                              backend=strategy.backend, cut_points=cut_points)
     return {"parallelism": p, "shapes": shapes, "defaults": defaults, **result}
 
 
@@ -256,6 +257,7 @@ def render_parallelism(par: dict) -> list[str]:
              f"  layout: {len(split)} of {len(placements)} variables split" + (f": {shown}" if split else "")
              + "; the rest replicated"]
     if par["stages"] > 1:
+        lines.append(f"  stages: {c['pipeline']['cuts']}")
         for st in par["per_stage"]:
             lines.append(f"  stage {st['stage']}: {', '.join(st['layers'])} ({_si(st['parameters'])} parameters, "
                          f"{_si(st['memory']['total_bytes'], 'B')})")
@@ -267,7 +269,8 @@ def render_parallelism(par: dict) -> list[str]:
         + (f" (stage {m['stage']})" if par["stages"] > 1 else ""),
         f"  parameters + optimizer per device: {m['ratio_vs_replicated']:.3g} x replicated",
         f"  per step: model axis all-gather {_si(c['model_axis']['all_gather_bytes_per_micro_batch'], 'B')} + "
-        f"reduce-scatter {_si(c['model_axis']['reduce_scatter_bytes_per_micro_batch'], 'B')} per micro-batch "
+        f"reduce-scatter {_si(c['model_axis']['reduce_scatter_bytes_per_micro_batch'], 'B')} + all-reduce "
+        f"{_si(c['model_axis']['all_reduce_bytes_per_micro_batch'], 'B')} per micro-batch "
         f"({c['model_axis']['seconds'] * 1e3:.4g} ms); data axis all-reduce {_si(c['data_axis']['all_reduce_bytes'], 'B')} "
         f"({c['data_axis']['seconds'] * 1e3:.4g} ms); pipeline bubble (S-1)/(K+S-1) = {c['pipeline']['bubble']:.0%} "
         f"({c['pipeline']['bubble_s'] * 1e3:.4g} ms)",

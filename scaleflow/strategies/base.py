@@ -113,6 +113,9 @@ class Parallelism:
             (`Model.layout_rules`). A pattern is the variable path or a regular expression matching
             all of it (`re.fullmatch`, as Keras' `LayoutMap` matches); axes name a mesh axis or None per
             dimension. Given as a mapping or as (pattern, axes) pairs; stored as sorted pairs.
+        cuts: the S-1 layer names after which the pipeline cuts the model (from the model's cut
+            points), in model order; () when the strategy leaves the choice to the planner, which
+            then balances the stages' FLOPs.
 
     Properties:
         devices: data x model x stages.
@@ -122,7 +125,7 @@ class Parallelism:
 
     Example:
         Parallelism(data=2, model=2, layout={"dense_0/kernel": (None, "model")})  # hybrid 2x2
-        Parallelism(stages=2, micro_batches=4)                                    # a GPipe pipeline
+        Parallelism(stages=2, micro_batches=4, cuts=("dense_1",))                # a GPipe pipeline
     """
 
     data: int = 1
@@ -130,6 +133,7 @@ class Parallelism:
     stages: int = 1
     micro_batches: int = 1
     layout: Any = ()
+    cuts: Tuple[str, ...] = ()
 
     def __post_init__(self):
         for name in ("data", "model", "stages", "micro_batches"):
@@ -139,6 +143,10 @@ class Parallelism:
         pairs = self.layout.items() if isinstance(self.layout, Mapping) else self.layout
         normalised = tuple(sorted((str(k), tuple(None if a is None else str(a) for a in v)) for k, v in pairs))
         object.__setattr__(self, "layout", normalised)  # hashable and order-independent
+        object.__setattr__(self, "cuts", tuple(str(c) for c in self.cuts))
+        if self.cuts and len(self.cuts) != self.stages - 1:
+            raise ValueError(f"Expected Parallelism.cuts to name stages - 1 = {self.stages - 1} layers, "
+                             f"received: {list(self.cuts)}")
 
     @property
     def devices(self) -> int:
@@ -160,7 +168,7 @@ class Parallelism:
         return {"data": self.data, "model": self.model, "stages": self.stages,
                 "micro_batches": self.micro_batches, "mesh": list(self.mesh), "devices": self.devices,
                 "axes": [DATA_AXIS, MODEL_AXIS], "bubble": self.bubble,
-                "layout": {k: list(v) for k, v in self.layout}}
+                "layout": {k: list(v) for k, v in self.layout}, "cuts": list(self.cuts)}
 
 
 @dataclass(frozen=True)
