@@ -74,6 +74,12 @@ class DataConfig:
     class_names: Optional[List[str]] = None
     max_classes: int = bounded(1000, min=2)
     encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
+    # Per-file indexes (data/index.py): record counts, offsets, label and key values, so describing
+    # costs O(files) after the first time and record-level shards seek. `off` scans every run.
+    index: str = choice("auto", "auto", "off")
+    index_dir: Optional[str] = None  # null: next to the data (the user cache when read-only)
+    index_check: str = choice("stat", "stat", "checksum")  # stale when size+mtime (or SHA-256) differ
+    index_workers: int = bounded(0, min=0, max=1024)  # mode=index: files indexed at once (0: one per core)
 
 
 # -------------------------------------------------------------------------------------- strategy

@@ -95,9 +95,11 @@ class Dataset(abc.ABC):
             from scaleflow.config.paths import check_path
 
             check_path("data.path", cfg.data.path, cls.path_kind)
+        from scaleflow.data.index import check_index_config
         from scaleflow.data.rules import check_shard_config
 
         check_shard_config(cfg)
+        check_index_config(cfg.data)
 
     @abc.abstractmethod
     def describe(self, config) -> DataInfo:
@@ -138,6 +140,17 @@ class Dataset(abc.ABC):
         Returns:
             A tf.data.Dataset of (features, label) in global order.
         """
+
+    def index_format(self, config) -> tuple[list[str], Any] | None:
+        """(data files, `index.IndexFormat`) that `mode=index` builds ahead of time (the same indexes
+        `describe` would), or None when this dataset keeps no per-file index."""
+        return None
+
+    def read_records(self, config, files: Sequence[str], records: Sequence[np.ndarray]) -> Any:
+        """Only the records `records[i]` (sorted ids local to `files[i]`) as tf.data of (features, label)
+        in that order, read by offset: called at record level when `describe` set `extra["seek"]`
+        (the source knows where each record is, e.g. from an index), so a pipeline reads 1.0x."""
+        raise NotImplementedError(f"the {self.name} dataset cannot read records by offset")
 
     def gather_arrays(self, config, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(features, labels) of the records at `indices`, for in-memory datasets (`in_memory`)."""

@@ -91,9 +91,18 @@ def _file_pipeline(dataset: Dataset, config, plan: ShardPlan, pipeline: int, ini
         mine = np.unique(plan.epoch_records[pipeline])
         return finish(_evened(dataset.take(config, mine), len(mine), need, config.cache)).repeat()
     opened = np.asarray(plan.reads[pipeline], dtype=np.int64)
-    ds = dataset.read(config, files=[plan.files[f] for f in opened])
     if plan.level == "file":  # its own files, whole
+        ds = dataset.read(config, files=[plan.files[f] for f in opened])
         return finish(_evened(ds, len(plan.shards[pipeline]), need, config.cache)).repeat()
+    if plan.seek and plan.repartition is None:  # the source reads its records by offset: only ours
+        mine = np.unique(plan.epoch_records[pipeline])
+        starts = np.concatenate([[0], np.cumsum(np.asarray(plan.file_records, dtype=np.int64))])
+        owner = np.searchsorted(starts, mine, side="right") - 1
+        opened = np.unique(owner)
+        ds = dataset.read_records(config, [plan.files[f] for f in opened],
+                                  [mine[owner == f] - starts[f] for f in opened])
+        return finish(_evened(ds, len(mine), need, config.cache)).repeat()
+    ds = dataset.read(config, files=[plan.files[f] for f in opened])
     all_ids = records_of(opened, plan.file_records)  # global id of each record the opened files hold
     if plan.repartition is None:
         mine = np.unique(plan.epoch_records[pipeline])

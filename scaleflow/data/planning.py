@@ -54,6 +54,8 @@ class InputPlan:
                "shard": self.shard, "shard_key": self.shard_key, "shard_level": self.level,
                "shard_level_reason": self.level_reason, "num_files": len(self.info.files),
                "train": self.train.report()}
+        if "index" in self.info.extra:  # a file-indexed source: what describing reused or built
+            out["index"] = self.info.extra["index"]
         if self.validation is not None:
             out["validation"] = {**self.validation.report(), "level_reason": self.validation_reason}
         return out
@@ -107,6 +109,7 @@ def plan_input(dataset: Dataset, config, info: DataInfo, num_pipelines: int, *, 
     level, reason = resolve_level(config, info, num_pipelines)
     b = config.batch_size // num_pipelines
     files = dict(paths=info.files, file_records=info.file_records)
+    seek = bool(info.extra.get("seek"))  # the source reads records by offset (an index)
 
     if level == "file":
         train_files, val_files = split_files(len(info.files), config.validation_split, config.seed)
@@ -125,7 +128,7 @@ def plan_input(dataset: Dataset, config, info: DataInfo, num_pipelines: int, *, 
                                      **files)
         else:
             validation = shard_records(config.shard, records_of(val_files, info.file_records), num_pipelines, b,
-                                       config.uneven, seed=config.seed, **files) if len(val_files) else None
+                                       config.uneven, seed=config.seed, seek=seek, **files) if len(val_files) else None
     else:
         train_idx, val_idx = split_indices(info.num_examples, config.validation_split, config.seed)
         keys = None
@@ -138,7 +141,7 @@ def plan_input(dataset: Dataset, config, info: DataInfo, num_pipelines: int, *, 
         def shard(indices: np.ndarray, reshuffle: bool) -> ShardPlan:
             return shard_records(config.shard, indices, num_pipelines, b, config.uneven, seed=config.seed,
                                  keys=None if keys is None else keys[indices], reshuffle_each_epoch=reshuffle,
-                                 **files, **source)
+                                 seek=seek, **files, **source)
 
         train = shard(train_idx, bool(config.reshuffle_each_epoch))
         validation = shard(val_idx, False) if len(val_idx) else None

@@ -14,6 +14,8 @@ Levels (`data.shard_level`, resolved by `pipeline.plan_input`):
               amplification). hash keys on the file's path relative to the data root.
   record      the policy partitions record ids; a pipeline opens every file holding one of its
               records and keeps its own (records read / kept = read amplification, reported).
+              When the source knows where each record is (an index: `seek`), a pipeline reads only
+              its own records (amplification 1.0), except with data.reshuffle_each_epoch.
 
 Every pipeline must run the same number of steps, or a collective waits forever on one that ran out.
 `data.uneven` evens the shards: `repeat` tops short shards up with their own records (nothing is
@@ -130,6 +132,7 @@ class ShardPlan:
         reads: per pipeline, the file indices it opens (file-backed sources only).
         source_records: records an in-memory source loads in every pipeline (its whole size).
         repartition: epoch -> ShardPlan, when every epoch draws a new partition (reshuffle_each_epoch).
+        seek: record level: each pipeline reads only its own records by offset (the source is indexed).
 
     Example:
         >>> plan = even(assign("sequential", np.arange(10), 3), 2, "repeat")
@@ -150,6 +153,7 @@ class ShardPlan:
     reads: list[np.ndarray] = field(default_factory=list)
     source_records: int = 0
     repartition: Callable[[int], "ShardPlan"] | None = None
+    seek: bool = False
 
     @property
     def num_pipelines(self) -> int:
@@ -166,7 +170,7 @@ class ShardPlan:
     def records_read(self, pipeline: int) -> int:
         """Records the pipeline reads per epoch to get its own: its files at file level; every record
         of each file it opens at record level; the whole source when the source is in memory."""
-        if self.level == "file":
+        if self.level == "file" or self.seek:
             return self.kept(pipeline)
         if self.files:
             return int(np.sum(np.asarray(self.file_records, dtype=np.int64)[self.reads[pipeline]]))
@@ -185,6 +189,8 @@ class ShardPlan:
                "dropped": sum(len(d) for d in self.dropped), "repeated": sum(len(r) for r in self.repeated),
                "uneven": self.uneven_report(),
                "reshuffle_each_epoch": self.repartition is not None}
+        if self.level == "record" and self.files:
+            out["read"] = "seek" if self.seek else "scan"
         if self.files:
             out["files"] = [len(r) for r in self.reads]
         return out
@@ -280,10 +286,11 @@ def shard_files(policy: str, files: np.ndarray, num_pipelines: int, batch_per_pi
 def shard_records(policy: str, indices: np.ndarray, num_pipelines: int, batch_per_pipeline: int, uneven: str,
                   *, keys: np.ndarray | None = None, seed: int = 0, reshuffle_each_epoch: bool = False,
                   paths: Sequence[str] = (), file_records: Sequence[int] = (), source_records: int = 0,
-                  epoch: int = 0) -> ShardPlan:
+                  epoch: int = 0, seek: bool = False) -> ShardPlan:
     """Record level: the policy partitions record ids `indices` (`keys[i]` keys `indices[i]` for hash).
     A file-backed pipeline opens each file holding one of its records; with `reshuffle_each_epoch`
-    (random only) it opens every file of the split, since its records change every epoch."""
+    (random only) it opens every file of the split, since its records change every epoch. `seek`: the
+    source reads a pipeline's records by offset (not with reshuffle_each_epoch: those are scanned)."""
     plan = even(assign(policy, indices, num_pipelines, seed, keys=keys, epoch=epoch), batch_per_pipeline, uneven)
     reads = []
     if paths:
@@ -296,4 +303,5 @@ def shard_records(policy: str, indices: np.ndarray, num_pipelines: int, batch_pe
                                  reshuffle_each_epoch=True, paths=paths, file_records=file_records,
                                  source_records=source_records, epoch=e)
     return dataclasses.replace(plan, level="record", files=tuple(paths), file_records=tuple(file_records),
-                               reads=reads, source_records=source_records, repartition=repartition)
+                               reads=reads, source_records=source_records, repartition=repartition,
+                               seek=bool(seek and paths and not reshuffle_each_epoch))

@@ -6,6 +6,7 @@ import glob
 import math
 import os
 import struct
+import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
@@ -14,6 +15,7 @@ import numpy as np
 from scaleflow.config.schema import DataConfig
 from scaleflow.data.base import NON_FINITE, DataInfo, Dataset, file_fingerprint, first_non_finite
 from scaleflow.data.tfrecord_format import RecordError, count_records, feature_value, locate_corruption, records
+from scaleflow.data.tfrecord_index import TFRecordIndex, byte_ranges, column, int_column
 from scaleflow.errors import ConfigError, DataError, one_of
 
 
@@ -33,6 +35,18 @@ def kept_features(config) -> dict:
 
     dropped = {r.column for r in rules(config) if r.method == "drop"}
     return {name: spec for name, spec in config.features.items() if name not in dropped}
+
+
+# Kept payloads closer than this share one read (the bytes between are read and dropped).
+SEEK_GAP = 0
+
+
+def seek_problem(config) -> str | None:
+    """Why the records of an indexed TFRecord set cannot be read by offset, or None."""
+    if config.compression:
+        return (f"data.compression={config.compression}: the offsets count uncompressed bytes and a compressed "
+                "stream cannot be entered at an offset, so record-level shards are read by scan")
+    return None
 
 
 def list_files(path: str) -> list[str]:
@@ -75,8 +89,12 @@ class TFRecord(Dataset):
         num_classes = config.num_classes
         class_names: tuple = ()
         target_names: tuple = ()
-        try:  # the framing of every file is checked here, so a bad file is named before training
-            counts = tuple(count_records(f, compression) for f in files)
+        try:  # the framing of every file is checked here (or when indexed), so a bad file is named before training
+            indexes = self._indexes(config, files)
+            if indexes is not None:
+                counts = tuple(ix.meta["records"] for ix in indexes)
+            else:
+                counts = tuple(count_records(f, compression) for f in files)
             if task == "regression":
                 target_names = tuple(["target"] if config.targets == 1 else
                                      [f"target_{j}" for j in range(config.targets)])
@@ -86,12 +104,14 @@ class TFRecord(Dataset):
                                       "length) for task=multilabel")
                 class_names = tuple(config.class_names or [f"label_{j}" for j in range(num_classes)])
             elif num_classes is None or task == "binary":
-                labels = [v for f in files for v in _values(f, compression, config.label)]
-                missing = [i for i, v in enumerate(labels) if v is None]
-                if missing:
-                    raise ConfigError("data.label", config.label, "an int64 feature present in every record",
-                                      f"Record {missing[0]} has none")
-                targets = self.task.encode(np.array(labels), config, key="data.label", min_classes=num_classes or 0)
+                labels = self._feature_values(config, files, config.label, indexes)
+                if not isinstance(labels, np.ndarray):
+                    missing = [i for i, v in enumerate(labels) if v is None]
+                    if missing:
+                        raise ConfigError("data.label", config.label, "an int64 feature present in every record",
+                                          f"Record {missing[0]} has none")
+                    labels = np.array(labels)
+                targets = self.task.encode(labels, config, key="data.label", min_classes=num_classes or 0)
                 num_classes, class_names = targets.num_classes, targets.class_names
             else:
                 class_names = tuple(config.class_names or [str(c) for c in range(num_classes)])
@@ -104,20 +124,101 @@ class TFRecord(Dataset):
             input_shape = (sum(max(1, math.prod(s)) for s in shapes),)
         return DataInfo(num_examples=sum(counts), input_shape=input_shape, num_classes=num_classes or 0,
                         fingerprint=file_fingerprint(files), files=tuple(files), file_records=counts,
-                        class_names=class_names, target_names=target_names)
+                        class_names=class_names, target_names=target_names,
+                        extra={"index": dict(self._index_report), "seek": self._index_report.get("seek", False)})
 
     def keys(self, config, key):
         files = list_files(config.path)
         try:
-            values = [v for f in files for v in _values(f, config.compression or "", key)]
+            values = self._feature_values(config, files, key, self._indexes(config, files, key=key))
         except RecordError as e:
             raise _data_error(e) from None
+        values = values.tolist() if isinstance(values, np.ndarray) else values
         if values and all(v is None for v in values):
             raise ConfigError("data.shard_key", key, "a feature present in the records")
         from scaleflow.data.mask import Masking, mask_keys
 
         keys = np.array([v.decode() if isinstance(v, bytes) else v for v in values], dtype=object)
         return mask_keys(keys, Masking.from_config(config), key)  # a hashed key: pseudonyms only
+
+    # ------------------------------------------------------------------------------- the index
+    def _index_format(self, config, key: str | None = None) -> TFRecordIndex:
+        """The features indexed: the label (classification, binary: with its histogram) and the shard
+        key, except masked ones (an index must not keep what data.mask hides)."""
+        from scaleflow.security.mask import rules
+
+        masked = {r.column for r in rules(config)}
+        columns = []
+        labelled = self.task.name in ("classification", "binary") and config.label not in masked
+        if labelled:
+            columns.append(config.label)
+        for name in (config.get("shard_key"), key):
+            if name and name not in masked and name not in columns:
+                columns.append(name)
+        return TFRecordIndex(config.compression or "", tuple(columns), config.label if labelled else None)
+
+    def index_format(self, config):
+        return list_files(config.path), self._index_format(config)
+
+    def _indexes(self, config, files, key: str | None = None):
+        """Each file's index (read, or built once), or None when data.index=off or the data is
+        encrypted (an index would keep its labels and keys in clear); `_index_report` says which."""
+        from scaleflow.data.index import IndexOptions, log_summary, open_indexes, summary
+        from scaleflow.security.crypto import is_encrypted
+
+        options = IndexOptions.from_config(config)
+        fmt = self._index_format(config, key)
+        if not options.enabled:
+            self._index_report = {"used": False, "why": "data.index=off", "seek": False}
+            return None
+        if any(is_encrypted(f) for f in files):
+            self._index_report = {"used": False, "why": "encrypted data: an index would keep labels and keys in "
+                                  "clear", "seek": False}
+            return None
+        cache_key = (tuple(files), fmt, options)
+        cached = getattr(self, "_opened", None)
+        if cached is not None and cached[0] == cache_key:
+            return cached[1]
+        started = time.perf_counter()
+        indexes = open_indexes(files, fmt, options)
+        report = summary(indexes, options, time.perf_counter() - started)
+        log_summary(report)
+        if fmt.histogram:
+            total: dict = {}
+            for ix in indexes:
+                for value, count in ix.meta.get("histograms", {}).get(fmt.histogram, {}).items():
+                    total[value] = total.get(value, 0) + count
+            report["label_histogram"] = dict(sorted(total.items(), key=lambda kv: int(kv[0])))
+        seek_why = seek_problem(config)
+        report.update(seek=seek_why is None, **({"seek_why": seek_why} if seek_why else {}))
+        self._index_report = report
+        self._opened = (cache_key, indexes)
+        return indexes
+
+    def _feature_values(self, config, files, name: str, indexes):
+        """Feature `name`'s first value in every record (an int64 array when indexed and all ints,
+        else a list with None where absent): from the indexes when they hold it, else by scan."""
+        if indexes is not None and all(name in ix.meta["columns"] for ix in indexes):
+            values = int_column(indexes, name)
+            if values is None:
+                values = column(indexes, name)
+            if values is not None:
+                return values
+        return [v for f in files for v in _values(f, config.compression or "", name)]
+
+    def read_records(self, config, files, records):
+        """The records `records[i]` (sorted local ids) of `files[i]`, read by byte range from the
+        index's offsets (only those records are read and parsed), as (features, label) in order."""
+        from scaleflow.data.seek import read_chunks
+
+        indexes = self._indexes(config, list_files(config.path))
+        by_path = {ix.path: ix for ix in indexes}
+        chunks = []
+        for i, (path, local) in enumerate(zip(files, records)):
+            ix = by_path[path]
+            chunks += byte_ranges(ix.arrays["offsets"], ix.arrays["lengths"], local, file=i, max_gap=SEEK_GAP)
+        ds = read_chunks(list(files), chunks).map(self._parser(config))
+        return ds.unbatch().map(lambda x, y: (x, self.task.tf_targets(y)))
 
     def explain_read_error(self, config, error: BaseException, files=None):
         """A payload checksum error found by TensorFlow mid-epoch does not name the file: find it."""

@@ -12,6 +12,7 @@ MODES: dict[str, str] = {
     "plan": "scaleflow.modes.plan:run",
     "calibrate": "scaleflow.modes.calibrate:run",
     "shards": "scaleflow.modes.shards:run",
+    "index": "scaleflow.modes.index:run",
     "models": "scaleflow.modes.models:run",
     "explain": "scaleflow.modes.explain:run",
     "evaluate": "scaleflow.modes.evaluate:run",
