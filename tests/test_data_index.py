@@ -241,7 +241,7 @@ def test_byte_ranges_fetch_exactly_the_kept_payloads_in_order(lengths, data, max
 
 def test_index_keys_are_checked_before_tensorflow(tmp_path):
     from scaleflow.cli import compose
-    from scaleflow.config.validate import validate
+    from scaleflow.validation import validate
 
     base = ["data=tfrecord", f"data.path={tmp_path}"]
     for override, key in (("data.index=sometimes", "data.index"), ("data.index_check=mtime", "data.index_check"),

@@ -145,7 +145,7 @@ class TFRecord(Dataset):
     def _index_format(self, config, key: str | None = None) -> TFRecordIndex:
         """The features indexed: the label (classification, binary: with its histogram) and the shard
         key, except masked ones (an index must not keep what data.mask hides)."""
-        from scaleflow.security.mask import rules
+        from scaleflow.data.mask import rules
 
         masked = {r.column for r in rules(config)}
         columns = []
