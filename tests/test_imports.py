@@ -6,6 +6,7 @@ holds between packages (`scaleflow.data`, `scaleflow.training`, a top-level modu
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 
@@ -20,6 +21,7 @@ def modules() -> dict[str, Path]:
     return out
 
 
+@functools.lru_cache(maxsize=None)  # parsed once for all the tests here (read-only)
 def import_graph() -> dict[str, set[str]]:
     """module -> the scaleflow modules it imports (at module level or inside a function)."""
     known = modules()
