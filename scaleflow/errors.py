@@ -51,7 +51,7 @@ class DataError(ConfigError):
 
 def did_you_mean(value: Any, candidates: Iterable[str]) -> str | None:
     """'Did you mean 'x'?' for the closest candidate, or None when nothing is close."""
-    matches = difflib.get_close_matches(str(value), list(candidates), n=1, cutoff=0.6)
+    matches = difflib.get_close_matches(str(value), [str(c) for c in candidates], n=1, cutoff=0.6)
     return f"Did you mean {matches[0]!r}?" if matches else None
 
 

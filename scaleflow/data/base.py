@@ -152,6 +152,23 @@ class Dataset(abc.ABC):
         (the source knows where each record is, e.g. from an index), so a pipeline reads 1.0x."""
         raise NotImplementedError(f"the {self.name} dataset cannot read records by offset")
 
+    def read_selected(self, config, files: Sequence[str], keep: np.ndarray) -> Any:
+        """The records of `files` whose position in their concatenated order is True in `keep`, or None
+        when this dataset cannot select more cheaply than the generic filter of a whole read.
+
+        Called at record level by scan (no `extra["seek"]`): a reader that reads in units (Parquet row
+        groups) skips the units without a kept record and filters the others before TensorFlow sees
+        them; what it reads is still reported as every record of each file (unit) it opens.
+
+        Args:
+            config: the `data` config node.
+            files: the files to read (a subset of `describe(...).files`), in order.
+            keep: one bool per record of `files` (positions past its end are not kept).
+        Returns:
+            A tf.data.Dataset of (features, label) of the kept records in order, or None.
+        """
+        return None
+
     def gather_arrays(self, config, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(features, labels) of the records at `indices`, for in-memory datasets (`in_memory`)."""
         raise NotImplementedError(f"the {self.name} dataset is not held in memory")

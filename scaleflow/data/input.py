@@ -87,9 +87,23 @@ def _file_pipeline(dataset: Dataset, config, plan: ShardPlan, pipeline: int, ini
     import tensorflow as tf
 
     need = plan.steps * plan.batch_per_pipeline
-    if not plan.files:  # a dataset without files but without gather_arrays: filter a full read
+    if not plan.files and plan.repartition is None:  # no files, no gather_arrays: the dataset's own take
         mine = np.unique(plan.epoch_records[pipeline])
         return finish(_evened(dataset.take(config, mine), len(mine), need, config.cache)).repeat()
+    if not plan.files:  # a new partition every epoch (data.reshuffle_each_epoch): filter a whole read
+        total = int(plan.source_records)
+        ds = dataset.read(config)
+
+        def keep_all(epoch) -> np.ndarray:
+            mask = np.zeros(total, dtype=bool)
+            mask[np.unique(epoch_records(epoch))] = True
+            return mask
+
+        def reshuffled(epoch):
+            keep_t = tf.reshape(tf.numpy_function(keep_all, [epoch], tf.bool, stateful=False), [total])
+            return finish(_keep(ds, keep_t).repeat().take(need), epoch)
+
+        return tf.data.Dataset.range(initial_epoch, 2**62).flat_map(reshuffled)
     opened = np.asarray(plan.reads[pipeline], dtype=np.int64)
     if plan.level == "file":  # its own files, whole
         ds = dataset.read(config, files=[plan.files[f] for f in opened])
@@ -108,7 +122,10 @@ def _file_pipeline(dataset: Dataset, config, plan: ShardPlan, pipeline: int, ini
         mine = np.unique(plan.epoch_records[pipeline])
         keep = np.zeros(len(all_ids), dtype=bool)
         keep[np.searchsorted(all_ids, mine)] = True
-        return finish(_evened(_keep(ds, tf.constant(keep)), len(mine), need, config.cache)).repeat()
+        # A reader that can skip what this pipeline does not keep (row groups, blocks of lines) does.
+        selected = dataset.read_selected(config, [plan.files[f] for f in opened], keep)
+        kept = selected if selected is not None else _keep(ds, tf.constant(keep))
+        return finish(_evened(kept, len(mine), need, config.cache)).repeat()
 
     # A new partition every epoch: each epoch filters the opened files again (no cache).
     def keep_mask(epoch) -> np.ndarray:
