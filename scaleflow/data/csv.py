@@ -8,12 +8,13 @@ naming the file, line, record and column, before TensorFlow starts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, List, Optional
+from typing import Any, ClassVar
 
 import numpy as np
 
-from scaleflow.config.schema import DataConfig, bounded, choice, items
+from scaleflow.config.schema import bounded, choice
 from scaleflow.data.base import DataInfo, InMemoryDataset
+from scaleflow.data.columnar import ColumnsConfig
 from scaleflow.data.sharding import split_indices
 from scaleflow.data.tabular import (TableEncoding, class_ids, describe_encoding, fit_encoding,
                                     labels_present, read_table)
@@ -22,14 +23,12 @@ from scaleflow.tasks.labels import as_number
 
 
 @dataclass
-class CSVConfig(DataConfig):
-    label_column: str = "label"
-    feature_columns: Optional[List[str]] = None  # None: every column except the label, ignored ones and the key
-    ignore_columns: List[str] = items([])  # e.g. ids, free text; data.shard_key is never a feature either
-    categorical_columns: List[str] = items([])  # string columns encoded one-hot (vocabulary: training split)
-    missing: str = choice("error", "error", "mean", "zero")  # what an empty / NA cell becomes
-    max_categories: int = bounded(1000, min=2)
+class CSVConfig(ColumnsConfig):
     delimiter: str = ","
+    # auto: files up to in_memory_max_mb are read into memory, larger ones streamed in blocks
+    # (csv_stream.py); true | false force one reader. The records and shards are the same either way.
+    in_memory: Any = choice("auto", "auto", True, False)
+    in_memory_max_mb: float = bounded(32.0, min=0.0)
 
 
 def _table(config):
@@ -59,14 +58,38 @@ class CSV(InMemoryDataset):
     def __init__(self, task=None, encoding: TableEncoding | None = None, require_label: bool = True):
         super().__init__(task)
         self.encoding, self.require_label = encoding, require_label
+        self._streamer = None  # (config key, StreamingCSV or None, why)
+
+    def streaming(self, config):
+        """The streamed reader when this config streams the file (`data.in_memory`), else None."""
+        key = (config.path, config.get("in_memory", "auto"), config.get("in_memory_max_mb", 32.0),
+               bool(config.get("mask")), self.task.name)
+        if self._streamer is None or self._streamer[0] != key:
+            stream, why = reader_choice(config, self.task.name)
+            streamer = None
+            if stream:
+                from scaleflow.data.csv_stream import StreamingCSV
+
+                streamer = StreamingCSV(self.task, self.encoding, self.require_label, self.label_key)
+            self._streamer = (key, streamer, why)
+        self.in_memory = self._streamer[1] is None  # what input_fn, scoring and explain ask
+        return self._streamer[1]
 
     @classmethod
     def validate(cls, cfg) -> None:
         super().validate(cfg)
+        cls.check_reader(cfg)
         if cfg.get("mode", "train") == "train":
             from scaleflow.tasks import get
 
             cls(task=get(cfg)).describe(cfg.data)  # every data problem (labels too) is found here, before TF
+
+    @classmethod
+    def check_reader(cls, cfg) -> None:
+        """data.in_memory=false where only the in-memory reader works is a ConfigError (before TF)."""
+        from scaleflow.tasks import get
+
+        reader_choice(cfg.data, get(cfg).name)
 
     def for_inference(self, metadata: dict, labelled: bool) -> "CSV":
         encoding = metadata.get("encoding")
@@ -128,6 +151,26 @@ class CSV(InMemoryDataset):
         return f"{config.path} line {int(read_table(config.path, config.delimiter).lines[index])} (record {index})"
 
     def describe(self, config) -> DataInfo:
+        streamer = self.streaming(config)
+        if streamer is not None:
+            info = streamer.describe(config)
+            info.extra["reader"]["why"] = self._streamer[2]
+            return info
+        return self._describe_in_memory(config)
+
+    def read(self, config, files=None):
+        streamer = self.streaming(config)
+        return streamer.read(config) if streamer is not None else super().read(config, files)
+
+    def take(self, config, indices: np.ndarray):
+        streamer = self.streaming(config)
+        return streamer.take(config, indices) if streamer is not None else super().take(config, indices)
+
+    def explain_read_error(self, config, error: BaseException, files=None):
+        streamer = self.streaming(config)
+        return streamer.explain_read_error(config, error) if streamer is not None else None
+
+    def _describe_in_memory(self, config) -> DataInfo:
         info = super().describe(config)
         encoding, _, raw, report = self.prepare(config)
         if self.encoding is None and encoding.label is not None and self.task.name in ("classification", "binary"):
@@ -143,11 +186,47 @@ class CSV(InMemoryDataset):
         return DataInfo(info.num_examples, info.input_shape, info.num_classes, info.fingerprint,
                         class_names=info.class_names, target_names=info.target_names, extra={"encoding": encoding.to_dict(), "report": describe_encoding(encoding, report),
                                "feature_names": encoding.feature_names, "labelled": labelled,
-                               "class_names": [str(c) for c in encoding.classes] if encoding.classes else None})
+                               "class_names": [str(c) for c in encoding.classes] if encoding.classes else None,
+                               "reader": {"name": "csv", "mode": "in_memory", "why": self._streamer[2]}})
 
     def keys(self, config, key):
+        streamer = self.streaming(config)
+        if streamer is not None:
+            return streamer.keys(config, key)
         table = _table(config)
         if key not in table.header:
             raise ConfigError("data.shard_key", key, one_of(table.header) + f" (columns of {config.path})",
                               did_you_mean(key, table.header))
         return table.column(key).astype(str)
+
+
+def reader_choice(config, task: str) -> tuple[bool, str]:
+    """(stream the file?, why) under `data.in_memory` (auto | true | false) and `data.in_memory_max_mb`.
+    Streaming cannot mask columns, decrypt, or read multilabel rows: `false` with one of those is a
+    ConfigError, `auto` then reads into memory."""
+    import os
+
+    setting = config.get("in_memory", "auto")
+    blocker = None
+    if config.get("mask"):
+        blocker = "data.mask masks cells in memory"
+    elif task == "multilabel":
+        blocker = "task=multilabel rows are read in memory"
+    else:
+        from scaleflow.security.crypto import is_encrypted
+
+        if config.path and os.path.isfile(config.path) and is_encrypted(config.path):
+            blocker = "the file is encrypted (decrypted in memory)"
+    if setting is True:
+        return False, "data.in_memory=true"
+    if setting is False:
+        if blocker:
+            raise ConfigError("data.in_memory", False, "true or auto here", f"The file cannot be streamed: {blocker}")
+        return True, "data.in_memory=false"
+    limit = float(config.get("in_memory_max_mb", 32.0))
+    size = os.path.getsize(config.path) / (1 << 20) if config.path and os.path.isfile(config.path) else 0.0
+    if size <= limit:
+        return False, f"{size:.1f} MB <= data.in_memory_max_mb={limit:g}"
+    if blocker:
+        return False, f"{size:.1f} MB > data.in_memory_max_mb={limit:g}, but {blocker}"
+    return True, f"{size:.1f} MB > data.in_memory_max_mb={limit:g}"

@@ -95,7 +95,9 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest, 
     manifest.update(task=task.name, data={**plan.report(), "name": cfg.data.name, "input_shape": list(info.input_shape),
                                           "num_classes": info.num_classes, "class_names": list(info.class_names),
                                           "target_names": list(info.target_names),
-                                          **({"encoding": info.extra["report"]} if "report" in info.extra else {})})
+                                          **({"encoding": info.extra["report"]} if "report" in info.extra else {}),
+                                          # which reader ran (csv: in_memory | streaming, and why; parquet)
+                                          **({"reader": info.extra["reader"]} if "reader" in info.extra else {})})
     log.info("data %s: %d records (%s), %d train steps/epoch of %d", cfg.data.name, info.num_examples,
              info.fingerprint, steps, cfg.data.batch_size)
 
