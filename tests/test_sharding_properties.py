@@ -125,6 +125,23 @@ def make_csv(path: Path, n: int) -> dict:
     return {"name": "csv", "path": str(path), "label_column": "label", "feature_columns": ["id", "x1"]}
 
 
+def make_parquet(root: Path, file_sizes, row_group_size: int = 64) -> dict:
+    """Parquet files `part-XXXXX.parquet` of row groups of `row_group_size` rows; record i (global
+    order) has id i, x1, group g{i % 5} and label i % 3, as make_csv writes them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root.mkdir(parents=True, exist_ok=True)
+    first = 0
+    for f, size in enumerate(file_sizes):
+        ids = np.arange(first, first + size)
+        table = pa.table({"id": ids, "x1": np.round((ids % 7) / 7, 3), "group": [f"g{i % 5}" for i in ids.tolist()],
+                          "label": ids % 3})
+        pq.write_table(table, root / f"part-{f:05d}.parquet", row_group_size=row_group_size)
+        first += size
+    return {"name": "parquet", "path": str(root), "label_column": "label", "feature_columns": ["id", "x1"]}
+
+
 def make_npz(path: Path, n: int) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     x = np.stack([np.arange(n), np.arange(n) % 7], axis=1).astype(np.float32)
@@ -336,6 +353,10 @@ def _build(kind: str, root: Path, n: int, files: int) -> dict:
         return make_csv(root / "data.csv", n)
     if kind == "npz":
         return make_npz(root / "data.npz", n)
+    if kind == "csv_streamed":  # data=csv read in blocks of lines (data.in_memory=false)
+        return {**make_csv(root / "data.csv", n), "in_memory": False}
+    if kind == "parquet":  # row groups of 64 rows are the units of file-level sharding
+        return make_parquet(root / "pq", np.diff(np.linspace(0, n, files + 1).astype(int)).tolist())
     if kind == "tfrecord":
         cuts = np.linspace(0, n, files + 1).astype(int)
         sizes = np.diff(cuts).tolist()
@@ -345,10 +366,11 @@ def _build(kind: str, root: Path, n: int, files: int) -> dict:
     return make_images(root / "images", n)
 
 
-KIND_SIZES = {"synthetic": 5000, "csv": 5000, "npz": 5000, "tfrecord": 2000, "image_folder": 120}
+KIND_SIZES = {"synthetic": 5000, "csv": 5000, "npz": 5000, "tfrecord": 2000, "image_folder": 120,
+              "csv_streamed": 5000, "parquet": 5000}
 
 
-@pytest.mark.parametrize("kind", ["synthetic", "csv", "npz", "tfrecord", "image_folder"])
+@pytest.mark.parametrize("kind", ["synthetic", "csv", "npz", "tfrecord", "image_folder", "csv_streamed", "parquet"])
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data(), num_pipelines=st.integers(1, 8), policy=st.sampled_from(POLICIES),
        uneven=st.sampled_from(("repeat", "drop")), level=st.sampled_from(("auto", "record", "file")),
