@@ -198,3 +198,20 @@ def test_a_four_billion_parameter_mlp_on_a_gpu_gets_a_split_that_fits_with_its_t
     assert {c["strategy"] for c in rec["candidates"]} >= {"model_parallel", "pipeline"}
     text = render(plan)
     assert "does NOT fit" in text and "recommend: parallelism: one device needs" in text
+
+
+def test_built_in_models_state_their_variables_as_the_built_keras_model_has_them(tf):
+    import keras
+
+    from scaleflow import registry
+    from scaleflow.models.base import InputSpec
+
+    for name, options, spec in (("mlp", {"batch_norm": True}, InputSpec((16,), 3)),
+                                ("cnn", {}, InputSpec((8, 8, 3), 5)),
+                                ("resnet", {"stages": 2, "depth": 1, "width": 8}, InputSpec((16,), 3))):
+        model = registry.get("model", name)()
+        config = model.Config(name=name, **options)
+        keras.backend.clear_session()  # automatic layer names ("dense", "batch_normalization") as in a fresh run
+        built = model.build(config, spec)
+        assert list(model.variable_shapes(config, spec).items()) == \
+            [(v.path, tuple(v.shape)) for v in built.trainable_variables], name

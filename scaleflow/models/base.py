@@ -131,7 +131,8 @@ class Model(abc.ABC):
         return None
 
     def variable_shapes(self, config: Any, spec: InputSpec) -> dict[str, tuple[int, ...]] | None:
-        """Every trainable variable of the built model (head included), without TensorFlow: its path
+        """Every trainable variable of the built model (head included; not the non-trainable ones such
+        as normalisation statistics, which `num_parameters` may count), without TensorFlow: its path
         as Keras names it (`variable.path`, e.g. "dense_0/kernel"; the task's head is "scores") and
         its shape. The planner's memory per device under a layout, and the layout checks (a rule
         that matches no variable, a dimension the mesh does not divide) before training, read it.

@@ -50,6 +50,17 @@ class CNN(Model):
             x = keras.layers.Dropout(config.dropout)(x)
         return keras.Model(inputs, x, name="cnn")  # the task adds the head
 
+    def variable_shapes(self, config, spec: InputSpec) -> dict[str, tuple[int, ...]]:
+        window = (config.kernel_size,) * (2 if len(spec.input_shape) == 3 else 1)
+        shapes, channels = {}, in_channels(spec)
+        for i, f in enumerate(config.filters):
+            shapes[f"conv_{i}/kernel"], shapes[f"conv_{i}/bias"] = (*window, channels, f), (f,)
+            channels = f
+        # the dense layer keeps Keras' automatic name: "dense" in a fresh process
+        shapes["dense/kernel"], shapes["dense/bias"] = (channels, config.dense_units), (config.dense_units,)
+        shapes["scores/kernel"], shapes["scores/bias"] = (config.dense_units, spec.num_classes), (spec.num_classes,)
+        return shapes
+
     def num_parameters(self, config, spec: InputSpec) -> int:
         k = config.kernel_size ** (2 if len(spec.input_shape) == 3 else 1)
         channels, total = in_channels(spec), 0

@@ -51,6 +51,33 @@ class ResNet(Model):
             x = L.Dropout(config.dropout)(x)
         return keras.Model(inputs, x, name="resnet")  # the task adds the head
 
+    def variable_shapes(self, config, spec: InputSpec) -> dict[str, tuple[int, ...]]:
+        window = (config.kernel_size,) * (2 if len(spec.input_shape) == 3 else 1)
+        ones = (1,) * len(window)
+        norms = iter(["batch_normalization"] + [f"batch_normalization_{i}" for i in range(1, 1 << 16)])  # Keras' names
+
+        def norm(shapes, channels):
+            name = next(norms)
+            shapes[f"{name}/gamma"], shapes[f"{name}/beta"] = (channels,), (channels,)
+
+        shapes = {"stem/kernel": (*window, in_channels(spec), config.width), "stem/bias": (config.width,)}
+        channels = config.width
+        for stage in range(config.stages):
+            width = config.width * 2**stage
+            for block in range(config.depth):
+                for j in range(2):
+                    norm(shapes, channels if j == 0 else width)
+                    if j == 1 and channels != width:  # Keras orders the projection here (by graph depth)
+                        proj = f"proj_{stage}_{block}"
+                        shapes[f"{proj}/kernel"], shapes[f"{proj}/bias"] = (*ones, channels, width), (width,)
+                    conv = f"conv_{stage}_{block}_{j}"
+                    shapes[f"{conv}/kernel"] = (*window, channels if j == 0 else width, width)
+                    shapes[f"{conv}/bias"] = (width,)
+                channels = width
+        norm(shapes, channels)
+        shapes["scores/kernel"], shapes["scores/bias"] = (channels, spec.num_classes), (spec.num_classes,)
+        return shapes
+
     def flops_per_example(self, config, spec: InputSpec) -> float:
         k = config.kernel_size ** (2 if len(spec.input_shape) == 3 else 1)
         pool = 4 if len(spec.input_shape) == 3 else 2

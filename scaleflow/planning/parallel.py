@@ -409,7 +409,7 @@ def plan_parallelism(work: Workload, figs: Figures, p: Parallelism, placements: 
 
     worst = max(stages, key=lambda st: st["memory"]["total_bytes"])
     memory = dict(worst["memory"])
-    replicated_state = work.parameters * 4 * (1 + slots)
+    replicated_state = sum(pl.size for pl in placements) * 4 * (1 + slots)
     state = memory["parameters_bytes"] + memory["optimizer_bytes"]
     memory.update(stage=worst["stage"], device_memory_bytes=int(figs.memory_bytes),
                   fraction_of_device=round(memory["total_bytes"] / figs.memory_bytes, 6) if figs.memory_bytes else None,
