@@ -82,6 +82,19 @@ def test_model_parallel_holds_one_mth_of_the_parameters_and_optimizer_state_per_
     assert _plan(work, figs, shapes, rules, Parallelism(data=4))["memory_per_device"]["ratio_vs_replicated"] == 1.0
 
 
+def test_a_split_model_scales_by_replicating_the_split_over_the_data_axis():
+    from scaleflow.planning.report import parallel_scaling
+    from scaleflow.planning.topology import Layout
+    from scaleflow.strategies.base import Parallelism
+
+    _, work, figs, shapes, rules = _mlp("model.hidden_units=[512,512]", "hardware=gpu", "hardware.num_gpus=8")
+    par = {"parallelism": Parallelism(model=2), "shapes": shapes, "defaults": rules}
+    rows = parallel_scaling(work, figs, Layout("default", 1, 1, 1, 1), par, max_replicas=4)
+    assert [(r["replicas"], r["devices"]) for r in rows] == [(1, 2), (2, 4), (3, 6), (4, 8)]
+    assert rows[0]["efficiency_fixed_global"] == rows[0]["efficiency_fixed_per_replica"] == 1.0
+    assert all(0 < r["efficiency_fixed_per_replica"] <= 1.0 for r in rows)
+
+
 def test_pure_data_parallelism_costs_what_the_data_parallel_cost_model_says():
     from scaleflow.planning.cost_model import memory_per_replica, step_time
     from scaleflow.planning.topology import layout

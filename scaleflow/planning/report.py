@@ -6,6 +6,7 @@ Nothing here imports TensorFlow: the dataset describes itself and plans its shar
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from scaleflow import registry
@@ -85,6 +86,43 @@ def scaling(cfg, work: Workload, figs: Figures, base: Layout, max_replicas: int)
             s = step_time(work, figs, lay).total_s
             row.update(step_s_fixed_global=float(f"{s:.6g}"), efficiency_fixed_global=round(strong_1 / (r * s), 4))
         w = step_time(work, figs, lay, global_batch=per_replica * r).total_s
+        row.update(step_s_fixed_per_replica=float(f"{w:.6g}"), efficiency_fixed_per_replica=round(weak_1 / w, 4))
+        rows.append(row)
+    return rows
+
+
+def parallel_scaling(work: Workload, figs: Figures, lay: Layout, par: dict, max_replicas: int) -> list[dict]:
+    """`scaling` for a split model: the data axis grows (1..max_replicas replicas), each replica
+    keeping the strategy's model axis and stages; a host holds as many devices as they need."""
+    split = par["parallelism"]
+    per = split.model * split.stages
+    counts = list(range(1, max_replicas + 1)) if max_replicas <= 32 else \
+        sorted({2**i for i in range(int(math.log2(max_replicas)) + 1)} | {max_replicas})
+    per_replica = work.global_batch / split.data
+    backend = registry.get("strategy", lay.strategy).backend
+
+    def step(r: int, batch: float) -> float | None:
+        p = dataclasses.replace(split, data=r)
+        hw = figs
+        if figs.single_host and p.devices > figs.devices_per_host:
+            hw = dataclasses.replace(figs, devices_per_host=p.devices)
+        try:
+            placements = place(par["shapes"], par["defaults"], p)
+        except ScaleflowError:
+            return None  # a rule on the data axis that r does not divide
+        return plan_parallelism(work, hw, p, placements, multi_process=lay.workers > 1 or lay.hosts > 1,
+                                global_batch=batch, backend=backend)["step"]["total_s"]
+
+    strong_1, weak_1 = step(1, work.global_batch), step(1, per_replica)
+    rows = []
+    for r in counts:
+        row = {"replicas": r, "devices": r * per, "hosts": lay.hosts}
+        s = step(r, work.global_batch) if work.global_batch >= r else None
+        if s:
+            row.update(step_s_fixed_global=float(f"{s:.6g}"), efficiency_fixed_global=round(strong_1 / (r * s), 4))
+        w = step(r, per_replica * r)
+        if w is None:
+            continue
         row.update(step_s_fixed_per_replica=float(f"{w:.6g}"), efficiency_fixed_per_replica=round(weak_1 / w, 4))
         rows.append(row)
     return rows
@@ -184,7 +222,9 @@ def build(cfg) -> dict:
                                  train_time_s=train_time, data_bytes=train_records * example_bytes,
                                  latency_s=latency, bandwidth_bytes_s=bandwidth),
         "memory_per_replica": memory_per_replica(work, figs, cfg.data.batch_size / lay.replicas),
-        "scaling": scaling(cfg, work, figs, lay, max_replicas),
+        "scaling": scaling(cfg, work, figs, lay, max_replicas) if is_data_parallel(split) else
+        parallel_scaling(work, figs, lay, par, cfg.plan.max_replicas or
+                         max(2, split.data, figs.devices // (split.model * split.stages))),
         "parallelism": {**split.report(), **{k: par[k] for k in ("memory_per_device", "communication", "step",
                                                                   "per_stage", "placements")}},
         "recommendation": {**recommend(cfg, work, figs, train_records),
@@ -229,7 +269,9 @@ def render(plan: dict) -> str:
     for name, q in plan["quantities"].items():
         inputs = ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in q["inputs"].items())
         lines.append(f"  {name} = {q['formula']} = {q['value']:.4g}  ({inputs}): {q['meaning']}")
-    lines.append("scaling (predicted efficiency at fixed global batch | fixed per-replica batch):")
+    lines.append("scaling (predicted efficiency at fixed global batch | fixed per-replica batch)"
+                 + (f", replicas of {plan['parallelism']['model'] * plan['parallelism']['stages']} device(s):"
+                    if plan["parallelism"]["devices"] > plan["parallelism"]["data"] else ":"))
     for row in plan["scaling"]:
         strong = row.get("efficiency_fixed_global")
         lines.append(f"  {row['replicas']:>5} replicas: {'-' if strong is None else f'{strong:.0%}':>5} | "
