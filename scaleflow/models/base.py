@@ -95,6 +95,18 @@ class Model(abc.ABC):
 
         return registry.get("task", spec.task)().build_model(self, config, spec)
 
+    def cut_points(self, config: Any) -> list[str]:
+        """Where `strategy=pipeline` may cut the model into stages, from the config alone (no TensorFlow).
+
+        Returns:
+            Names of layers, in model order, after which exactly one tensor flows on (no skip
+            connection crosses): each is a possible boundary between two stages. [] (the default):
+            the model cannot be cut.
+        Example:
+            return [f"dense_{i}" for i in range(len(config.hidden_units))]   # between dense blocks
+        """
+        return []
+
     def flops_per_example(self, config: Any, spec: InputSpec) -> float | None:
         """Forward-pass FLOPs for one example, without TensorFlow (for `mode=plan`).
 

@@ -44,8 +44,9 @@ class CNN(Model):
                      name=f"conv_{i}")(x)
             if x.shape[1] is not None and x.shape[1] >= 4:
                 x = Pool(2)(x)
+            x = keras.layers.Identity(name=f"block_{i}")(x)  # a named cut point (strategy=pipeline)
         x = GlobalPool()(x)
-        x = keras.layers.Dense(config.dense_units, activation=config.activation)(x)
+        x = keras.layers.Dense(config.dense_units, activation=config.activation, name="dense")(x)
         if config.dropout:
             x = keras.layers.Dropout(config.dropout)(x)
         return keras.Model(inputs, x, name="cnn")  # the task adds the head
@@ -56,10 +57,14 @@ class CNN(Model):
         for i, f in enumerate(config.filters):
             shapes[f"conv_{i}/kernel"], shapes[f"conv_{i}/bias"] = (*window, channels, f), (f,)
             channels = f
-        # the dense layer keeps Keras' automatic name: "dense" in a fresh process
+        # the dense layer is named "dense" (a cut point of strategy=pipeline)
         shapes["dense/kernel"], shapes["dense/bias"] = (channels, config.dense_units), (config.dense_units,)
         shapes["scores/kernel"], shapes["scores/bias"] = (config.dense_units, spec.num_classes), (spec.num_classes,)
         return shapes
+
+    def cut_points(self, config) -> list[str]:
+        """After each conv block and after the dense layer."""
+        return [f"block_{i}" for i in range(len(config.filters))] + ["dense"]
 
     def num_parameters(self, config, spec: InputSpec) -> int:
         k = config.kernel_size ** (2 if len(spec.input_shape) == 3 else 1)

@@ -44,10 +44,15 @@ class MLP(Model):
             if config.batch_norm:
                 # synchronized: moving statistics drift between Mirrored replicas otherwise.
                 x = keras.layers.BatchNormalization(synchronized=True)(x)
-                x = keras.layers.Activation(config.activation)(x)
+                x = keras.layers.Activation(config.activation, name=f"block_{i}_activation")(x)
             if config.dropout:
-                x = keras.layers.Dropout(config.dropout)(x)
+                x = keras.layers.Dropout(config.dropout, name=f"block_{i}_dropout")(x)
         return keras.Model(inputs, x, name="mlp")  # the task adds the head
+
+    def cut_points(self, config) -> list[str]:
+        """After each hidden block (its last layer: dense, activation or dropout)."""
+        last = "block_{}_dropout" if config.dropout else ("block_{}_activation" if config.batch_norm else "dense_{}")
+        return [last.format(i) for i in range(len(config.hidden_units))]
 
     def _widths(self, config, spec: InputSpec) -> list[int]:
         return [math.prod(spec.input_shape), *config.hidden_units, spec.num_classes]

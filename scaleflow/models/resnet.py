@@ -43,7 +43,7 @@ class ResNet(Model):
                     x = L.BatchNormalization(synchronized=True)(x)
                     x = L.Activation(config.activation)(x)
                     x = Conv(width, config.kernel_size, padding="same", name=f"conv_{stage}_{block}_{j}")(x)
-                x = L.Add()([shortcut, x])
+                x = L.Add(name=f"block_{stage}_{block}")([shortcut, x])  # a cut point (strategy=pipeline)
         x = L.BatchNormalization(synchronized=True)(x)
         x = L.Activation(config.activation)(x)
         x = GlobalPool()(x)
@@ -77,6 +77,10 @@ class ResNet(Model):
         norm(shapes, channels)
         shapes["scores/kernel"], shapes["scores/bias"] = (channels, spec.num_classes), (spec.num_classes,)
         return shapes
+
+    def cut_points(self, config) -> list[str]:
+        """After each residual block (its Add): nothing else crosses between blocks."""
+        return [f"block_{stage}_{block}" for stage in range(config.stages) for block in range(config.depth)]
 
     def flops_per_example(self, config, spec: InputSpec) -> float:
         k = config.kernel_size ** (2 if len(spec.input_shape) == 3 else 1)

@@ -261,6 +261,11 @@ class Distribution:
     def wrap_optimizer(self, optimizer: Any) -> Any:
         return optimizer
 
+    def prepare_model(self, model: Any) -> Any:
+        """The model to compile and train, given the one the task built (under `scope`): e.g. cut
+        into stages and placed on devices (strategy=pipeline). The default: the model itself."""
+        return model
+
     def callbacks(self) -> list:
         """Keras callbacks the strategy needs during `fit` (broadcasts, watchdogs)."""
         return []

@@ -132,6 +132,7 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest, 
                               cap=distribution.max_steps_per_execution)
     with distribution.scope():
         model = task.build_model(model_plugin, cfg.model, spec)  # the plugin's body, the task's head
+        model = distribution.prepare_model(model)  # e.g. cut into stages over devices (pipeline)
         optimizer = distribution.wrap_optimizer(setup.make_optimizer(t, optimizer_options(t, steps)))
         jit = distribution.jit_compile if distribution.jit_compile is not None else t.jit_compile
         loss, metrics = task.compile_args(t, spec)
