@@ -50,9 +50,10 @@ class MLP(Model):
         return keras.Model(inputs, x, name="mlp")  # the task adds the head
 
     def cut_points(self, config) -> list[str]:
-        """After each hidden block (its last layer: dense, activation or dropout)."""
+        """Between hidden blocks (after a block's last layer: dense, activation or dropout); the head
+        stays with the last block, as mode=plan's stages have it."""
         last = "block_{}_dropout" if config.dropout else ("block_{}_activation" if config.batch_norm else "dense_{}")
-        return [last.format(i) for i in range(len(config.hidden_units))]
+        return [last.format(i) for i in range(len(config.hidden_units) - 1)]
 
     def _widths(self, config, spec: InputSpec) -> list[int]:
         return [math.prod(spec.input_shape), *config.hidden_units, spec.num_classes]

@@ -40,7 +40,7 @@ from typing import Any, List, Optional
 from scaleflow import registry
 from scaleflow.config.schema import StrategyConfig, bounded, choice, items
 from scaleflow.errors import ConfigError, ScaleflowError
-from scaleflow.strategies.base import Claim, Distribution, Strategy, TFDistribution, Topology
+from scaleflow.strategies.base import Claim, Distribution, Parallelism, Strategy, TFDistribution, Topology
 
 log = logging.getLogger("scaleflow")
 
@@ -122,8 +122,9 @@ class Pipeline(Strategy):
         return Topology(hosts=1, processes=1, replicas=replicas, pipelines=1, devices_per_replica=s.stages)
 
     @classmethod
-    def suits(cls, cfg, figures) -> bool:
-        return False  # chosen on purpose (strategy=pipeline), never recommended over data parallelism yet
+    def parallelism(cls, cfg, figures) -> Parallelism:
+        t = cls.topology(cfg, figures)
+        return Parallelism(data=t.replicas, stages=cfg.strategy.stages, micro_batches=cfg.strategy.micro_batches)
 
     @classmethod
     def claim(cls, cfg, environment) -> Claim | None:
@@ -172,11 +173,11 @@ class Pipeline(Strategy):
     def _check_cuts(cls, cfg) -> None:
         s, model = cfg.strategy, cfg.model.name
         points = model_cut_points(cfg)
-        where = f"model={model} can be cut at {len(points)} point(s)" + (f": after {', '.join(points)}" if points else "")
+        where = (f"model={model} can be cut at {len(points)} point(s): after {', '.join(points)}" if points else
+                 f"model={model} declares no cut point for this config (Model.cut_points)")
         if s.stages - 1 > len(points):
-            raise ConfigError("strategy.stages", s.stages,
-                              f"at most {len(points) + 1}" if points else "none: this model declares no cut points",
-                              f"{where} (S stages need S-1 cuts); a deeper model has more")
+            raise ConfigError("strategy.stages", s.stages, f"at most {len(points) + 1}",
+                              f"{where}; S stages need S-1 cuts (a deeper model has more)")
         if s.cuts:
             cuts = list(s.cuts)
             unknown = [c for c in cuts if c not in points]

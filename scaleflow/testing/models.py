@@ -83,6 +83,24 @@ class ModelTestSuite:
         if plugin.num_gradient_tensors(cfg.model, spec) is not None:
             assert plugin.num_gradient_tensors(cfg.model, spec) == len(model.trainable_variables)
 
+    def test_its_cut_points_split_the_built_model_into_stages(self):
+        """strategy=pipeline cuts where `Model.cut_points` says: each names a layer of the built model,
+        and the stages between them, chained, compute the model (no skip connection crosses a cut)."""
+        from scaleflow import registry
+        from scaleflow.strategies.pipeline import split
+
+        tensorflow_session()
+        cfg = self.config()
+        spec = self.spec(cfg)
+        plugin = registry.get("model", self.model)()
+        model = plugin.build(cfg.model, spec)
+        stages = split(model, plugin.cut_points(cfg.model))
+        x = np.random.default_rng(0).normal(size=(2, *spec.input_shape)).astype(np.float32)
+        y = x
+        for stage in stages:
+            y = stage(y, training=False)
+        np.testing.assert_allclose(np.asarray(y), np.asarray(model(x, training=False)), atol=1e-6)
+
     def test_it_trains(self, tmp_path):
         if not self.trains:
             import pytest
