@@ -92,11 +92,14 @@ class Exporter(abc.ABC):
         name: the option name (`export=<name>`), equal to the entry point's name.
         Config: the dataclass typing the `export` node when this exporter is chosen.
         conf: `pkg://...` search path of a plugin's config files (`export/<name>.yaml`), or None.
+        backends: the Keras backends whose models it can write (strategy=model_parallel|hybrid train
+            on "jax"); the default says TensorFlow only.
     """
 
     name: ClassVar[str]
     Config: ClassVar[type] = ExportConfig
     conf: ClassVar[str | None] = None
+    backends: ClassVar[tuple[str, ...]] = ("tensorflow",)
 
     @classmethod
     def validate(cls, cfg: Any) -> None:

@@ -9,6 +9,7 @@ class NoExport(Exporter):
     """`export=none`: the run ends after training; run.json's export says so."""
 
     name = "none"
+    backends = ("tensorflow", "jax")
 
     def export(self, request: ExportRequest) -> dict:  # nothing to stage, write or verify
         return {"path": None, "format": "none", "verified": False, "max_abs_diff": None}

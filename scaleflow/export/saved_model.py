@@ -42,6 +42,7 @@ class SavedModel(Exporter):
     """
 
     name = "saved_model"
+    backends = ("tensorflow", "jax")  # on JAX, Keras converts the model with jax2tf
 
     def write(self, model, directory, request) -> dict:
         from scaleflow.export.signatures import write_saved_model

@@ -55,15 +55,20 @@ def write_saved_model(model: Any, directory: str, metadata: dict) -> dict:
     spec = [tf.TensorSpec((None, *inputs.shape[1:]), inputs.dtype, name=inputs.name.split(":")[0])]
 
     def scores(x):
-        return tf.cast(model(x, training=False), tf.float32)
-
-    def named(x):
-        return task.serving_outputs(scores(x), class_names, target_names)
+        return keras.ops.cast(model(x, training=False), "float32")
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint("serve", scores, input_signature=spec)
-    archive.add_endpoint("serving_default", named, input_signature=spec)
+    # `serve` is the model in Keras ops: on the JAX backend Keras converts it with jax2tf. The named
+    # outputs are TensorFlow (string constants) on top of that endpoint, on every backend.
+    serve = archive.add_endpoint("serve", scores, input_signature=spec)
+
+    @tf.function(input_signature=spec, autograph=False)
+    def named(x):
+        return task.serving_outputs(tf.cast(serve(x), tf.float32), class_names, target_names)
+
+    named.get_concrete_function()  # an endpoint given as a tf.function must be traced once
+    archive.add_endpoint("serving_default", named)
     archive.write_out(directory, verbose=False)
     return {"signatures": ["serve", "serving_default"],
             "outputs": sorted(named_output_keys(task, class_names, target_names))}

@@ -20,6 +20,14 @@ class CPU(Hardware):
         return {**super().figures(cfg), "devices_per_host": cfg.hardware.logical_devices, "shared_compute": True}
 
     def configure(self, cfg) -> dict:
+        from scaleflow import registry
+
+        if registry.get("strategy", cfg.strategy.name).backend == "jax":
+            # TensorFlow only reads the input: the logical devices are XLA's host devices, which the
+            # strategy's launcher set (XLA_FLAGS) before JAX started.
+            import jax
+
+            return {"devices": [str(d) for d in jax.devices()]}
         import tensorflow as tf
 
         n = cfg.hardware.logical_devices

@@ -60,11 +60,15 @@ class Model(abc.ABC):
         name: the option name (`model=<name>`), equal to the entry point's name.
         Config: the dataclass typing the `model` node (extend `ModelConfig`).
         conf: `pkg://...` search path of the plugin's config files (`model/<name>.yaml`), or None.
+        backends: the Keras backends its layers run on. A plugin that uses TensorFlow ops (a TF-only
+            custom layer) keeps the default; one written in Keras ops only adds "jax", which
+            strategy=model_parallel|hybrid need.
     """
 
     name: ClassVar[str]
     Config: ClassVar[type] = ModelConfig
     conf: ClassVar[str | None] = None
+    backends: ClassVar[tuple[str, ...]] = ("tensorflow",)
 
     @classmethod
     def validate(cls, cfg: Any) -> None:

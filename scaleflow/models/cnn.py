@@ -26,6 +26,7 @@ class CNN(Model):
 
     name = "cnn"
     Config = CNNConfig
+    backends = ("tensorflow", "jax")
 
     @classmethod
     def validate(cls, cfg) -> None:

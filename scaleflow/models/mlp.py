@@ -24,6 +24,7 @@ class MLP(Model):
 
     name = "mlp"
     Config = MLPConfig
+    backends = ("tensorflow", "jax")
 
     @classmethod
     def validate(cls, cfg) -> None:

@@ -26,6 +26,7 @@ class ResNet(Model):
 
     name = "resnet"
     Config = ResNetConfig
+    backends = ("tensorflow", "jax")
 
     def build_body(self, config, spec: InputSpec):
         import keras

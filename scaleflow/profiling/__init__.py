@@ -9,6 +9,7 @@
     logdir.py      where TensorBoard's scalars and profiles go: one dir per worker
     server.py      profile.port: TensorFlow's profiler server for TensorBoard's "Capture profile"
     timeline.py    profile.timeline (strategy=horovod): Horovod's own timeline of its collectives
+    jax_trace.py   profile=tensorboard on the JAX backend (model_parallel, hybrid): the JAX profiler's trace
 
 `callbacks(...)` is what the training loop adds to fit.
 """
@@ -29,6 +30,10 @@ def callbacks(cfg, run_dir: str, distribution, manifest, steps_per_epoch: int, i
     if cfg.profile.get("timeline") and os.environ.get(ENV) and manifest is not None:
         manifest.update(profile_timeline=os.environ[ENV])  # written by Horovod (rank 0, every rank's ops)
     name = cfg.profile.name
+    if name == "tensorboard" and distribution.backend == "jax":  # TensorFlow's profiler sees no JAX step
+        from scaleflow.profiling.jax_trace import JaxTraceWindow
+
+        return [JaxTraceWindow.create(cfg, run_dir, distribution, manifest, steps_per_epoch, initial_epoch)]
     if name == "tensorboard":
         from scaleflow.profiling.window import ProfiledWindow
 

@@ -231,9 +231,11 @@ class Distribution:
         num_pipelines: input pipelines over all workers (the records are split between them).
         jit_compile: None lets Keras decide; False where the strategy's ops have no XLA kernels.
         max_steps_per_execution: None, or the most steps one `fit` call may run under it.
+        backend: the Keras backend the run trains on ("tensorflow", or "jax" for a device mesh).
     """
 
     name: str = "default"
+    backend: str = "tensorflow"
     num_workers: int = 1
     worker_index: int = 0
     num_replicas: int = 1
@@ -269,6 +271,12 @@ class Distribution:
     def callbacks(self) -> list:
         """Keras callbacks the strategy needs during `fit` (broadcasts, watchdogs)."""
         return []
+
+    def placement(self, model: Any) -> dict:
+        """Called once the model is built and compiled, before training: check where its variables
+        went (raise ConfigError, exit 2, for a layout that cannot apply) and return facts for
+        run.json's `strategy` block (e.g. layout, bytes per device). Default: nothing to say."""
+        return {}
 
     def describe(self) -> dict:
         return {"name": self.name, "num_workers": self.num_workers, "worker_index": self.worker_index,

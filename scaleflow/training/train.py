@@ -139,6 +139,8 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest, 
         model.compile(optimizer=optimizer, loss=loss, metrics=metrics, steps_per_execution=spe, jit_compile=jit)
     log.info("model %s: %s parameters, precision %s, steps_per_execution %d", cfg.model.name,
              f"{model.count_params():,}", policy, spe)
+    strategy_info.update(distribution.placement(model))  # where the variables went (model parallelism)
+    manifest.update(strategy=strategy_info)
 
     # 5. Fit.
     throughput = registry.get("callback", "throughput").create(cfg, run_dir, distribution,

@@ -1,0 +1,65 @@
+"""Run by tests/test_model_parallel_jax.py in ONE process with KERAS_BACKEND=jax and 4 XLA host devices
+(set by the test before Python starts): scaleflow's training run (`training.train.run`) under several
+meshes on the same config, then a JSON line comparing each run's final weights with one device's.
+
+    python tests/jax_mesh_probe.py <work dir> <mesh>... (mesh "DxM", e.g. 1x1 1x2 1x4 2x2)
+
+The first mesh is the reference. Weights come back from each run's verified export (the trained
+variables, as TensorFlow reloads them); placement from run.json, which the run read from the JAX
+arrays' shardings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+COMMON = ["data.num_examples=512", "data.batch_size=32", "data.validation_split=0.0", "trainer.epochs=2",
+          "trainer.optimizer=adam", "trainer.learning_rate=0.01", "model.dropout=0.0", "model.hidden_units=[16,8]",
+          "trainer.verbose=quiet", "logger=none", "export.promote=never", "data.shuffle_buffer=64"]
+
+
+def overrides_for(mesh: str) -> list[str]:
+    data, model = (int(n) for n in mesh.split("x"))
+    if data == 1:
+        return ["strategy=model_parallel", f"hardware.logical_devices={model}"]
+    return ["strategy=hybrid", f"strategy.mesh=[{data},{model}]", f"hardware.logical_devices={data * model}"]
+
+
+def main(work: str, meshes: list[str]) -> None:
+    import numpy as np
+    import tensorflow as tf
+
+    from scaleflow.cli import compose
+    from scaleflow.training.train import run
+
+    results = {}
+    for mesh in meshes:
+        run_dir = os.path.join(work, mesh)
+        run(compose([*COMMON, *overrides_for(mesh)]), run_dir)
+        manifest = json.load(open(os.path.join(run_dir, "run.json")))
+        loaded = tf.saved_model.load(manifest["export"]["path"])
+        weights = {v.name: v.numpy() for v in loaded.variables}
+        results[mesh] = {"weights": weights, "run": manifest}
+    reference = results[meshes[0]]["weights"]
+    report = {}
+    for mesh, result in results.items():
+        s = result["run"]["strategy"]
+        assert sorted(result["weights"]) == sorted(reference), (mesh, sorted(result["weights"]))
+        report[mesh] = {
+            "max_abs_diff": max(float(np.max(np.abs(result["weights"][k] - reference[k]))) for k in reference),
+            "moved": max(float(np.max(np.abs(result["weights"][k]))) for k in reference),
+            "status": result["run"]["status"], "mesh": s["mesh"]["shape"], "num_replicas": s["num_replicas"],
+            "sharding": {p: v["sharding"] for p, v in s["layout"]["variables"].items()},
+            "parameter_bytes_per_device": s["parameter_bytes_per_device"],
+            "optimizer_bytes_per_device": s["optimizer_bytes_per_device"],
+            "parameter_bytes_replicated": s["parameter_bytes_replicated"],
+            "export_verified": result["run"]["export"]["verified"],
+            "loss": result["run"]["metrics"]["history"]["loss"],
+        }
+    print("PROBE " + json.dumps(report), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2:])
