@@ -52,6 +52,7 @@ def main(work: str, meshes: list[str]) -> None:
             "moved": max(float(np.max(np.abs(result["weights"][k]))) for k in reference),
             "status": result["run"]["status"], "mesh": s["mesh"]["shape"], "num_replicas": s["num_replicas"],
             "sharding": {p: v["sharding"] for p, v in s["layout"]["variables"].items()},
+            "shapes": {p: v["shape"] for p, v in s["layout"]["variables"].items()},
             "parameter_bytes_per_device": s["parameter_bytes_per_device"],
             "optimizer_bytes_per_device": s["optimizer_bytes_per_device"],
             "parameter_bytes_replicated": s["parameter_bytes_replicated"],

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -267,12 +268,17 @@ def _devices_text(cfg, processes: int) -> str:
 def training_command(overrides: list[str], run_dir: str) -> list[str]:
     """`python -m scaleflow <the same overrides>` in the same run dir (Hydra's .hydra/ is the
     launcher's; the process logs to jax.log)."""
-    from scaleflow.rundir_lock import quote_override
-
     kept = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.run.dir", "hydra.output_subdir",
                                                                       "hydra.job.name"))]
-    return [sys.executable, "-m", "scaleflow", *kept, f"hydra.run.dir={quote_override(os.path.abspath(run_dir))}",
+    return [sys.executable, "-m", "scaleflow", *kept, f"hydra.run.dir={_quote(os.path.abspath(run_dir))}",
             "hydra.output_subdir=null", "hydra.job.name=jax"]
+
+
+def _quote(value: str) -> str:
+    """A Hydra override value: quoted unless it is plainly safe."""
+    if re.fullmatch(r"[\w/.\-:+@~]+", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def training_environment(cfg, environ: dict) -> dict:
