@@ -27,6 +27,8 @@ class LogStream:
         out: where prefixed lines go (the launcher's stdout); None to keep them quiet.
         path: a file that receives the worker's raw output too (its full console log), or None.
         keep: how many last lines to keep for error messages.
+        ready: the marker line that sets `ready_at` (default: the cluster's READY).
+        prefix: the prefix of live lines (default `[worker-<rank>] `).
 
     Example:
         stream = LogStream(1, proc.stdout, sys.stdout, "run/worker-1.out")
@@ -34,8 +36,9 @@ class LogStream:
     """
 
     def __init__(self, rank: int, pipe: IO[bytes], out: IO[str] | None, path: str | None = None,
-                 keep: int = 20):
+                 keep: int = 20, ready: str = READY, prefix: str | None = None):
         self.rank, self.pipe, self.out, self.path = rank, pipe, out, path
+        self.ready, self.prefix = ready, prefix if prefix is not None else f"[worker-{rank}] "
         self.lines: collections.deque[str] = collections.deque(maxlen=keep)
         self.ready_at: float | None = None
         self.first_step_at: float | None = None
@@ -52,12 +55,12 @@ class LogStream:
         return list(self.lines)[-n:]
 
     def _read(self) -> None:
-        prefix = f"[worker-{self.rank}] "
+        prefix = self.prefix
         sink = open(self.path, "a", encoding="utf-8") if self.path else None
         try:
             for raw in iter(self.pipe.readline, b""):
                 line = raw.decode("utf-8", errors="replace").rstrip("\n")
-                if READY in line and self.ready_at is None:
+                if self.ready in line and self.ready_at is None:
                     self.ready_at = time.monotonic()
                 if FIRST_STEP in line and self.first_step_at is None:
                     self.first_step_at = time.monotonic()

@@ -80,6 +80,12 @@ class DataConfig:
     index_dir: Optional[str] = None  # null: next to the data (the user cache when read-only)
     index_check: str = choice("stat", "stat", "checksum")  # stale when size+mtime (or SHA-256) differ
     index_workers: int = bounded(0, min=0, max=1024)  # mode=index: files indexed at once (0: one per core)
+    # Where the input pipeline runs (scaleflow/data/service.py): off (in this process) | local (a
+    # tf.data service dispatcher and `service_workers` workers started for the run on 127.0.0.1) |
+    # <host:port> (join that dispatcher, started with a fixed worker list). Checked by data/service_config.py.
+    service: str = "off"
+    service_workers: Optional[int] = bounded(None, min=1, max=64)  # local only; null: from the hardware
+    service_timeout_s: float = bounded(60.0, min=1.0, max=3600.0)  # start-up / connection deadline
 
 
 # -------------------------------------------------------------------------------------- strategy

@@ -97,9 +97,11 @@ class Dataset(abc.ABC):
             check_path("data.path", cfg.data.path, cls.path_kind)
         from scaleflow.data.index import check_index_config
         from scaleflow.data.rules import check_shard_config
+        from scaleflow.data.service_config import check_config as check_service_config
 
         check_shard_config(cfg)
         check_index_config(cfg.data)
+        check_service_config(cfg)  # data.service: syntax, and what cannot run on a tf.data service
 
     @abc.abstractmethod
     def describe(self, config) -> DataInfo:

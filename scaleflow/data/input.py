@@ -7,19 +7,23 @@ imported inside the functions only.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Callable
 
 import numpy as np
 
 from scaleflow.data.base import Dataset
+from scaleflow.data.service_config import ServiceTarget
 from scaleflow.data.sharding import ShardPlan, records_of
 
 
 def input_fn(dataset: Dataset, config, shard_plan: ShardPlan, *, training: bool, seed: int,
-             initial_epoch: int = 0) -> Callable[[Any], Any]:
+             initial_epoch: int = 0, service: ServiceTarget | None = None) -> Callable[[Any], Any]:
     """fn(input_context) -> per-replica batches of this pipeline's records, repeating forever, one
     epoch = `shard_plan.steps` steps. Training reshuffles the order every epoch (seeded); with
-    `data.reshuffle_each_epoch` the pipeline's records themselves are redrawn every epoch."""
+    `data.reshuffle_each_epoch` the pipeline's records themselves are redrawn every epoch.
+    With `service` (data.service=local|<host:port>) the pipeline runs on that tf.data service
+    (`through_service`) and yields exactly the same batches in the same order."""
     import tensorflow as tf
 
     def fn(ctx) -> Any:
@@ -58,7 +62,9 @@ def input_fn(dataset: Dataset, config, shard_plan: ShardPlan, *, training: bool,
                 return tf.data.Dataset.from_tensor_slices(tf.reshape(order, [-1, per_replica]))
 
             ds = tf.data.Dataset.range(initial_epoch, 2**62).flat_map(epoch_batches)
-            ds = ds.map(lambda i: (tf.gather(x, i), tf.gather(y, i)), num_parallel_calls=tf.data.AUTOTUNE)
+
+            def post(i):  # the work after the batch order is known: split over service workers
+                return tf.gather(x, i), tf.gather(y, i)
         else:
             def finish(one_epoch, epoch=None):
                 # Shuffle within the epoch only, so every epoch holds exactly the plan's records.
@@ -69,14 +75,96 @@ def input_fn(dataset: Dataset, config, shard_plan: ShardPlan, *, training: bool,
                 return one_epoch.batch(per_replica, drop_remainder=True)
 
             ds = _file_pipeline(dataset, config, shard_plan, pipeline, initial_epoch, epoch_records, finish)
+            post = None
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         # Seeded shuffles only reproduce if parallel stages keep their order (the cost is negligible:
         # in-memory elements are whole batches).
         options.deterministic = True
+        if service is not None:
+            ds = through_service(ds.with_options(options), post, service,
+                                 service.job("train" if training else "validation", pipeline))
+        elif post is not None:
+            ds = ds.map(post, num_parallel_calls=tf.data.AUTOTUNE)
         return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
     return fn
+
+
+def through_service(stream: Any, post: Callable[[Any], Any] | None, service: ServiceTarget, job: str) -> Any:
+    """`stream` (this pipeline's infinite sequence of elements, `post` applied to each) computed on the
+    tf.data service, yielding exactly what the in-process pipeline yields, in the same order.
+
+    Element i of the stream goes to service worker i mod N: scaleflow places the static shard op itself
+    (`shard(SHARD_HINT, SHARD_HINT)`, ShardingPolicy.HINT: the dispatcher's fixed worker list makes it
+    shard(N, k)), so the partition is exact by construction; TensorFlow's OFF (every worker yields
+    everything: duplicates) and DYNAMIC (at-most-once: losses after a worker restart) are never used.
+    Each worker yields its elements in order, but the service interleaves workers as they answer
+    (round-robin reads skip a worker that is not ready), so elements carry their stream position and
+    `_in_stream_order` puts them back in order before training sees them.
+    `stream` and `post` must be serialisable (no Python functions): the service runs them elsewhere.
+    """
+    import tensorflow as tf
+
+    svc = tf.data.experimental.service
+    job = f"{job}-{next(_jobs)}"  # one consumer per job: a job name is never read twice, even by a rebuilt pipeline
+    ds = stream.enumerate().shard(tf.data.experimental.SHARD_HINT, tf.data.experimental.SHARD_HINT)
+    if post is not None:
+        ds = ds.map(lambda i, element: (i, post(element)), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    # Round-robin reads need an infinite dataset, which the pipeline is (it repeats forever).
+    ds = ds.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
+    _check_serialisable(ds, job)
+    ds = ds.apply(svc.distribute(svc.ShardingPolicy.HINT, f"grpc://{service.address}", job_name=job,
+                                 consumer_index=0, num_consumers=1))
+    if int(service.workers) == 1:
+        return ds.map(lambda i, element: element)
+    return _in_stream_order(ds, int(service.workers), job)
+
+
+_jobs = itertools.count()
+_PYTHON_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
+
+
+def _check_serialisable(ds: Any, job: str) -> None:
+    """A pipeline that calls Python (tf.numpy_function, from_generator: streamed CSV, Parquet, the
+    TFRecord seek reader, data.reshuffle_each_epoch) cannot run on a service worker, which would fail
+    with an obscure error at the first batch: say so now, naming the way out."""
+    from tensorflow.core.framework import graph_pb2
+
+    graph = graph_pb2.GraphDef()
+    graph.ParseFromString(ds._as_serialized_graph().numpy())  # noqa: SLF001 - the graph the service would get
+    ops = {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
+    if ops & _PYTHON_OPS:
+        from scaleflow.errors import ScaleflowError
+
+        raise ScaleflowError(f"data.service: this input pipeline runs Python code ({', '.join(sorted(ops & _PYTHON_OPS))}: "
+                             "a streamed CSV or Parquet reader, or tf.numpy_function), which a tf.data service worker "
+                             f"cannot run (job {job}); use data.service=off for this dataset")
+REORDER_CAPACITY = 64  # elements held per service worker while waiting for a late one
+
+
+def _in_stream_order(ds: Any, workers: int, job: str) -> Any:
+    """The elements of `ds` ((position, element) pairs, each worker's in order) in position order.
+    Holds at most REORDER_CAPACITY x workers elements: a worker that falls further behind (dead or
+    stuck) stops the run with its name rather than blocking it or training out of order."""
+    import tensorflow as tf
+
+    spec = ds.element_spec[1]
+    capacity = REORDER_CAPACITY * workers
+
+    def ordered():
+        pending, want = {}, 0
+        for position, element in ds:
+            pending[int(position)] = element
+            while want in pending:
+                yield pending.pop(want)
+                want += 1
+            if len(pending) > capacity:
+                raise RuntimeError(f"data.service job {job}: service worker {want % workers} (of {workers}) has not "
+                                   f"delivered element {want} while {len(pending)} later ones arrived; it is stuck or "
+                                   "gone")
+
+    return tf.data.Dataset.from_generator(ordered, output_signature=spec)
 
 
 def _file_pipeline(dataset: Dataset, config, plan: ShardPlan, pipeline: int, initial_epoch: int,

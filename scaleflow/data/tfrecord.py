@@ -46,6 +46,9 @@ def seek_problem(config) -> str | None:
     if config.compression:
         return (f"data.compression={config.compression}: the offsets count uncompressed bytes and a compressed "
                 "stream cannot be entered at an offset, so record-level shards are read by scan")
+    if str(config.get("service") or "off") != "off":  # the seek reader is Python (tf.numpy_function)
+        return (f"data.service={config.service}: a tf.data service worker cannot run the Python seek reader, "
+                "so record-level shards are read by scan there")
     return None
 
 

@@ -10,6 +10,7 @@ import dataclasses
 import math
 
 from scaleflow import registry
+from scaleflow.data import service_config
 from scaleflow.data.planning import plan_input
 from scaleflow.errors import ScaleflowError
 from scaleflow import tasks
@@ -213,7 +214,8 @@ def build(cfg) -> dict:
         "topology": {**lay.report(), "replicas_per_host": lay.replicas_per_host,
                      "per_replica_batch": cfg.data.batch_size / lay.replicas, "global_batch": cfg.data.batch_size,
                      "steps_per_epoch": steps, "input": {**inputs.report(), "shard": cfg.data.shard,
-                                                         "shard_key": cfg.data.shard_key}},
+                                                         "shard_key": cfg.data.shard_key,
+                                                         "where": service_config.describe(cfg, lay.pipelines)}},
         "model": model_facts,
         "step": step,
         "predicted": {"step_time_s": step["total_s"], "train_time_s": float(f"{train_time:.6g}"),
@@ -254,6 +256,8 @@ def render(plan: dict) -> str:
         f"input: {t['pipelines']} pipeline(s), data.shard={inp['shard']}"
         + (f" by {inp['shard_key']}" if inp.get("shard_key") else "") + f", {inp['num_examples']} records",
     ]
+    if inp.get("where"):
+        lines.append("  " + service_config.render(inp["where"]))
     for i, n in enumerate(inp["train"].get("records", [])):
         lines.append(f"  pipeline {i}: {n} training records, {inp['train']['steps']} steps of "
                      f"{inp['train']['batch_per_pipeline']}")

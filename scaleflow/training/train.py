@@ -5,6 +5,7 @@ Read `run` top to bottom: it is the whole job, each step one call deep.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -13,6 +14,8 @@ import traceback
 import numpy as np
 
 from scaleflow import profiling, registry, tasks, tf_logging
+from scaleflow.cluster import data_service
+from scaleflow.data import service_config
 from scaleflow.data.input import input_fn, validation_records
 from scaleflow.data.planning import plan_input
 from scaleflow.export.base import ExportRequest
@@ -54,8 +57,9 @@ def run(cfg, run_dir: str, strategy=None) -> dict:
             if distribution.is_chief:
                 clean_stale_staging(export_root(cfg, run_dir))  # left by an export killed mid-way
                 follow_with_logger(cfg, run_dir, manifest)  # logger=mlflow, ...: mirrors run.json
-            with distribution.active():
-                result = _train(cfg, run_dir, distribution, hardware, manifest, stop)
+            # Resources that live exactly as long as training (the tf.data service of data.service=local).
+            with distribution.active(), contextlib.ExitStack() as resources:
+                result = _train(cfg, run_dir, distribution, hardware, manifest, stop, resources)
         except BaseException as e:
             interrupted = stop.interruption(e)
             if interrupted is None:
@@ -75,7 +79,8 @@ def run(cfg, run_dir: str, strategy=None) -> dict:
     return result
 
 
-def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest, stop: StopRequest) -> dict:
+def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest, stop: StopRequest,
+           resources: contextlib.ExitStack) -> dict:
     import keras
 
     t = cfg.trainer
@@ -92,7 +97,13 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest, 
     info = dataset.describe(cfg.data)
     plan = plan_input(dataset, cfg.data, info, distribution.num_pipelines)
     steps = t.steps_per_epoch or plan.train.steps
+    # data.service: where the pipelines run (in this process, or a tf.data service started or joined
+    # now and ended with the run); the batches are the same either way.
+    service = resources.enter_context(data_service.for_run(
+        cfg, run_dir, info.files, log_dir=data_service.log_dir(run_dir, distribution.worker_index),
+        on_failure=lambda message: manifest.finish("failed", error=message.splitlines()[0])))
     manifest.update(task=task.name, data={**plan.report(), "name": cfg.data.name, "input_shape": list(info.input_shape),
+                                          "input": service.report() if service else service_config.describe(cfg),
                                           "num_classes": info.num_classes, "class_names": list(info.class_names),
                                           "target_names": list(info.target_names),
                                           **({"encoding": info.extra["report"]} if "report" in info.extra else {}),
@@ -118,11 +129,11 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest, 
         controls.resume(initial_epoch)
 
     train_ds = distribution.distribute(input_fn(dataset, cfg.data, plan.train, training=True,
-                                                seed=cfg.data.seed, initial_epoch=initial_epoch))
+                                                seed=cfg.data.seed, initial_epoch=initial_epoch, service=service))
     val_ds = None
     if plan.validation is not None:
         val_ds = distribution.distribute(input_fn(dataset, cfg.data, plan.validation, training=False,
-                                                  seed=cfg.data.seed))
+                                                  seed=cfg.data.seed, service=service))
 
     # 4. Model, optimizer and compile, under the strategy's scope.
     spec = task.input_spec(info)

@@ -1,0 +1,189 @@
+"""data.service=local|<host:port>: the input pipelines run on a real tf.data service (a dispatcher and
+workers as separate processes on 127.0.0.1) and yield exactly what they yield in process.
+
+Records carry their id in their first feature (test_sharding_properties' writers), so a batch says
+which records it holds. The check is the strongest one: every batch of every epoch, in order, equal to
+the in-process pipeline's, which implies the same multiset per epoch (nothing dropped, nothing
+duplicated). A control run through ShardingPolicy.OFF shows that the same check catches TensorFlow's
+duplicating policy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, cli, compose
+from test_sharding_integration import _check_epochs, _ids, _plan
+
+EPOCHS = 3
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+# ------------------------------------------------------------------------- config (no TensorFlow)
+@pytest.mark.parametrize("overrides,key", [
+    (["data.service=sideways"], "data.service"),
+    (["data.service=host:99999"], "data.service"),
+    (["data.service=http://host:5050"], "data.service"),
+    (["data.service=-host:5050"], "data.service"),
+    (["data.service=local", "data.service_workers=0"], "data.service_workers"),
+    (["data.service=10.0.0.5:5050", "data.service_workers=2"], "data.service_workers"),
+    (["data.service=local", "data.shard=random", "data.reshuffle_each_epoch=true"], "data.reshuffle_each_epoch"),
+])
+def test_bad_service_settings_are_config_errors_naming_the_key(overrides, key):
+    from scaleflow.config.validate import validate
+    from scaleflow.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        validate(compose(*overrides))
+    assert e.value.key == key
+
+
+def test_service_addresses_parse():
+    from scaleflow.data.service_config import default_workers, parse
+
+    assert parse("off").kind == "off" and parse("local").kind == "local"
+    assert parse("grpc://127.0.0.1:5050").address == "127.0.0.1:5050"
+    assert parse("[::1]:5050").host == "::1"
+    assert default_workers(compose("data.service=local"), cores=2) == 1
+    assert default_workers(compose("data.service=local"), cores=16) == 8
+    assert default_workers(compose("data.service=local", "strategy=multi_worker", "strategy.num_workers=2"),
+                           cores=8) == 3
+
+
+@pytest.mark.slow
+def test_plan_and_help_say_where_input_runs_without_tensorflow(tmp_path):
+    plan = cli("mode=plan", "data.service=local", "data.service_workers=3", f"hydra.run.dir={tmp_path}", check=True)
+    assert "input runs on the tf.data service (local)" in plan.stdout and "workers 3" in plan.stdout
+    written = json.loads((tmp_path / "plan.json").read_text())["topology"]["input"]["where"]
+    assert written["runs"] == "tf.data service" and written["workers"] == 3
+    bad = cli("data.service=nowhere", f"hydra.run.dir={tmp_path / 'bad'}")
+    assert bad.returncode == 2 and "data.service='nowhere'" in bad.stderr and "Traceback" not in bad.stderr
+    assert "data.service" in cli("--help", check=True).stdout
+
+
+# ------------------------------------------------------------------------- a real local service
+@pytest.fixture(scope="module")
+def service(tf, tmp_path_factory):
+    """A real dispatcher and 2 workers (3 processes on 127.0.0.1) for the module's pipelines."""
+    from scaleflow.cluster.data_service import for_run
+
+    cfg = compose("data.service=local", "data.service_workers=2", "data.service_timeout_s=120")
+    with for_run(cfg, str(tmp_path_factory.mktemp("svc"))) as target:
+        yield target
+
+
+CASES = [  # in memory (the gather runs on the workers), file level, record level by key, CSV
+    ("npz", dict(shard="hash", shard_key="group", uneven="drop")),
+    ("tfrecord", dict(shard="sequential")),
+    ("tfrecord", dict(shard="hash", shard_key="group")),
+    ("csv", dict(shard="random")),
+]
+
+
+def _stream(fn, tf, pipeline: int, batches: int) -> list[list[int]]:
+    it = iter(fn(tf.distribute.InputContext(2, pipeline, 2)))
+    return [_ids(next(it)[0]) for _ in range(batches)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,data", CASES, ids=[f"{k}-{'-'.join(map(str, d.values()))}" for k, d in CASES])
+def test_each_pipeline_through_the_service_yields_exactly_its_in_process_batches(tf, tmp_path, service, kind, data):
+    """Two pipelines (two workers of a multi-worker run), each its own job on the shared service."""
+    from scaleflow.data.input import input_fn
+
+    dataset, config, plan = _plan(kind, tmp_path, **data)
+    for split, training in ((plan.train, True), (plan.validation, False)):
+        local = input_fn(dataset, config, split, training=training, seed=config.seed)
+        remote = input_fn(dataset, config, split, training=training, seed=config.seed, service=service)
+        per_epoch = [[[], []] for _ in range(EPOCHS)]
+        for p in range(2):
+            expected = _stream(local, tf, p, EPOCHS * split.steps)
+            got = _stream(remote, tf, p, EPOCHS * split.steps)
+            assert got == expected, f"pipeline {p} ({'train' if training else 'validation'}) differs on the service"
+            for e in range(EPOCHS):
+                per_epoch[e][p] = sum(got[e * split.steps:(e + 1) * split.steps], [])
+        _check_epochs(split, per_epoch)  # exactly the plan's records per epoch: none lost, none twice
+
+
+@pytest.mark.slow
+def test_the_check_catches_a_duplicating_sharding_policy(tf, tmp_path, service):
+    """Control: the same stream through ShardingPolicy.OFF (each worker yields everything) fails the
+    comparison above, so that comparison would catch a service that duplicates or drops records."""
+    svc = tf.data.experimental.service
+    from scaleflow.data.input import input_fn
+
+    dataset, config, plan = _plan("npz", tmp_path, shard="sequential")
+    local = input_fn(dataset, config, plan.train, training=False, seed=config.seed)
+    expected = _stream(local, tf, 0, EPOCHS * plan.train.steps)
+    ds = local(tf.distribute.InputContext(2, 0, 2)).apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
+    ds = ds.apply(svc.distribute(svc.ShardingPolicy.OFF, f"grpc://{service.address}", job_name=service.job("control", 0),
+                                 consumer_index=0, num_consumers=1))  # read both workers in turn
+    it = iter(ds)
+    got = [_ids(next(it)[0]) for _ in range(EPOCHS * plan.train.steps)]
+    seen = sum(got, [])
+    assert got != expected and len(set(seen)) < len(seen), "OFF should have yielded duplicates here"
+
+
+@pytest.mark.slow
+def test_an_unreachable_dispatcher_is_a_clear_error_within_the_timeout(tf):
+    from scaleflow.cluster.data_service import ServiceFailed, for_run
+    from scaleflow.cluster.ports import free_ports
+
+    port = free_ports(1)[0]  # nothing listens there
+    cfg = compose(f"data.service=127.0.0.1:{port}", "data.service_timeout_s=2")
+    started = time.monotonic()
+    with pytest.raises(ServiceFailed, match=f"127.0.0.1:{port}.*within 2 s"):
+        with for_run(cfg, "/tmp"):
+            pass
+    assert time.monotonic() - started < 10
+
+
+# ------------------------------------------------------------------------- the CLI, end to end
+@pytest.mark.slow
+def test_a_run_on_a_local_service_records_it_ends_it_on_sigterm_and_resumes_with_a_fresh_one(tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["data.service=local", "data.service_workers=1", "data.num_examples=512", "model.hidden_units=[16]",
+            "trainer.steps_per_execution=1", "export=none", f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen([sys.executable, "-m", "scaleflow", *args, "trainer.epochs=200"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:  # until an epoch is checkpointed
+        manifest = run_dir / "run.json"
+        if manifest.exists() and (json.loads(manifest.read_text()).get("epochs_completed") or 0) >= 1:
+            break
+        time.sleep(0.3)
+    pids = [int(line.split()[1]) for line in (run_dir / "data_service" / "pids").read_text().splitlines()]
+    assert len(pids) == 2 and all(_alive(p) for p in pids)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, out
+    time.sleep(0.5)
+    assert not [p for p in pids if _alive(p)], "a service process outlived the run"
+    first = json.loads((run_dir / "run.json").read_text())
+    assert first["status"] == "interrupted"
+    assert first["data"]["input"]["runs"] == "tf.data service" and first["data"]["input"]["workers"] == 1
+
+    done = cli(*args, "trainer.epochs=2", cwd=tmp_path, check=True)
+    final = json.loads((run_dir / "run.json").read_text())
+    assert final["status"] == "ok" and final["resumed_from_epoch"] >= 1, done.stdout
+    assert final["data"]["input"]["dispatcher"] != first["data"]["input"]["dispatcher"] or \
+        final["data"]["input"]["jobs"] != first["data"]["input"]["jobs"]  # a fresh service, fresh jobs
+    assert not [p for p in (int(line.split()[1]) for line in (run_dir / "data_service" / "pids").read_text().splitlines())
+                if _alive(p)]
