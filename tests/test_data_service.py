@@ -46,7 +46,7 @@ def _alive(pid: int) -> bool:
     (["data.service=local", "data.shard=random", "data.reshuffle_each_epoch=true"], "data.reshuffle_each_epoch"),
 ])
 def test_bad_service_settings_are_config_errors_naming_the_key(overrides, key):
-    from scaleflow.config.validate import validate
+    from scaleflow.validation import validate
     from scaleflow.errors import ConfigError
 
     with pytest.raises(ConfigError) as e:
@@ -81,7 +81,7 @@ def test_plan_and_help_say_where_input_runs_without_tensorflow(tmp_path):
 @pytest.fixture(scope="module")
 def service(tf, tmp_path_factory):
     """A real dispatcher and 2 workers (3 processes on 127.0.0.1) for the module's pipelines."""
-    from scaleflow.cluster.data_service import for_run
+    from scaleflow.data.service import for_run
 
     cfg = compose("data.service=local", "data.service_workers=2", "data.service_timeout_s=120")
     with for_run(cfg, str(tmp_path_factory.mktemp("svc"))) as target:
@@ -107,7 +107,7 @@ def test_each_pipeline_through_the_service_yields_exactly_its_in_process_batches
     """Two pipelines (two workers of a multi-worker run), each its own job on the shared service."""
     from scaleflow.data.input import input_fn
 
-    dataset, config, plan = _plan(kind, tmp_path, **data)
+    dataset, config, plan = _plan(kind, tmp_path, service="local", **data)  # as a run with the service plans
     for split, training in ((plan.train, True), (plan.validation, False)):
         local = input_fn(dataset, config, split, training=training, seed=config.seed)
         remote = input_fn(dataset, config, split, training=training, seed=config.seed, service=service)
@@ -140,9 +140,24 @@ def test_the_check_catches_a_duplicating_sharding_policy(tf, tmp_path, service):
     assert got != expected and len(set(seen)) < len(seen), "OFF should have yielded duplicates here"
 
 
+def test_a_pipeline_that_runs_python_is_refused_before_it_reaches_the_service(tf, tmp_path):
+    """The TFRecord seek reader is tf.numpy_function: planned without the service it cannot be shipped."""
+    from scaleflow.data.input import input_fn
+    from scaleflow.data.service_config import ServiceTarget
+    from scaleflow.errors import ScaleflowError
+
+    dataset, config, plan = _plan("tfrecord", tmp_path, shard="hash", shard_key="group")
+    assert plan.train.seek
+    fn = input_fn(dataset, config, plan.train, training=True, seed=0,
+                  service=ServiceTarget("remote", "127.0.0.1:1", 2, "scaleflow-test"))
+    with pytest.raises(ScaleflowError, match="runs Python code.*data.service=off"):
+        fn(tf.distribute.InputContext(2, 0, 2))
+
+
 @pytest.mark.slow
 def test_an_unreachable_dispatcher_is_a_clear_error_within_the_timeout(tf):
-    from scaleflow.cluster.data_service import ServiceFailed, for_run
+    from scaleflow.cluster.data_service import ServiceFailed
+    from scaleflow.data.service import for_run
     from scaleflow.cluster.ports import free_ports
 
     port = free_ports(1)[0]  # nothing listens there

@@ -1,4 +1,4 @@
-"""The tf.data service a run's input pipelines use (`data.service=local|<host:port>`).
+"""The processes of a tf.data service for one run (`data.service=local|<host:port>`, scaleflow/data/service.py).
 
 `local`: `LocalService` starts a dispatcher and N workers as separate processes (each
 `python -m scaleflow.cluster.data_service_server`, its own process group, ended with the run):
@@ -30,13 +30,11 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-from typing import Callable, Iterator
+from typing import Callable
 
 from scaleflow.cluster.data_service_server import READY
 from scaleflow.cluster.logs import LogStream
 from scaleflow.cluster.ports import free_ports
-from scaleflow.data.service_config import ServiceTarget, parse, workers as configured_workers
 from scaleflow.errors import ScaleflowError
 
 log = logging.getLogger("scaleflow")
@@ -237,12 +235,7 @@ def probe(address: str, timeout_s: float, job_name: str) -> int:
     return result["workers"]
 
 
-def log_dir(run_dir: str, rank: int = 0) -> str:
-    """Where a training process's local service writes its logs and pids (one dir per process)."""
-    return os.path.join(run_dir, "data_service" if not rank else f"data_service-{rank}")
-
-
-def _watch(service: LocalService, on_failure: Callable[[str], None] | None, stop: threading.Event) -> None:
+def watch(service: LocalService, on_failure: Callable[[str], None] | None, stop: threading.Event) -> None:
     """A service process that dies ends the run: the pipeline's round-robin reads would wait for it
     forever. TensorFlow usually fails the step on its own first; if it has not after FAILURE_GRACE_S,
     the failure is recorded and this process exits (status 1)."""
@@ -263,57 +256,3 @@ def _watch(service: LocalService, on_failure: Callable[[str], None] | None, stop
         service.stop(grace_s=0)
         print(f"scaleflow: error: {message.splitlines()[0]}", file=sys.stderr, flush=True)
         os._exit(1)
-
-
-@contextlib.contextmanager
-def for_run(cfg, run_dir: str, files=(), log_dir: str | None = None,
-            on_failure: Callable[[str], None] | None = None) -> Iterator[ServiceTarget | None]:
-    """The run's tf.data service while the block runs (None for data.service=off); a local service
-    is ended when the block ends, however it ends.
-
-    Args:
-        cfg: the run's config.
-        run_dir: the run dir (names the jobs).
-        files: the dataset's files (encrypted ones cannot be read by a service worker).
-        log_dir: where a local service writes its logs and pids (default: <run_dir>/data_service).
-        on_failure: records a failure (run.json) before the process exits when a service process dies.
-    """
-    spec = parse(cfg.data.get("service"))
-    if spec.kind == "off":
-        yield None
-        return
-    from scaleflow.security.crypto import is_encrypted
-
-    encrypted = [f for f in files if is_encrypted(f)]
-    if encrypted:
-        from scaleflow.errors import ConfigError
-
-        raise ConfigError("data.service", cfg.data.service, "off for encrypted inputs",
-                          f"{encrypted[0]} is decrypted into this process's memory only, which a tf.data service "
-                          "worker cannot read")
-    timeout = float(cfg.data.get("service_timeout_s") or 60.0)
-    prefix = f"scaleflow-{os.path.basename(os.path.abspath(run_dir))}-{uuid.uuid4().hex[:10]}"
-    if spec.kind == "remote":
-        wait_reachable(spec.host, spec.port, timeout)
-        n = probe(spec.address, timeout, f"{prefix}-probe")
-        log.info("data.service: joined the tf.data service at %s (%d worker(s))", spec.address, n)
-        yield ServiceTarget("remote", spec.address, n, prefix)
-        return
-    n = configured_workers(cfg)
-    started = time.monotonic()
-    service = LocalService(n, log_dir or os.path.join(run_dir, "data_service"), timeout)
-    stop_watch = threading.Event()
-    try:
-        service.start()
-        measured = probe(service.address, timeout, f"{prefix}-probe")
-        if measured != n:
-            raise ServiceFailed(f"data.service=local: the probe job saw {measured} workers, {n} were started")
-        log.info("data.service=local: dispatcher %s and %d worker(s) (pids %s) ready in %.1f s", service.address, n,
-                 " ".join(map(str, service.pids)), time.monotonic() - started)
-        threading.Thread(target=_watch, args=(service, on_failure, stop_watch), name="data-service-watch",
-                         daemon=True).start()
-        yield ServiceTarget("local", service.address, n, prefix, service.pids)
-    finally:
-        stop_watch.set()
-        service.stop()
-        log.info("data.service=local: the service processes ended")

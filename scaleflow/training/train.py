@@ -14,7 +14,7 @@ import traceback
 import numpy as np
 
 from scaleflow import profiling, registry, tasks, tf_logging
-from scaleflow.cluster import data_service
+from scaleflow.data import service as data_service
 from scaleflow.data import service_config
 from scaleflow.data.input import input_fn, validation_records
 from scaleflow.data.planning import plan_input
