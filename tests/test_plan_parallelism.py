@@ -228,3 +228,37 @@ def test_built_in_models_state_their_variables_as_the_built_keras_model_has_them
         built = model.build(config, spec)
         assert list(model.variable_shapes(config, spec).items()) == \
             [(v.path, tuple(v.shape)) for v in built.trainable_variables], name
+
+
+NO_TF_OR_JAX = """
+import atexit, runpy, sys
+atexit.register(lambda: print("IMPORTED", sorted(m for m in ("tensorflow", "jax", "keras") if m in sys.modules)))
+sys.argv = ["scaleflow"] + sys.argv[1:]
+runpy.run_module("scaleflow", run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_mode_plan_plans_a_hybrid_mesh_from_the_config_alone_and_refuses_a_mesh_the_devices_do_not_make(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from scaleflow import registry
+
+    if "hybrid" not in registry.names("strategy"):
+        pytest.skip("strategy=hybrid is not installed")
+    run = lambda *args: subprocess.run([sys.executable, "-c", NO_TF_OR_JAX, "mode=plan", "strategy=hybrid",  # noqa: E731
+                                        *args, f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120)
+    result = run("strategy.mesh=[2,2]", "hardware.logical_devices=4", "model.hidden_units=[256,256]")
+    assert result.returncode == 0, result.stderr
+    assert "IMPORTED []" in result.stdout  # neither TensorFlow nor JAX nor Keras
+    assert "parallelism: mesh 2 x 2 (batch x model)" in result.stdout
+    par = json.loads((tmp_path / "plan.json").read_text())["parallelism"]
+    assert (par["mesh"], par["devices"]) == ([2, 2], 4)
+    assert par["memory_per_device"]["ratio_vs_replicated"] < 0.6  # the hidden kernels are halved
+    assert par["communication"]["model_axis"]["seconds"] > 0 and par["communication"]["data_axis"]["seconds"] > 0
+
+    result = run("strategy.mesh=[2,4]", "hardware.logical_devices=4")
+    assert result.returncode == 2 and "IMPORTED []" in result.stdout
+    assert "strategy.mesh=[2, 4]" in result.stderr and "4" in result.stderr and "Traceback" not in result.stderr

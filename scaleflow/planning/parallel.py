@@ -558,7 +558,7 @@ def recommend_parallelism(work: Workload, figs: Figures, shapes: dict, defaults:
     return {"fits_one_device": False, "needs_bytes": need["total_bytes"], "device_memory_bytes": int(figs.memory_bytes),
             "fewest_devices": fewest, "candidates": ranked, "best": best,
             "reason": f"one device needs {need['total_bytes'] / 1e9:.3g} GB of {figs.memory_bytes / 1e9:.3g} GB "
-                      f"(parameters, gradients, optimizer, activations); {best['overrides']} fits "
+                      f"(parameters, gradients, optimizer and its workspace, activations); {best['overrides']} fits "
                       f"({best['memory_per_device_bytes'] / 1e9:.3g} GB/device) and predicts the highest "
                       f"throughput of the splits over {best['devices']} devices or fewer "
                       f"({best['examples_per_s']:.4g} examples/s); {where}"}
