@@ -1,7 +1,7 @@
 """Model-parallelism benchmark (issue 13): memory per device and speed of a model split over M devices.
 
-    .venv/bin/python benchmarks/bench_model_parallel.py [--units 2048,2048,2048] [--devices 2,4]
-                                                        [--steps 20] [--batch 64] [--scaleflow]
+    .venv/bin/python benchmarks/bench_model_parallel.py [--units 1024,1024,1024] [--devices 2,4]
+                                                        [--steps 10] [--batch 64] [--scaleflow]
 
 For M = 1 (the plain baseline: one device, no distribution, measured in the same run) and every M
 in --devices, one process with KERAS_BACKEND=jax and M forced host devices builds scaleflow's MLP
@@ -131,7 +131,7 @@ def through_scaleflow(units: list[int], devices: int, batch: int) -> str:
         result = subprocess.run([sys.executable, "-m", "scaleflow", "strategy=model_parallel",
                                  f"hardware.logical_devices={devices}",
                                  f"model.hidden_units=[{','.join(map(str, units))}]", f"data.batch_size={batch}",
-                                 "data.num_examples=2048", "trainer.epochs=2", "export=none", "trainer.verbose=quiet",
+                                 "data.num_examples=1024", "trainer.epochs=2", "export=none", "trainer.verbose=quiet",
                                  f"hydra.run.dir={tmp}"], cwd=tmp, capture_output=True, text=True, timeout=300,
                                 env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
         if result.returncode:
@@ -147,9 +147,9 @@ def through_scaleflow(units: list[int], devices: int, batch: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--units", default="2048,2048,2048", help="model.hidden_units, comma-separated")
+    parser.add_argument("--units", default="1024,1024,1024", help="model.hidden_units, comma-separated")
     parser.add_argument("--devices", default="2,4", help="model-axis sizes M to compare with one device")
-    parser.add_argument("--steps", type=int, default=20, help="timed training steps per process")
+    parser.add_argument("--steps", type=int, default=10, help="timed training steps per process")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--scaleflow", action="store_true", help="also run strategy=model_parallel through scaleflow")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
