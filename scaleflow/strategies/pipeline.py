@@ -71,6 +71,15 @@ def chosen_cuts(cfg) -> list[str]:
     return [points[round(i * (len(points) + 1) / stages) - 1] for i in range(1, stages)]
 
 
+def check_micro_batches(per_replica: int, micro_batches: int, why: str) -> None:
+    """Each replica's batch must split into `micro_batches` equal micro-batches."""
+    if per_replica % micro_batches:
+        divisors = [d for d in range(1, min(per_replica, 64) + 1) if per_replica % d == 0]
+        raise ConfigError("strategy.micro_batches", micro_batches,
+                          f"a divisor of the per-replica batch {per_replica} ({why}), e.g. one of {divisors}",
+                          "Each replica's batch is split into equal micro-batches")
+
+
 def local_replicas(cfg) -> int:
     """Pipeline replicas in one process."""
     s = cfg.strategy
@@ -141,30 +150,28 @@ class Pipeline(Strategy):
 
     @classmethod
     def validate(cls, cfg) -> None:
-        s = cfg.strategy
+        s, hw = cfg.strategy, cfg.hardware
+        if s.replicas is not None and s.data_parallel != "mirrored":
+            raise ConfigError("strategy.replicas", s.replicas, "null unless strategy.data_parallel=mirrored",
+                              "multi_worker runs one pipeline replica per worker (strategy.num_workers)")
         cls._check_cuts(cfg)
-        replicas = total_replicas(cfg)
-        batch = cfg.data.batch_size
-        if batch % replicas:
-            raise ConfigError("data.batch_size", batch, f"a multiple of {replicas} (the pipeline replicas)",
-                              "The global batch is split evenly between the replicas")
-        per_replica = batch // replicas
-        if per_replica % s.micro_batches:
-            divisors = [d for d in range(1, min(per_replica, 64) + 1) if per_replica % d == 0]
-            raise ConfigError("strategy.micro_batches", s.micro_batches,
-                              f"a divisor of the per-replica batch {per_replica} (data.batch_size={batch} / "
-                              f"{replicas} replica(s)), e.g. one of {divisors}",
-                              "Each replica's batch is split into equal micro-batches")
-        hw = cfg.hardware
         if hw.name == "cpu":  # other targets' device counts are known only to TensorFlow (checked in create)
+            if s.replicas and s.replicas * s.stages > hw.logical_devices:
+                raise ConfigError("strategy.replicas", s.replicas, f"at most {max(1, hw.logical_devices // s.stages)} "
+                                  f"(hardware.logical_devices={hw.logical_devices} / strategy.stages={s.stages})",
+                                  f"Or set hardware.logical_devices={s.replicas * s.stages}")
             needed = s.stages * local_replicas(cfg)
             if hw.logical_devices < needed:
                 raise ConfigError("hardware.logical_devices", hw.logical_devices,
                                   f"at least {needed} (strategy.stages={s.stages} x {local_replicas(cfg)} "
                                   "replica(s) per process)",
                                   f"Split the CPU into devices: hardware.logical_devices={needed}")
-        if s.data_parallel == "mirrored" and s.replicas and hw.name == "cpu" and s.replicas * s.stages > hw.logical_devices:
-            raise ConfigError("strategy.replicas", s.replicas, f"at most {hw.logical_devices // s.stages}")
+        if s.data_parallel != "multi_worker" or s.cluster == "local":  # a joined cluster's size is known later
+            replicas, batch = total_replicas(cfg), cfg.data.batch_size
+            if batch % replicas:
+                raise ConfigError("data.batch_size", batch, f"a multiple of {replicas} (the pipeline replicas)",
+                                  "The global batch is split evenly between the replicas")
+            check_micro_batches(batch // replicas, s.micro_batches, f"data.batch_size={batch} / {replicas} replica(s)")
         if s.data_parallel == "multi_worker":  # its own rules: TF_CONFIG, steps per call, workers
             registry.get("strategy", "multi_worker").validate(cfg)
         super().validate(cfg)
@@ -230,6 +237,12 @@ class Pipeline(Strategy):
         if len(devices) < needed:
             raise ScaleflowError(f"strategy=pipeline: {s.stages} stages x {len(replica_devices)} replica(s) need "
                                  f"{needed} devices, TensorFlow sees {len(devices)} ({', '.join(devices)})")
+        if s.data_parallel == "multi_worker" and s.cluster != "local":  # its size is known now
+            check_micro_batches(cfg.data.batch_size // inner.num_replicas, s.micro_batches,
+                                f"data.batch_size={cfg.data.batch_size} / {inner.num_replicas} replica(s)")
+        if len(devices) > needed:
+            log.warning("strategy=pipeline uses %d of the %d devices (%d stage(s) x %d replica(s)): the others idle",
+                        needed, len(devices), s.stages, len(replica_devices))
         layout = [[stage_device(d, i) for i in range(s.stages)] for d in replica_devices]
         return PipelineDistribution(inner, layout=layout, cuts=chosen_cuts(cfg), micro_batches=s.micro_batches,
                                     data_parallel=s.data_parallel)
