@@ -156,10 +156,6 @@ class Pipeline(Strategy):
                               "multi_worker runs one pipeline replica per worker (strategy.num_workers)")
         cls._check_cuts(cfg)
         if hw.name == "cpu":  # other targets' device counts are known only to TensorFlow (checked in create)
-            if s.replicas and s.replicas * s.stages > hw.logical_devices:
-                raise ConfigError("strategy.replicas", s.replicas, f"at most {max(1, hw.logical_devices // s.stages)} "
-                                  f"(hardware.logical_devices={hw.logical_devices} / strategy.stages={s.stages})",
-                                  f"Or set hardware.logical_devices={s.replicas * s.stages}")
             needed = s.stages * local_replicas(cfg)
             if hw.logical_devices < needed:
                 raise ConfigError("hardware.logical_devices", hw.logical_devices,
