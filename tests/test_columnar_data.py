@@ -218,3 +218,38 @@ def test_trains_on_parquet_and_on_a_streamed_csv_and_run_json_names_the_reader(t
                 "data.in_memory_max_mb=0.001", "trainer.epochs=1", "model.hidden_units=[8]", run_dir=tmp_path / "csv_run")
     assert run["status"] == "ok" and run["data"]["reader"]["mode"] == "streaming"
     assert "data.in_memory_max_mb=0.001" in run["data"]["reader"]["why"]
+
+
+def test_streamed_csv_is_described_from_its_index_and_a_worker_parses_only_its_blocks(tf, tmp_path, monkeypatch):
+    from scaleflow.data import csv_stream
+    from scaleflow.data.csv import CSV
+
+    monkeypatch.setattr(csv_stream, "BLOCK_BYTES", 2048)
+    path = tmp_path / "d.csv"
+    make_csv(path, 3000)
+    overrides = ("data=csv", f"data.path={path}", "data.feature_columns=[id,x1]", "data.in_memory=false",
+                 "data.validation_split=0", "data.batch_size=8")
+    cfg = compose(*overrides)  # validation describes: builds the index
+    assert (tmp_path / ".d.csv.sfindex").exists()
+    csv_stream.StreamingCSV._described.clear()  # as a new process (another worker, the next run) sees it
+    dataset = CSV()
+    info = dataset.describe(cfg.data)
+    assert info.extra["index"]["reused"] == 1 and info.num_examples == 3000
+    assert info.extra["reader"]["blocks"] > 10
+    parsed = []
+    original = csv_stream.StreamingCSV._parse
+
+    def spy(self, config, lay, block, *args, **kwargs):
+        parsed.append(block)
+        return original(self, config, lay, block, *args, **kwargs)
+
+    monkeypatch.setattr(csv_stream.StreamingCSV, "_parse", spy)
+    plan = plan_input(dataset, cfg.data, info, 2, log_summary=False)  # sequential: two halves of the file
+    ids = _epoch_ids(tf, dataset, cfg.data, plan.train, 2, training=False, epochs=1)[0]
+    assert sorted(ids[0]) == list(range(1500)) and sorted(ids[1]) == list(range(1500, 3000))
+    blocks = info.extra["reader"]["blocks"]
+    assert len(parsed) <= blocks + 2  # each block parsed by one pipeline (one more where the halves meet)
+    path.write_text(path.read_text() + "3000,0.5,g0,1\n")  # changed: the stale index is rebuilt
+    csv_stream.StreamingCSV._described.clear()
+    info = CSV().describe(compose(*overrides).data)
+    assert info.num_examples == 3001

@@ -25,7 +25,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -106,6 +106,64 @@ def layout(path: str, delimiter: str, block_bytes: int | None = None) -> Layout:
         starts = []
     ends = starts[1:] + [size] if starts else []
     return Layout(path, tuple(names), header_line, tuple(starts), tuple(ends))
+
+
+@dataclass(frozen=True)
+class CSVIndex:
+    """How a CSV file is indexed (an `index.IndexFormat`): its blocks (byte ranges, records, first
+    line) and, per describing config (a digest of the keys that change it), the description: the
+    fitted encoding, classes and report. A worker that finds the index describes without parsing
+    and then parses only the blocks holding its records.
+
+    Args:
+        delimiter: data.delimiter.
+        block_bytes: the nominal block size the blocks were cut with.
+        digest: the describing config's digest (see `StreamingCSV._digest`).
+        describe: builds (layout arrays, description) by one parse of the file, for `build`.
+        previous: descriptions of other configs already held by the file's index (kept on rebuild).
+    """
+
+    delimiter: str
+    block_bytes: int
+    digest: str
+    describe: Any = field(default=None, compare=False, hash=False)
+    previous: tuple = ()
+    kind = "csv"
+    version = 1
+
+    def build(self, path: str) -> tuple[dict[str, np.ndarray], dict]:
+        arrays, description = self.describe()
+        descriptions = {**dict(self.previous), self.digest: description}
+        return arrays, {"records": int(arrays["counts"].sum()), "delimiter": self.delimiter,
+                        "block_bytes": self.block_bytes, "header": list(description.pop("header")),
+                        "header_line": description.pop("header_line"), "descriptions": descriptions}
+
+    def satisfies(self, meta: dict) -> str | None:
+        if meta.get("delimiter") != self.delimiter or meta.get("block_bytes") != self.block_bytes:
+            return f"was built with data.delimiter={meta.get('delimiter')!r}, blocks of {meta.get('block_bytes')}"
+        if self.digest not in meta.get("descriptions", {}):
+            return "holds no description for this data config (columns, missing, split)"
+        return None
+
+    def merged(self, meta: dict) -> "CSVIndex":
+        kept = tuple((k, v) for k, v in meta.get("descriptions", {}).items() if k != self.digest)
+        return replace(self, previous=kept)
+
+    def check(self, path: str, index) -> str | None:
+        meta, arrays = index.meta, index.arrays
+        starts, ends, counts = arrays.get("starts"), arrays.get("ends"), arrays.get("counts")
+        if starts is None or ends is None or counts is None or not (len(starts) == len(ends) == len(counts)):
+            return "no consistent starts/ends/counts"
+        if int(counts.sum()) != meta.get("records"):
+            return f"{int(counts.sum())} records in its blocks for {meta.get('records')}"
+        size = os.path.getsize(path)
+        if len(ends) and (int(ends[-1]) != size or np.any(starts[1:] != ends[:-1]) or np.any(ends < starts)):
+            return f"its blocks do not cover the file's {size} bytes"
+        with open(path, "rb") as f:  # a block starts just after a newline
+            for i in sorted({1, len(starts) // 2, len(starts) - 1} & set(range(1, len(starts)))):
+                if os.pread(f.fileno(), 1, int(starts[i]) - 1) != b"\n":
+                    return f"block {i} does not start after a newline"
+        return None
 
 
 class StreamingCSV:
@@ -212,9 +270,71 @@ class StreamingCSV:
                self.task.name, repr(self.encoding.to_dict() if self.encoding else None), self.require_label)
         if key not in StreamingCSV._described:
             StreamingCSV._described.clear()
-            StreamingCSV._described[key] = self._describe(config)
+            StreamingCSV._described[key] = self._indexed(config) or self._describe(config)
         info, self._layout, self._counts, self._lines = StreamingCSV._described[key]
         return info
+
+    def _digest(self, config) -> str:
+        """What changes a description of the same file: column roles, missing policy, the split, the task."""
+        import hashlib
+        import json
+
+        keys = ("label_column", "feature_columns", "ignore_columns", "categorical_columns", "missing",
+                "max_categories", "max_classes", "class_names", "validation_split", "seed", "shard_key", "delimiter")
+        from omegaconf import OmegaConf
+
+        plain = OmegaConf.to_container(config, resolve=True) if OmegaConf.is_config(config) else dict(config)
+        text = json.dumps({**{k: plain.get(k) for k in keys}, "task": self.task.name}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def _indexed(self, config):
+        """The description from the file's index (built once by the first describe, under the index
+        engineer's cache: location, staleness, locking), or None when it cannot be used: data.index=off,
+        a trained model's encoding or unlabelled data (mode=evaluate|predict describe by scan)."""
+        from scaleflow.data.index import IndexOptions, log_summary, open_indexes, summary
+
+        options = IndexOptions.from_config(config)
+        if not options.enabled or self.encoding is not None or not self.require_label:
+            self._index_report = {"used": False, "why": "data.index=off" if not options.enabled else
+                                  "describing for a trained model (evaluate/predict) scans"}
+            return None
+        built: dict = {}
+
+        def describe():
+            info, lay, counts, lines = self._describe(config)
+            built["result"] = (info, lay, counts, lines)
+            firsts = [lines.get((lay.path, b), lay.header_line + 1) for b in range(len(lay.starts))]
+            arrays = {"starts": np.asarray(lay.starts, np.int64), "ends": np.asarray(lay.ends, np.int64),
+                      "counts": np.asarray(counts, np.int64), "lines": np.asarray(firsts, np.int64)}
+            description = {"header": list(lay.header), "header_line": lay.header_line,
+                           "num_classes": info.num_classes, "class_names": list(info.class_names),
+                           "target_names": list(info.target_names), "extra": info.extra}
+            return arrays, description
+
+        import time
+
+        started = time.perf_counter()
+        fmt = CSVIndex(config.delimiter, BLOCK_BYTES, self._digest(config), describe)
+        [ix] = open_indexes([config.path], fmt, options)
+        report = summary([ix], options, time.perf_counter() - started)
+        log_summary(report)
+        self._index_report = report
+        if "result" in built:  # this process built it: the scan's own result
+            info, lay, counts, lines = built["result"]
+            info.extra["index"] = report
+            return info, lay, counts, lines
+        meta, arrays = ix.meta, ix.arrays
+        description = meta["descriptions"][fmt.digest]
+        lay = Layout(config.path, tuple(meta["header"]), int(meta["header_line"]),
+                     tuple(arrays["starts"].tolist()), tuple(arrays["ends"].tolist()))
+        counts = tuple(arrays["counts"].tolist())
+        lines = {(lay.path, b): int(v) for b, v in enumerate(arrays["lines"].tolist())}
+        extra = {**description["extra"], "index": report}
+        info = DataInfo(num_examples=int(sum(counts)), input_shape=(len(extra["feature_names"]),),
+                        num_classes=int(description["num_classes"]), fingerprint=file_fingerprint([config.path]),
+                        extra=extra, class_names=tuple(description["class_names"]),
+                        target_names=tuple(description["target_names"]))
+        return info, lay, counts, lines
 
     def _describe(self, config):
         lay = layout(config.path, config.delimiter)
