@@ -213,6 +213,11 @@ def test_trains_on_parquet_and_on_a_streamed_csv_and_run_json_names_the_reader(t
     assert run["status"] == "ok" and run["data"]["shard_level"] == "file"
     assert run["data"]["reader"]["name"] == "parquet" and run["data"]["class_names"] == ["0", "1", "2"]
     assert run["export"]["verified"]
+    import json
+
+    metadata = json.loads((Path(run["export"]["path"]) / "scaleflow_export.json").read_text())["metadata"]
+    assert metadata["class_names"] == ["0", "1", "2"] and metadata["feature_stats"]["count"] > 0  # drift stats
+    assert metadata["feature_names"] == ["id", "x1", "group=g0", "group=g1", "group=g2", "group=g3", "group=g4"]
     make_csv(tmp_path / "d.csv", 300)
     run = train("data=csv", f"data.path={tmp_path / 'd.csv'}", "data.feature_columns=[id,x1]",
                 "data.in_memory_max_mb=0.001", "trainer.epochs=1", "model.hidden_units=[8]", run_dir=tmp_path / "csv_run")

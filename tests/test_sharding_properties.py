@@ -330,7 +330,9 @@ keys = np.array([f"user-{i}" for i in range(500)], dtype=object)
 parts = assign("hash", np.arange(500), 5, keys=keys)
 files = assign("hash", np.arange(40), 3, keys=file_keys([f"/d/part-{i:05d}.tfrecord" for i in range(40)]))
 ints = assign("hash", np.arange(500), 7)
-print([p.tolist() for p in parts + files + ints], stable_hash(np.array(["a", "b"], dtype=object)).tolist())
+row_groups = assign("hash", np.arange(40), 3, keys=file_keys([f"/d/part-{i // 4}.parquet#row_group={i % 4}"
+                                                           for i in range(40)]))  # data=parquet's units
+print([p.tolist() for p in parts + files + ints + row_groups], stable_hash(np.array(["a", "b"], dtype=object)).tolist())
 """
 
 
