@@ -42,6 +42,8 @@ def split_indices(num_examples: int, validation_split: float, seed: int) -> tupl
     n_val = int(round(num_examples * validation_split))
     if validation_split > 0 and num_examples >= 2:
         n_val = min(max(n_val, 1), num_examples - 1)
+    if n_val == 0:  # the sorted permutation is every index: skip drawing (and sorting) it
+        return np.arange(num_examples, dtype=np.int64), np.zeros(0, dtype=np.int64)
     perm = np.random.default_rng([seed, 0x5EED]).permutation(num_examples)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
@@ -164,8 +166,10 @@ class ShardPlan:
         return self.repartition(epoch) if self.repartition is not None and epoch else self
 
     def kept(self, pipeline: int) -> int:
-        """Distinct records the pipeline trains on per epoch."""
-        return int(len(np.unique(self.epoch_records[pipeline])))
+        """Distinct records the pipeline trains on per epoch. A shard holds each record once and `even`
+        keeps a prefix of it (drop) or cycles through all of it (repeat), so this is the shorter of the
+        two: no sorted copy of millions of ids per report."""
+        return int(min(len(self.epoch_records[pipeline]), len(self.shards[pipeline])))
 
     def records_read(self, pipeline: int) -> int:
         """Records the pipeline reads per epoch to get its own: its files at file level; every record
@@ -235,7 +239,8 @@ def even(shards: list[np.ndarray], batch_per_pipeline: int, policy: str) -> Shar
         raise ValueError(f"uneven must be one of drop, repeat, received: {policy!r}")
     need = steps * b
     records, dropped, repeated = [], [], []
-    for s in shards:
+    shards = list(shards)
+    for p, s in enumerate(shards):
         if len(s) >= need:
             records.append(s[:need])
             dropped.append(s[need:])
@@ -245,14 +250,25 @@ def even(shards: list[np.ndarray], batch_per_pipeline: int, policy: str) -> Shar
             dropped.append(s[:0])
             repeated.append(s[:0])
         else:
-            filled = np.resize(s, need)
+            filled = cycled(s, need)
             records.append(filled)
-            dropped.append(s[:0])
+            dropped.append(filled[:0])  # (a view of `s` would keep the original shard alive)
             repeated.append(filled[len(s):])
+            shards[p] = filled[:len(s)]  # the same ids, held once: the shard is the head of its epoch
     if steps and any(len(r) < need for r in records):
         steps, records = 0, [s[:0] for s in shards]
         dropped, repeated = list(shards), [s[:0] for s in shards]
     return ShardPlan(shards, records, steps, b, dropped, repeated, uneven=policy)
+
+
+def cycled(values: np.ndarray, length: int) -> np.ndarray:
+    """`values` repeated cyclically to `length` (what np.resize gives, without the whole repeated
+    concatenation np.resize keeps alive under its view: twice the shard for a top-up of a few ids)."""
+    out = np.empty(length, dtype=values.dtype)
+    for start in range(0, length, len(values)):
+        n = min(len(values), length - start)
+        out[start:start + n] = values[:n]
+    return out
 
 
 def files_of(records: np.ndarray, file_records: Sequence[int]) -> np.ndarray:
@@ -266,9 +282,13 @@ def records_of(files: np.ndarray, file_records: Sequence[int]) -> np.ndarray:
     counts = np.asarray(file_records, dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)])
     files = np.asarray(files, dtype=np.int64)
-    if not len(files):
-        return np.zeros(0, dtype=np.int64)
-    return np.concatenate([np.arange(offsets[f], offsets[f + 1]) for f in files])
+    out = np.empty(int(counts[files].sum()) if len(files) else 0, dtype=np.int64)
+    at = 0  # filled in place: no list of per-file ranges beside the result (millions of records)
+    for f in files.tolist():
+        n = int(counts[f])
+        out[at:at + n] = np.arange(offsets[f], offsets[f + 1])
+        at += n
+    return out
 
 
 def shard_files(policy: str, files: np.ndarray, num_pipelines: int, batch_per_pipeline: int, uneven: str, *,
