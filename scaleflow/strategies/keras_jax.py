@@ -209,6 +209,9 @@ class KerasJaxStrategy(Strategy):
                  f", {DEVICE_COUNT_FLAG}={env.get('_devices')}" if env.get("_devices") else "",
                  "x".join(map(str, self.mesh_shape(cfg))))
         env.pop("_devices", None)
+        if self.mesh_shape(cfg)[1] == 1:
+            log.warning("strategy=%s: the model axis has 1 device, so no variable is split; on a CPU set "
+                        "hardware.logical_devices=N (and strategy.mesh=[D,M] for hybrid)", self.name)
         status = run_child(command, env)
         if status in (2, 130, 143):  # a config error, or interrupted: the process said so and why
             raise SystemExit(status)
