@@ -6,7 +6,7 @@ meshes on the same config, then a JSON line comparing each run's final weights w
 
 The first mesh is the reference. Weights come back from each run's verified export (the trained
 variables, as TensorFlow reloads them); placement from run.json, which the run read from the JAX
-arrays' shardings.
+arrays' shardings. Two more runs give layout rules that cannot apply (they must stop before training).
 """
 
 from __future__ import annotations
@@ -42,6 +42,19 @@ def main(work: str, meshes: list[str]) -> None:
         loaded = tf.saved_model.load(manifest["export"]["path"])
         weights = {v.name: v.numpy() for v in loaded.variables}
         results[mesh] = {"weights": weights, "run": manifest}
+    # Layout rules that cannot apply stop the run once the model is built, before its first step.
+    from scaleflow.errors import ConfigError
+
+    refused = {}
+    for name, rule in (("unmatched", "{dense_9/kernel:[null,model]}"), ("indivisible", "{scores/kernel:[null,model]}")):
+        run_dir = os.path.join(work, name)
+        try:
+            run(compose([*COMMON, *overrides_for("1x4"), f"strategy.layout={rule}"]), run_dir)
+            refused[name] = None
+        except ConfigError as e:
+            manifest = json.load(open(os.path.join(run_dir, "run.json")))
+            refused[name] = {"key": e.key, "message": str(e), "status": manifest["status"],
+                             "epochs": manifest.get("epochs_completed")}
     reference = results[meshes[0]]["weights"]
     report = {}
     for mesh, result in results.items():
@@ -59,7 +72,7 @@ def main(work: str, meshes: list[str]) -> None:
             "export_verified": result["run"]["export"]["verified"],
             "loss": result["run"]["metrics"]["history"]["loss"],
         }
-    print("PROBE " + json.dumps(report), flush=True)
+    print("PROBE " + json.dumps({"meshes": report, "refused": refused}), flush=True)
 
 
 if __name__ == "__main__":

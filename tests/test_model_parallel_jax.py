@@ -27,14 +27,16 @@ TOLERANCE = 1e-5
 
 def test_model_parallel_over_2_and_4_devices_and_hybrid_2x2_end_with_one_device_s_weights(tmp_path):
     """One JAX process (4 XLA host devices) runs scaleflow's training under meshes 1x1 (one device:
-    the reference), 1x2, 1x4 and 2x2 on the same config: Adam, no dropout, the same global batches."""
+    the reference), 1x2, 1x4 and 2x2 on the same config: Adam, no dropout, the same global batches;
+    then two layout rules that cannot apply."""
     env = {**os.environ, "KERAS_BACKEND": "jax", "SCALEFLOW_JAX_PROCESS": "1", "JAX_PLATFORMS": "cpu",
            "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "TF_CPP_MIN_LOG_LEVEL": "2"}
     out = subprocess.run([sys.executable, str(TESTS / "jax_mesh_probe.py"), str(tmp_path), "1x1", "1x2", "1x4", "2x2"],
                          env=env, capture_output=True, text=True, timeout=600, cwd=TESTS.parent)
     lines = [line for line in out.stdout.splitlines() if line.startswith("PROBE ")]
     assert out.returncode == 0 and lines, (out.stdout + out.stderr)[-4000:]
-    report = json.loads(lines[-1][len("PROBE "):])
+    probe = json.loads(lines[-1][len("PROBE "):])
+    report = probe["meshes"]
     for mesh, (data, model) in {"1x2": (1, 2), "1x4": (1, 4), "2x2": (2, 2)}.items():
         r = report[mesh]
         assert r["status"] == "ok" and r["export_verified"] and r["mesh"] == [data, model]
@@ -51,6 +53,14 @@ def test_model_parallel_over_2_and_4_devices_and_hybrid_2x2_end_with_one_device_
         assert max(per_device.values()) == held < r["parameter_bytes_replicated"]
         assert max(r["optimizer_bytes_per_device"].values()) < 2 * r["parameter_bytes_replicated"]  # slots split too
     assert report["1x1"]["parameter_bytes_per_device"] == {"cpu:0": report["1x1"]["parameter_bytes_replicated"]}
+
+    # A rule that matches no variable, or splits a dimension the axis does not divide: exit 2 naming
+    # the rule, once the model is built and before the first step (Keras would replicate silently).
+    unmatched, indivisible = probe["refused"]["unmatched"], probe["refused"]["indivisible"]
+    assert unmatched["key"] == "strategy.layout.dense_9/kernel" and "matches none of: dense_0/kernel" in unmatched["message"]
+    assert indivisible["key"] == "strategy.layout.scores/kernel" and "has 10, which the 'model' axis (4 devices) " \
+        "does not divide" in indivisible["message"]
+    assert unmatched["status"] == indivisible["status"] == "failed" and not unmatched["epochs"] and not indivisible["epochs"]
 
 
 EPOCHS = 5
@@ -109,6 +119,7 @@ def test_hybrid_run_resumes_after_kill_9_and_leaves_a_verified_export_tensorboar
     s = run["strategy"]
     assert s["name"] == "hybrid" and s["backend"] == "jax" and s["num_replicas"] == 2
     assert s["mesh"]["shape"] == [2, 2] and s["mesh"]["axes"] == ["batch", "model"] and len(s["mesh"]["devices"]) == 4
+    assert s["mesh"]["batch_layout"] == ["batch", None]  # every global batch split over the data axis
     assert s["layout"]["variables"]["dense_0/kernel"] == {"shape": [32, 64], "sharding": [None, "model"],
                                                           "rule": "dense_0/kernel", "from": "model default"}
     assert set(s["parameter_bytes_per_device"]) == set(s["mesh"]["devices"])

@@ -230,8 +230,8 @@ class KerasJaxStrategy(Strategy):
             raise ScaleflowError(f"strategy={self.name} needs Keras' JAX backend, but Keras was imported with "
                                  f"the {keras.backend.backend()} backend in this process; run it through "
                                  "python -m scaleflow, which starts the JAX process itself")
-        if cfg.trainer.verbose != "debug":  # jax2tf's export notes ("unsaved custom gradients") are noise here
-            logging.getLogger("absl").setLevel(logging.ERROR)
+        if cfg.trainer.verbose != "debug":  # jax2tf's export notes are noise here (nothing asks for gradients)
+            logging.getLogger("absl").addFilter(_quiet_export_notes)
         args = cluster_arguments(cfg)
         if args:
             log.info("keras.distribution.initialize(%s)", ", ".join(f"{k}={v!r}" for k, v in args.items()))
@@ -259,6 +259,14 @@ class KerasJaxStrategy(Strategy):
                                  mesh={DATA_AXIS: data, MODEL_AXIS: model})
         return JaxDistribution(self.name, (data, model), devices[:data * model], plan,
                                num_processes=args["num_processes"], process_id=args["process_id"])
+
+
+def _quiet_export_notes(record: logging.LogRecord) -> bool:
+    """Drop jax2tf's notes on every export ("... with ops with unsaved custom gradients", renamed
+    input names): a served model never asks for gradients. A filter, not a level: TensorFlow resets
+    absl's level."""
+    message = record.getMessage()
+    return "unsaved custom gradients" not in message and "with unsupported characters" not in message
 
 
 def _devices_text(cfg, processes: int) -> str:
@@ -371,9 +379,12 @@ class JaxDistribution(Distribution):
 
     def describe(self) -> dict:
         data, model = self.mesh_shape
+        # Each global batch is laid out over the data axis (dimension 0), what Keras' JAX trainer does
+        # with every batch while this distribution is current.
+        batch_axes = list(self.keras_distribution.get_data_layout((1, 1)).axes)
         return {**super().describe(), "backend": "jax",
                 "mesh": {"shape": [data, model], "axes": list(MESH_AXES),
-                         "devices": [str(d) for d in self.devices]}}
+                         "devices": [str(d) for d in self.devices], "batch_layout": batch_axes}}
 
 
 def _planned_model_parallel(mesh_shape, devices, plan):
