@@ -150,6 +150,10 @@ def test_pipeline_stages_cut_between_blocks_and_idle_for_the_bubble():
                 cut_points=["dense_0", "dense_1", "dense_2", "dense_3"])
     assert [s["layers"] for s in cut["per_stage"]] == [["dense_0"], ["dense_1", "dense_2", "dense_3"], ["scores"]]
     assert cut["communication"]["pipeline"]["cuts"] == "cut after dense_0, dense_3"
+    # without cuts the planner balances the stages and names the cut points it chose (strategy.cuts)
+    balanced = _plan(work, figs, shapes, rules, Parallelism(stages=2, micro_batches=4),
+                     cut_points=["dense_0", "dense_1", "dense_2", "dense_3"])
+    assert balanced["communication"]["pipeline"]["cut_points"] == ["dense_1"]
     with pytest.raises(ConfigError) as e:  # four hidden blocks and the head: five stages at most
         _plan(work, figs, shapes, rules, Parallelism(stages=6, micro_batches=8))
     assert e.value.key == "strategy.stages" and e.value.value == 6 and "at most 5" in e.value.allowed

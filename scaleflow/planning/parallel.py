@@ -231,6 +231,15 @@ def stage_of_blocks(bl: list[Block], stages: int, cuts=(), cut_points=None) -> t
     return _balanced(bl, stages), "balanced by forward FLOPs (the planner's choice)"
 
 
+def cut_names(stage_index: list[int], cut_points) -> list[str] | None:
+    """The model's cut points where the stages change (what `strategy.cuts` would name), when they
+    map one to one onto the gaps between blocks; None otherwise."""
+    points = list(cut_points or [])
+    if len(points) != len(stage_index) - 1:
+        return None
+    return [points[i] for i in range(len(points)) if stage_index[i + 1] != stage_index[i]]
+
+
 def _balanced(bl: list[Block], stages: int) -> list[int]:
     total = sum(b.flops for b in bl) or 1.0
     out, before = [], 0.0
@@ -423,6 +432,7 @@ def plan_parallelism(work: Workload, figs: Figures, p: Parallelism, placements: 
                        "per_layer_values_per_example": {n: t for n, t in traffic.items() if any(t.values())}},
         "data_axis": {"size": D, "all_reduce_bytes": grad_bytes, "seconds": float(f"{data_axis_s:.6g}")},
         "pipeline": {"stages": S, "micro_batches": K, "bubble": round(p.bubble, 6), "cuts": how_cut,
+                     "cut_points": cut_names(stage_index, cut_points),
                      "bubble_s": float(f"{bubble_s:.6g}"), "send_s": float(f"{send_s:.6g}")},
     }
     for st in stages:
@@ -490,9 +500,11 @@ def candidate_splits(devices: int, global_batch: int, blocks_count: int) -> list
     return out
 
 
-def overrides_for(strategy: str, p: Parallelism, figs: Figures) -> str:
+def overrides_for(strategy: str, p: Parallelism, figs: Figures, cuts: list[str] | None = None) -> str:
     if strategy == "pipeline":
         split = f"strategy.stages={p.stages} strategy.micro_batches={p.micro_batches}"
+        if cuts:  # where the planner balanced the stages
+            split += f" strategy.cuts=[{','.join(cuts)}]"
     else:
         split = f"strategy.mesh=[{p.data},{p.model}]"
     return f"strategy={strategy} {split} {device_override(figs, p.devices)}"
@@ -504,7 +516,8 @@ SPLIT_BACKENDS = {"model_parallel": "jax", "hybrid": "jax", "pipeline": "tensorf
 
 
 def recommend_parallelism(work: Workload, figs: Figures, shapes: dict, defaults: dict, registered: dict,
-                          configured_fits: bool = True, max_devices: int = 1024, top: int = 6) -> dict:
+                          configured_fits: bool = True, max_devices: int = 1024, top: int = 6,
+                          cut_points: list[str] | None = None) -> dict:
     """When the model does not fit one device (or the configured split does not fit): the splits
     that fit, the fewest devices first, each with its memory per device and predicted throughput;
     the best is the fastest of those that fit on the fewest devices that suffice (or on the
@@ -512,6 +525,7 @@ def recommend_parallelism(work: Workload, figs: Figures, shapes: dict, defaults:
 
     Args:
         registered: the installed strategies' names -> their Keras backend (`Strategy.backend`).
+        cut_points: the model's cut points: a pipeline candidate names its cuts (`strategy.cuts`).
     """
     one = plan_parallelism(work, figs, Parallelism(), place(shapes, defaults, Parallelism()))
     need = one["memory_per_device"]
@@ -530,11 +544,12 @@ def recommend_parallelism(work: Workload, figs: Figures, shapes: dict, defaults:
             except ConfigError:
                 continue  # the mesh does not divide a dimension the default rules split
             tried += 1
-            r = plan_parallelism(work, hw, p, placements,
+            r = plan_parallelism(work, hw, p, placements, cut_points=cut_points,
                                  backend=registered.get(strategy, SPLIT_BACKENDS.get(strategy, "tensorflow")))
             mem = r["memory_per_device"]
             if mem["fits"]:
-                fitting.append({"strategy": strategy, "overrides": overrides_for(strategy, p, figs),
+                cuts = r["communication"]["pipeline"]["cut_points"]
+                fitting.append({"strategy": strategy, "overrides": overrides_for(strategy, p, figs, cuts),
                                 "registered": strategy in registered, "mesh": list(p.mesh), "stages": p.stages,
                                 "micro_batches": p.micro_batches, "devices": p.devices,
                                 "hardware_has_them": p.devices <= figs.devices,

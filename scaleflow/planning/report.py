@@ -56,7 +56,7 @@ def parallel_plan(cfg, figs: Figures, lay: Layout, work: Workload, info) -> dict
     cut_points = model.cut_points(cfg.model) if hasattr(model, "cut_points") else None
     result = plan_parallelism(work, figs, p, place(shapes, defaults, p), multi_process=lay.workers > 1 or lay.hosts > 1,
                               backend=strategy.backend, cut_points=cut_points)
-    return {"parallelism": p, "shapes": shapes, "defaults": defaults, **result}
+    return {"parallelism": p, "shapes": shapes, "defaults": defaults, "cut_points": cut_points, **result}
 
 
 def is_data_parallel(p) -> bool:
@@ -233,7 +233,7 @@ def build(cfg) -> dict:
                            "parallelism": recommend_parallelism(
                                work, figs, par["shapes"], par["defaults"],
                                {name: registry.get("strategy", name).backend for name in registry.names("strategy")},
-                               configured_fits=par["memory_per_device"]["fits"])},
+                               configured_fits=par["memory_per_device"]["fits"], cut_points=par["cut_points"])},
     }
 
 
