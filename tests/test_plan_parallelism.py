@@ -134,29 +134,45 @@ def test_model_axis_pays_an_all_gather_and_a_reduce_scatter_per_split_layer_and_
     assert comm["seconds"] == pytest.approx(ring_allreduce_s(2, 32 * 128 * 4, 1e9, 1e-5), rel=1e-4)
 
 
-def test_pipeline_stages_cut_between_blocks_and_idle_for_the_bubble():
+def test_pipeline_stages_cut_at_the_models_cut_points_and_idle_for_the_bubble():
+    from scaleflow import registry, tasks
     from scaleflow.errors import ConfigError
     from scaleflow.strategies.base import Parallelism
 
-    _, work, figs, shapes, rules = _mlp("model.hidden_units=[256,256,256,256]", "hardware.logical_devices=2")
-    plan = _plan(work, figs, shapes, rules, Parallelism(stages=2, micro_batches=4))
+    cfg, work, figs, shapes, rules = _mlp("model.hidden_units=[256,256,256,256]", "hardware.logical_devices=2")
+    model = registry.get("model", "mlp")()
+    spec = tasks.get(cfg).input_spec(tasks.dataset_for(cfg).describe(cfg.data))
+    cuts = {"cut_points": model.cut_points(cfg.model), "segments": model.cut_segments(cfg.model, spec)}
+    assert cuts["cut_points"] == ["dense_0", "dense_1", "dense_2"]  # the head rides with the last block
+
+    plan = _plan(work, figs, shapes, rules, Parallelism(stages=2, micro_batches=4), **cuts)
     assert [s["layers"] for s in plan["per_stage"]] == [["dense_0", "dense_1"], ["dense_2", "dense_3", "scores"]]
+    assert plan["communication"]["pipeline"]["cut_points"] == ["dense_1"]  # the planner's balanced choice, named
     pipeline = plan["step"]["compute_s"] + plan["step"]["pipeline_send_s"] + plan["step"]["bubble_s"]
     assert plan["step"]["bubble_s"] / pipeline == pytest.approx(1 / 5)  # (S-1)/(K+S-1)
     assert plan["communication"]["pipeline"]["bubble"] == pytest.approx(1 / 5)
     assert plan["memory_per_device"]["ratio_vs_replicated"] < 0.75  # a stage holds its own layers only
-    # the strategy's cuts (after the model's cut points, one per hidden block) place the stages
-    cut = _plan(work, figs, shapes, rules, Parallelism(stages=3, micro_batches=4, cuts=("dense_0", "dense_3")),
-                cut_points=["dense_0", "dense_1", "dense_2", "dense_3"])
-    assert [s["layers"] for s in cut["per_stage"]] == [["dense_0"], ["dense_1", "dense_2", "dense_3"], ["scores"]]
-    assert cut["communication"]["pipeline"]["cuts"] == "cut after dense_0, dense_3"
-    # without cuts the planner balances the stages and names the cut points it chose (strategy.cuts)
-    balanced = _plan(work, figs, shapes, rules, Parallelism(stages=2, micro_batches=4),
-                     cut_points=["dense_0", "dense_1", "dense_2", "dense_3"])
-    assert balanced["communication"]["pipeline"]["cut_points"] == ["dense_1"]
-    with pytest.raises(ConfigError) as e:  # four hidden blocks and the head: five stages at most
-        _plan(work, figs, shapes, rules, Parallelism(stages=6, micro_batches=8))
-    assert e.value.key == "strategy.stages" and e.value.value == 6 and "at most 5" in e.value.allowed
+
+    # the strategy's cuts (strategy.cuts, or its even spread) place the stages
+    cut = _plan(work, figs, shapes, rules, Parallelism(stages=3, micro_batches=4, cuts=("dense_0", "dense_2")), **cuts)
+    assert [s["layers"] for s in cut["per_stage"]] == [["dense_0"], ["dense_1", "dense_2"], ["dense_3", "scores"]]
+    assert cut["communication"]["pipeline"]["cuts"] == "cut after dense_0, dense_2"
+    with pytest.raises(ConfigError) as e:
+        _plan(work, figs, shapes, rules, Parallelism(stages=5, micro_batches=8), **cuts)
+    assert e.value.key == "strategy.stages" and e.value.value == 5 and "at most 4" in e.value.allowed
+
+
+def test_built_in_models_cut_segments_line_up_with_their_cut_points():
+    from scaleflow import registry
+    from scaleflow.models.base import InputSpec
+
+    for name, options in (("mlp", {"batch_norm": True}), ("cnn", {}), ("resnet", {"stages": 2, "depth": 2})):
+        model = registry.get("model", name)()
+        config, spec = model.Config(name=name, **options), InputSpec((16,), 3)
+        segments = model.cut_segments(config, spec)
+        assert len(segments) == len(model.cut_points(config)) + 1, name
+        layers = list(dict.fromkeys(path.split("/")[0] for path in model.variable_shapes(config, spec)))
+        assert [n for seg in segments for n in seg] == layers, name  # every variable's layer once, in order
 
 
 def test_a_layout_rule_that_matches_nothing_or_does_not_divide_is_a_config_error_naming_it():

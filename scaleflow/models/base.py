@@ -111,6 +111,19 @@ class Model(abc.ABC):
         """
         return []
 
+    def cut_segments(self, config: Any, spec: InputSpec) -> list[list[str]] | None:
+        """The layers holding variables (the first part of their paths, as `variable_shapes` names
+        them) between consecutive cut points, in order: one segment more than `cut_points`. mode=plan
+        places each pipeline stage's variables, FLOPs and activations with it.
+
+        Returns:
+            The segments, or None when unknown (the planner then cuts between layers with kernels).
+        Example:
+            n = len(config.hidden_units)        # cut points: after dense_0 .. dense_{n-2}
+            return [[f"dense_{i}"] for i in range(n - 1)] + [[f"dense_{n - 1}", "scores"]]
+        """
+        return None
+
     def flops_per_example(self, config: Any, spec: InputSpec) -> float | None:
         """Forward-pass FLOPs for one example, without TensorFlow (for `mode=plan`).
 

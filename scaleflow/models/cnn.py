@@ -67,6 +67,9 @@ class CNN(Model):
         """After each conv block and after the dense layer."""
         return [f"block_{i}" for i in range(len(config.filters))] + ["dense"]
 
+    def cut_segments(self, config, spec: InputSpec) -> list[list[str]]:
+        return [[f"conv_{i}"] for i in range(len(config.filters))] + [["dense"], ["scores"]]
+
     def num_parameters(self, config, spec: InputSpec) -> int:
         k = config.kernel_size ** (2 if len(spec.input_shape) == 3 else 1)
         channels, total = in_channels(spec), 0

@@ -56,6 +56,11 @@ class MLP(Model):
         last = "block_{}_dropout" if config.dropout else ("block_{}_activation" if config.batch_norm else "dense_{}")
         return [last.format(i) for i in range(len(config.hidden_units) - 1)]
 
+    def cut_segments(self, config, spec: InputSpec) -> list[list[str]]:
+        layers = list(dict.fromkeys(path.split("/")[0] for path in self.variable_shapes(config, spec)))
+        starts = [layers.index(f"dense_{i}") for i in range(len(config.hidden_units))]
+        return [layers[a:b] for a, b in zip(starts, starts[1:] + [len(layers)])]  # the head with the last block
+
     def _widths(self, config, spec: InputSpec) -> list[int]:
         return [math.prod(spec.input_shape), *config.hidden_units, spec.num_classes]
 

@@ -83,6 +83,14 @@ class ResNet(Model):
         """After each residual block (its Add): nothing else crosses between blocks."""
         return [f"block_{stage}_{block}" for stage in range(config.stages) for block in range(config.depth)]
 
+    def cut_segments(self, config, spec: InputSpec) -> list[list[str]]:
+        """The stem with the first residual block, each further block (from the normalisation before
+        its first convolution), then the final normalisation with the head."""
+        layers = list(dict.fromkeys(path.split("/")[0] for path in self.variable_shapes(config, spec)))
+        blocks = [(s, b) for s in range(config.stages) for b in range(config.depth)]
+        starts = [0] + [layers.index(f"conv_{s}_{b}_0") - 1 for s, b in blocks[1:]] + [layers.index("scores") - 1]
+        return [layers[a:b] for a, b in zip(starts, starts[1:] + [len(layers)])]
+
     def flops_per_example(self, config, spec: InputSpec) -> float:
         k = config.kernel_size ** (2 if len(spec.input_shape) == 3 else 1)
         pool = 4 if len(spec.input_shape) == 3 else 2

@@ -34,6 +34,7 @@ from scaleflow.planning.topology import Figures
 from scaleflow.strategies.base import DATA_AXIS, MODEL_AXIS, Parallelism
 
 MEMORY_HEADROOM = 0.9  # a plan fits a device when it needs at most this share of its memory
+HEAD_LAYER = "scores"  # the task's head (scaleflow/tasks/base.py): without segments it rides with the last block
 
 
 # ------------------------------------------------------------------------------------ placement
@@ -152,9 +153,9 @@ class Layer:
 
 @dataclass(frozen=True)
 class Block:
-    """The pipeline's unit: one layer with a kernel plus the layers without one that follow it
-    (normalisation); the task's head is the last. Stages cut between blocks (the MLP's cut points:
-    after each hidden block)."""
+    """The pipeline's unit: the layers between two of the model's cut points (`Model.cut_segments`),
+    else one layer with a kernel plus the layers without one that follow it (normalisation), the
+    task's head riding with the last. Stages cut between blocks."""
 
     layers: tuple  # of Layer
 
@@ -168,10 +169,11 @@ class Block:
 
     @property
     def width(self) -> float:
-        return self.layers[0].width  # its kernel layer's output (what the next stage receives)
+        """Values per example at its output (what the next stage receives): its last layer with a kernel."""
+        return next((x.width for x in reversed(self.layers) if x.width), 0.0)
 
 
-def blocks(placements: list[Placement], work: Workload) -> list[Block]:
+def blocks(placements: list[Placement], work: Workload, segments: list[list[str]] | None = None) -> list[Block]:
     """The model's blocks, in order, with each layer's FLOPs and activations per example. A dense
     kernel (a, b) costs 2ab FLOPs and outputs b values; what the model's totals leave over
     (convolutions, whose spatial size the shapes do not tell) is shared in proportion to the other
@@ -205,9 +207,12 @@ def blocks(placements: list[Placement], work: Workload) -> list[Block]:
         n = len(layers)
         layers = [Layer(x.name, work.flops_per_example / n, work.activations_per_example / n,
                         x.width or work.activations_per_example / n, x.in_width) for x in layers]
+    by_name = {x.name: x for x in layers}
+    if segments and sorted(n for seg in segments for n in seg) == sorted(by_name):
+        return [Block(tuple(by_name[n] for n in seg)) for seg in segments]
     out: list[list[Layer]] = []
     for layer in layers:
-        if not out or kernels[layer.name]:
+        if not out or (kernels[layer.name] and layer.name != HEAD_LAYER):
             out.append([])
         out[-1].append(layer)
     return [Block(tuple(b)) for b in out]
@@ -331,7 +336,8 @@ def _link(figs: Figures, devices: int, multi_process: bool) -> tuple[float, floa
 
 def plan_parallelism(work: Workload, figs: Figures, p: Parallelism, placements: list[Placement],
                      multi_process: bool = False, global_batch: int | None = None,
-                     backend: str = "tensorflow", cut_points: list[str] | None = None) -> dict:
+                     backend: str = "tensorflow", cut_points: list[str] | None = None,
+                     segments: list[list[str]] | None = None) -> dict:
     """Memory per device, collectives and step time of `work` split as `p` on `figs`.
 
     Args:
@@ -343,6 +349,7 @@ def plan_parallelism(work: Workload, figs: Figures, p: Parallelism, placements: 
         global_batch: another global batch than the workload's.
         backend: the strategy's Keras backend (`Strategy.backend`: the optimizer workspace differs).
         cut_points: the model's cut points (`Model.cut_points`), to place `p.cuts`.
+        segments: the model's layers between them (`Model.cut_segments`): the pipeline's blocks.
     Returns:
         {"memory_per_device", "communication", "step", "per_stage", "placements"} (plain data for plan.json).
     """
@@ -352,7 +359,7 @@ def plan_parallelism(work: Workload, figs: Figures, p: Parallelism, placements: 
     act_bytes = ACTIVATION_BYTES.get(figs.precision, 4)
     slots = OPTIMIZER_SLOTS.get(work.optimizer, 2)
 
-    bl = blocks(placements, work)
+    bl = blocks(placements, work, segments)
     if S > len(bl):
         raise ConfigError("strategy.stages", S, f"at most {len(bl)}: the model has {len(bl)} block(s) to cut "
                           f"between ({', '.join(b.names[0] for b in bl)})", "Each stage needs at least one block")
@@ -517,7 +524,7 @@ SPLIT_BACKENDS = {"model_parallel": "jax", "hybrid": "jax", "pipeline": "tensorf
 
 def recommend_parallelism(work: Workload, figs: Figures, shapes: dict, defaults: dict, registered: dict,
                           configured_fits: bool = True, max_devices: int = 1024, top: int = 6,
-                          cut_points: list[str] | None = None) -> dict:
+                          cut_points: list[str] | None = None, segments: list[list[str]] | None = None) -> dict:
     """When the model does not fit one device (or the configured split does not fit): the splits
     that fit, the fewest devices first, each with its memory per device and predicted throughput;
     the best is the fastest of those that fit on the fewest devices that suffice (or on the
@@ -525,14 +532,15 @@ def recommend_parallelism(work: Workload, figs: Figures, shapes: dict, defaults:
 
     Args:
         registered: the installed strategies' names -> their Keras backend (`Strategy.backend`).
-        cut_points: the model's cut points: a pipeline candidate names its cuts (`strategy.cuts`).
+        cut_points / segments: the model's cut points and the layers between them (pipeline
+            candidates cut there and name their cuts: `strategy.cuts`).
     """
     one = plan_parallelism(work, figs, Parallelism(), place(shapes, defaults, Parallelism()))
     need = one["memory_per_device"]
     if need["fits"] and configured_fits:
         return {"fits_one_device": True, "reason": f"the model fits one device ({need['total_bytes'] / 1e9:.3g} GB "
                 f"of {figs.memory_bytes / 1e9:.3g} GB): data parallelism suffices"}
-    blocks_count = len(blocks(place(shapes, defaults, Parallelism()), work))
+    blocks_count = len(blocks(place(shapes, defaults, Parallelism()), work, segments))
     fitting, tried, devices = [], 0, 2
     while devices <= max_devices and not (fitting and devices > max(figs.devices, min(f["devices"] for f in fitting))):
         hw = figs
@@ -544,7 +552,7 @@ def recommend_parallelism(work: Workload, figs: Figures, shapes: dict, defaults:
             except ConfigError:
                 continue  # the mesh does not divide a dimension the default rules split
             tried += 1
-            r = plan_parallelism(work, hw, p, placements, cut_points=cut_points,
+            r = plan_parallelism(work, hw, p, placements, cut_points=cut_points, segments=segments,
                                  backend=registered.get(strategy, SPLIT_BACKENDS.get(strategy, "tensorflow")))
             mem = r["memory_per_device"]
             if mem["fits"]:

@@ -53,10 +53,11 @@ def parallel_plan(cfg, figs: Figures, lay: Layout, work: Workload, info) -> dict
     spec = tasks.get(cfg).input_spec(info)
     model = registry.get("model", cfg.model.name)()
     shapes, defaults = variables(model, cfg.model, spec), model.layout_rules(cfg.model, spec)
-    cut_points = model.cut_points(cfg.model) if hasattr(model, "cut_points") else None
+    cut_points, segments = model.cut_points(cfg.model), model.cut_segments(cfg.model, spec)
     result = plan_parallelism(work, figs, p, place(shapes, defaults, p), multi_process=lay.workers > 1 or lay.hosts > 1,
-                              backend=strategy.backend, cut_points=cut_points)
-    return {"parallelism": p, "shapes": shapes, "defaults": defaults, "cut_points": cut_points, **result}
+                              backend=strategy.backend, cut_points=cut_points, segments=segments)
+    return {"parallelism": p, "shapes": shapes, "defaults": defaults, "cut_points": cut_points,
+            "segments": segments, **result}
 
 
 def is_data_parallel(p) -> bool:
@@ -112,6 +113,7 @@ def parallel_scaling(work: Workload, figs: Figures, lay: Layout, par: dict, max_
         except ScaleflowError:
             return None  # a rule on the data axis that r does not divide
         return plan_parallelism(work, hw, p, placements, multi_process=lay.workers > 1 or lay.hosts > 1,
+                                cut_points=par.get("cut_points"), segments=par.get("segments"),
                                 global_batch=batch, backend=backend)["step"]["total_s"]
 
     strong_1, weak_1 = step(1, work.global_batch), step(1, per_replica)
@@ -233,7 +235,8 @@ def build(cfg) -> dict:
                            "parallelism": recommend_parallelism(
                                work, figs, par["shapes"], par["defaults"],
                                {name: registry.get("strategy", name).backend for name in registry.names("strategy")},
-                               configured_fits=par["memory_per_device"]["fits"], cut_points=par["cut_points"])},
+                               configured_fits=par["memory_per_device"]["fits"], cut_points=par["cut_points"],
+                               segments=par["segments"])},
     }
 
 

@@ -133,7 +133,9 @@ class Pipeline(Strategy):
     @classmethod
     def parallelism(cls, cfg, figures) -> Parallelism:
         t = cls.topology(cfg, figures)
-        return Parallelism(data=t.replicas, stages=cfg.strategy.stages, micro_batches=cfg.strategy.micro_batches)
+        cuts = tuple(chosen_cuts(cfg)) if cfg.strategy.stages > 1 else ()  # mode=plan cuts where the run does
+        return Parallelism(data=t.replicas, stages=cfg.strategy.stages, micro_batches=cfg.strategy.micro_batches,
+                           cuts=cuts)
 
     @classmethod
     def claim(cls, cfg, environment) -> Claim | None:
