@@ -229,6 +229,14 @@ def test_a_multi_host_mesh_counts_every_host_s_devices(monkeypatch):
     assert not Hybrid().is_writer(cfg)  # process 1 of 2: only process 0 writes run.json and the export
 
 
+def test_each_process_feeds_the_rows_of_the_data_axis_it_holds():
+    from scaleflow.strategies.keras_jax import input_pipelines
+
+    assert [input_pipelines(4, 2, p) for p in range(2)] == [(2, 0), (2, 1)]  # 2 rows each
+    assert [input_pipelines(1, 2, p) for p in range(2)] == [(1, 0), (1, 0)]  # model_parallel: one row, shared
+    assert [input_pipelines(2, 4, p) for p in range(4)] == [(2, 0), (2, 0), (2, 1), (2, 1)]
+
+
 # ------------------------------------------------------------------------- the training process
 def test_the_training_process_gets_the_jax_backend_and_the_host_device_count():
     from scaleflow.strategies.keras_jax import JAX_PROCESS_ENV, training_command, training_environment

@@ -108,7 +108,7 @@ class KerasJaxStrategy(Strategy):
             processes = cls.num_processes(cfg)
         else:  # the planner asks what it would do with another strategy's config: the model over every device
             data, model, processes = 1, max(1, figures.devices_per_host) * max(1, figures.hosts), max(1, figures.hosts)
-        return Topology(hosts=processes, processes=processes, replicas=data, pipelines=processes,
+        return Topology(hosts=processes, processes=processes, replicas=data, pipelines=min(data, processes),
                         devices_per_replica=model)
 
     @classmethod
@@ -152,7 +152,12 @@ class KerasJaxStrategy(Strategy):
         cls._check_backend(cfg)
         if cfg.strategy.cluster != "local":
             cls.num_processes(cfg)  # a cluster the environment does not describe: exit 2 now
-        cls.mesh_shape(cfg)
+        data, _ = cls.mesh_shape(cfg)
+        processes = cls.num_processes(cfg)
+        if max(data, processes) % min(data, processes):
+            raise ConfigError("strategy.mesh", list(cls.mesh_shape(cfg)), f"a data axis that divides or is divided by "
+                              f"the {processes} processes", "each process must feed whole rows of the mesh, or "
+                              "share one row with the same number of other processes")
         from scaleflow.strategies import layout
 
         layout.check_rules(layout.normalise(cfg.strategy.layout), MESH_AXES)
@@ -353,7 +358,8 @@ class JaxDistribution(Distribution):
                  process_id: int = 0):
         self.name, self.mesh_shape, self.devices, self.plan = name, tuple(mesh_shape), list(devices), plan
         self.num_workers, self.worker_index = num_processes, process_id
-        self.num_replicas, self.num_pipelines = mesh_shape[0], num_processes
+        self.num_replicas = mesh_shape[0]
+        self.num_pipelines, self.pipeline_index = input_pipelines(mesh_shape[0], num_processes, process_id)
         self.keras_distribution = _planned_model_parallel(self.mesh_shape, self.devices, plan)
 
     def scope(self) -> Any:
@@ -367,7 +373,7 @@ class JaxDistribution(Distribution):
     def distribute(self, fn: Callable[[Any], Any]) -> Any:
         import tensorflow as tf
 
-        return fn(tf.distribute.InputContext(self.num_pipelines, self.worker_index, self.num_pipelines))
+        return fn(tf.distribute.InputContext(self.num_pipelines, self.pipeline_index, self.num_pipelines))
 
     def placement(self, model: Any) -> dict:
         """After the model and optimizer are built, before training: check that every rule matched
@@ -385,6 +391,17 @@ class JaxDistribution(Distribution):
         return {**super().describe(), "backend": "jax",
                 "mesh": {"shape": [data, model], "axes": list(MESH_AXES),
                          "devices": [str(d) for d in self.devices], "batch_layout": batch_axes}}
+
+
+def input_pipelines(data: int, processes: int, process_id: int) -> tuple[int, int]:
+    """(input pipelines, this process' pipeline) for a mesh with `data` rows over `processes` processes.
+
+    The mesh takes JAX's devices in order (process by process), so a process holds whole rows of the
+    data axis when there are at most `data` processes (one pipeline each: global batch / processes),
+    and a part of one row when there are more: the processes of one row read the same pipeline
+    (`jax.make_array_from_process_local_data` expects identical data from them)."""
+    pipelines = min(data, processes)
+    return pipelines, process_id * pipelines // processes
 
 
 def _planned_model_parallel(mesh_shape, devices, plan):
