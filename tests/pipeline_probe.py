@@ -111,6 +111,22 @@ def backward_op_devices(distribution, model, batch: int) -> dict:
     return {f"{r}/{layer}": sorted(d) for (r, layer), d in found.items()}
 
 
+def predict_op_devices(model, batch: int) -> dict:
+    """{layer: {devices}} of the ops of the model's predict step (evaluate's forward is the same)."""
+    import tensorflow as tf
+
+    layers = [layer.name for layer in model.layers if layer.weights]
+    graph = tf.function(lambda x: model.predict_step((x,))).get_concrete_function(
+        tf.TensorSpec((batch, 8), tf.float32)).graph
+    found = defaultdict(set)
+    for op in graph.get_operations():
+        parts = op.name.split("/")
+        for layer in layers:
+            if op.type == "MatMul" and any(re.fullmatch(rf"{re.escape(layer)}(_\d+)?", p) for p in parts[:-1]):
+                found[layer].add(short(op.device))
+    return {layer: sorted(d) for layer, d in found.items()}
+
+
 def main(out_dir: str) -> None:
     """The hybrid: 2 replicas x 2 stages on 4 logical CPUs, against one device."""
     import tensorflow as tf

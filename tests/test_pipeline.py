@@ -21,7 +21,7 @@ import pytest
 
 from conftest import cli, compose
 from pipeline_probe import (OVERRIDES, backward_op_devices, export_weights, max_abs_diff, placed_model,
-                            slot_devices, variable_devices)
+                            predict_op_devices, slot_devices, variable_devices)
 from scaleflow.errors import ConfigError
 from scaleflow.testing import StrategyTestSuite
 
@@ -34,6 +34,21 @@ class TestPipeline(StrategyTestSuite):
 
     strategy = "pipeline"
     overrides = ("hardware.logical_devices=2", "model.hidden_units=[16,16]")
+    trains = False  # test_two_stages_four_micro_batches_... trains it
+
+
+def test_each_replica_s_stages_are_on_the_devices_after_its_first_from_the_config_alone():
+    from scaleflow.planning.topology import figures
+    from scaleflow.strategies.pipeline import Pipeline, stage_device
+
+    assert stage_device("/job:worker/replica:0/task:1/device:CPU:0", 1) == "/job:worker/replica:0/task:1/device:CPU:1"
+    assert stage_device("/device:GPU:2", 1) == "/device:GPU:3"
+    for overrides, data in [((), 1), (("strategy.data_parallel=mirrored", "hardware.logical_devices=4"), 2),
+                            (("strategy.data_parallel=multi_worker", "strategy.num_workers=2"), 2)]:
+        cfg = compose(*PIPELINE, *overrides)
+        t, p = Pipeline.topology(cfg, figures(cfg)), Pipeline.parallelism(cfg, figures(cfg))
+        assert (t.replicas, t.devices_per_replica) == (data, 2)
+        assert (p.data, p.model, p.stages, p.micro_batches, p.bubble) == (data, 1, 2, 4, 1 / 5)
 
 
 # ------------------------------------------------------------------------------------ exactness
@@ -112,6 +127,7 @@ def test_each_stage_s_variables_adam_slots_and_backward_ops_are_on_its_device(tf
                                     for path, devices in slots.items())
     assert backward_op_devices(distribution, model, batch=16) == {f"0/{layer}": [device]
                                                                    for layer, device in stage.items()}
+    assert predict_op_devices(model, batch=16) == {layer: [device] for layer, device in stage.items()}
 
 
 @pytest.mark.parametrize("overrides, cuts", [

@@ -389,7 +389,8 @@ def _pipelined_class():
     from keras.src.losses import loss as loss_module  # unscale_loss_for_distribution: as Keras' train_step
 
     class PipelinedModel(keras.Model):
-        """A Functional model over the same graph whose training step is a GPipe pipeline."""
+        """A Functional model over the same graph whose training step is a GPipe pipeline (evaluate
+        and predict also run stage by stage; `call`, which the export traces, is the plain model)."""
 
         def __init__(self, model, stages, layout, micro_batches):
             inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs  # as the task built it
@@ -412,6 +413,26 @@ def _pipelined_class():
             replica = tf.get_static_value(context.replica_id_in_sync_group) if context is not None else 0
             layout = self._pipeline.layout
             return layout[int(replica or 0) % len(layout)]
+
+        def _forward(self, x):
+            """Inference through the stages, each on its device (evaluate and predict)."""
+            for stage, device in zip(self._pipeline.stages, self._devices()):
+                with tf.device(device):
+                    x = stage(x, training=False)
+            return x
+
+        def test_step(self, data):
+            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+            y_pred = self._forward(x)
+            with tf.device(self._devices()[-1]):
+                loss = self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False)
+                self._loss_tracker.update_state(loss_module.unscale_loss_for_distribution(loss),
+                                                sample_weight=tf.shape(y_pred)[0])
+            return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+        def predict_step(self, data):
+            x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+            return self._forward(x)
 
         def train_step(self, data):
             x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
