@@ -175,21 +175,21 @@ def test_built_in_models_cut_segments_line_up_with_their_cut_points():
         assert [n for seg in segments for n in seg] == layers, name  # every variable's layer once, in order
 
 
-def test_a_layout_rule_that_matches_nothing_or_does_not_divide_is_a_config_error_naming_it():
+def test_a_layout_rule_that_matches_nothing_or_does_not_divide_is_the_runs_config_error_naming_it():
     from scaleflow.errors import ConfigError
     from scaleflow.planning.parallel import place
     from scaleflow.strategies.base import Parallelism
 
     _, _, _, shapes, rules = _mlp("model.hidden_units=[64,30]")
-    cases = [({"dense_9/kernel": (None, "model")}, "strategy.layout", "dense_9/kernel", "a pattern matching"),
-             ({"dense_0": (None, "model")}, "strategy.layout", "dense_0", "a pattern matching"),  # whole paths only
-             ({"dense_0/kernel": (None, "depth")}, "strategy.layout", {"dense_0/kernel": [None, "depth"]}, "axes among"),
-             ({"dense_0/kernel": ("model",)}, "strategy.layout", {"dense_0/kernel": ["model"]}, "2 axes"),
-             ({}, "strategy.mesh", [1, 4], "dividing 30")]  # the default rule splits dense_1's 30 outputs
-    for layout, key, value, allowed in cases:
+    cases = [(2, {"dense_9/kernel": (None, "model")}, "strategy.layout.dense_9/kernel", "a pattern matching"),
+             (2, {"dense_0": (None, "model")}, "strategy.layout.dense_0", "a pattern matching"),  # whole paths only
+             (2, {"dense_0/kernel": (None, "depth")}, "strategy.layout.dense_0/kernel", "axes from the mesh"),
+             (2, {"dense_0/kernel": ("model",)}, "strategy.layout.dense_0/kernel", "2 entries"),
+             (4, {}, "strategy.layout (model default rule 'dense_1/kernel')", "divide")]  # 30 outputs over 4
+    for model, layout, key, allowed in cases:
         with pytest.raises(ConfigError) as e:
-            place(shapes, rules, Parallelism(model=4, layout=layout))
-        assert (e.value.key, e.value.value) == (key, value) and allowed in e.value.allowed
+            place(shapes, rules, Parallelism(model=model, layout=layout))
+        assert e.value.key == key and allowed in e.value.allowed, (e.value.key, e.value.allowed)
     placed = {p.path: p for p in place(shapes, rules, Parallelism(model=2, layout={"dense_.*/kernel": ("model", None)}))}
     assert [placed[f"dense_{i}/kernel"].axes for i in (0, 1)] == [("model", None)] * 2
     placed = {p.path: p for p in place(shapes, rules, Parallelism(model=2, layout={"dense_1/kernel": (None, None)}))}

@@ -24,7 +24,6 @@ With M = S = 1 every term reduces to the data-parallel cost model (`cost_model.s
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 from scaleflow.errors import ConfigError
@@ -84,57 +83,32 @@ def variables(model, config, spec) -> dict[str, tuple]:
     return {"parameters/all": (int(model.num_parameters(config, spec) or 0),)}
 
 
-def _matching(rules: dict, path: str) -> list[str]:
-    # Keras' LayoutMap: the exact path, else every pattern matching the whole path
-    return [pattern for pattern in rules if pattern == path or re.fullmatch(pattern, path)]
+def place(shapes: dict[str, tuple], defaults: dict, p: Parallelism) -> list[Placement]:
+    """Every variable's placement, resolved exactly as the training process resolves it
+    (`strategies/layout.LayoutPlan`): `p.layout` (strategy.layout) wins over the model's `defaults`
+    for a variable it matches; patterns match whole paths, as Keras' LayoutMap does.
 
-
-def place(shapes: dict[str, tuple], defaults: dict, p: Parallelism, mesh_key: str = "strategy.mesh") -> list[Placement]:
-    """Every variable's placement: `p.layout` (strategy.layout) overrides the model's `defaults`.
-
-    Raises ConfigError (exit 2, before anything runs) for an override that matches no variable (it
-    would silently replicate), two overrides matching one variable, axes whose count differs from
-    the variable's rank, an axis the mesh does not have, or a dimension its axis' size does not divide.
+    Raises the run's ConfigError (exit 2, before anything runs) for a rule naming an axis the mesh
+    lacks, axes whose count differs from the variable's rank, a dimension the axis' size does not
+    divide (a default rule's too), two rules matching one variable, or a `strategy.layout` rule that
+    matches no variable (Keras would silently replicate).
     """
+    from scaleflow.strategies.layout import MESH_AXES, LayoutPlan, check_rules, normalise
+
+    user = normalise(p.rules)
+    check_rules(user, MESH_AXES)
+    plan = LayoutPlan(user=user, defaults=normalise(defaults), mesh={DATA_AXIS: p.data, MODEL_AXIS: p.model})
     sizes = {DATA_AXIS: p.data, MODEL_AXIS: p.model}
-    overrides = p.rules
-    for pattern in overrides:
-        try:
-            re.compile(pattern)
-        except re.error as e:
-            raise ConfigError("strategy.layout", pattern, "a regular expression matching whole variable paths",
-                              str(e)) from None
-        if not any(_matching({pattern: None}, path) for path in shapes):
-            raise ConfigError("strategy.layout", pattern, "a pattern matching a variable: " + ", ".join(shapes),
-                              "A rule that matches nothing would leave every variable replicated")
     placements = []
     for path, shape in shapes.items():
-        hits, source, rules = _matching(overrides, path), "strategy.layout", overrides
-        if len(hits) > 1:
-            raise ConfigError("strategy.layout", hits, f"at most one rule matching {path}")
-        if not hits:
-            hits, source, rules = _matching(defaults, path)[:1], "model default", defaults
-        if not hits:
+        axes = plan.axes_for(path, shape)
+        if axes is None:
             placements.append(Placement(path, tuple(shape), (None,) * len(shape), None, "replicated", 1))
             continue
-        rule = hits[0]
-        axes = tuple(rules[rule])
-        key = "strategy.layout" if source == "strategy.layout" else mesh_key
-        if len(axes) != len(shape):
-            raise ConfigError(key, {rule: list(axes)}, f"{len(shape)} axes (one per dimension of {path} {tuple(shape)})")
-        shards = 1
-        for dim, axis in zip(shape, axes):
-            if axis is None:
-                continue
-            if axis not in sizes:
-                raise ConfigError(key, {rule: list(axes)}, f"axes among {[DATA_AXIS, MODEL_AXIS, None]}")
-            if dim % sizes[axis]:
-                value = {rule: list(axes)} if source == "strategy.layout" else list(p.mesh)
-                raise ConfigError(key, value, f"a '{axis}' axis size dividing {dim} ({path} {tuple(shape)})",
-                                  f"rule {rule!r} ({source}) splits that dimension over the '{axis}' axis "
-                                  f"of size {sizes[axis]}")
-            shards *= sizes[axis]
-        placements.append(Placement(path, tuple(shape), axes, rule, source, shards))
+        source, rule = plan.applied[path][:2]
+        placements.append(Placement(path, tuple(shape), tuple(axes), rule, source, math.prod(
+            sizes[a] for a in axes if a is not None)))
+    plan.check()
     return placements
 
 
