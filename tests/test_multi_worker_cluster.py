@@ -138,13 +138,6 @@ def test_global_batch_must_split_evenly_between_workers():
         compose("strategy=multi_worker", "strategy.num_workers=3", "data.batch_size=64")
 
 
-def test_steps_per_execution_above_one_is_rejected_under_multi_worker():
-    from conftest import compose
-
-    with pytest.raises(ConfigError, match="trainer.steps_per_execution"):
-        compose("strategy=multi_worker", "trainer.steps_per_execution=8")
-
-
 def test_slurm_cluster_resolves_every_task_on_cpu(monkeypatch):
     """strategy.cluster=slurm through TensorFlow's SlurmClusterResolver (which alone finds no task
     without GPUs); this one test imports TensorFlow."""

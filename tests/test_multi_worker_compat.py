@@ -19,21 +19,32 @@ def test_fixes_are_guarded_to_the_keras_versions_measured_to_need_them():
 
 
 @pytest.mark.slow
-def test_each_fix_is_needed_and_both_make_fit_evaluate_predict_work_on_two_workers():
+def test_each_fix_is_needed_and_all_make_fit_evaluate_predict_and_several_steps_per_call_work_on_two_workers():
     for result in probe_cluster():
         assert "Attempt to convert a value (PerReplica" in result["unpatched"], result
         assert "Invalid reduction dimension 0 for input with 0 dimensions" in result["build_fix_only"], result
         assert result["patched"] == "ok", result
+        # steps_per_execution=4: Keras' own multi-step loop fails; fix 3 trains exactly as one step per
+        # call does, and as one process does on the same global batches.
+        assert "You must feed a value for placeholder tensor" in result["several_steps_without_fix_3"], result
+        assert result["several_steps"] == "ok", result
+        assert result["several_steps_vs_one_per_call"] <= 1e-6, result
+        assert result["several_steps_vs_one_process"] <= 1e-5, result
 
 
 def test_the_fixes_hold_only_while_the_multi_worker_run_holds_them(tf):
     from keras.src.backend.tensorflow import trainer
 
-    original = (trainer.TensorFlowTrainer._maybe_symbolic_build, trainer.reduce_per_replica)
+    def current():
+        return (trainer.TensorFlowTrainer._maybe_symbolic_build, trainer.reduce_per_replica,
+                trainer.TensorFlowTrainer._make_function)
+
+    original = current()
     with keras_mwms.patched(force=True) as on:
         assert on and trainer.TensorFlowTrainer._maybe_symbolic_build is keras_mwms._maybe_symbolic_build
         assert trainer.reduce_per_replica is not original[1]
-    assert (trainer.TensorFlowTrainer._maybe_symbolic_build, trainer.reduce_per_replica) == original
+        assert trainer.TensorFlowTrainer._make_function is not original[2]
+    assert current() == original
     with pytest.raises(RuntimeError), keras_mwms.patched(force=True):
         raise RuntimeError("a failed run")
-    assert (trainer.TensorFlowTrainer._maybe_symbolic_build, trainer.reduce_per_replica) == original
+    assert current() == original

@@ -1,7 +1,7 @@
-"""Keras 3 `fit` / `evaluate` / `predict` under MultiWorkerMirroredStrategy: two version-guarded fixes.
+"""Keras 3 `fit` / `evaluate` / `predict` under MultiWorkerMirroredStrategy: three version-guarded fixes.
 
 Keras 3.15.1 fails out of the box with 2 workers, in `keras/src/backend/tensorflow/trainer.py`
-(measured with TensorFlow 2.21; tests/test_multi_worker_compat.py shows both failures):
+(measured with TensorFlow 2.21; tests/test_multi_worker_compat.py shows each failure):
 
 1. `_maybe_symbolic_build` MEAN-reduces the first data batch (a structure of PerReplica values) to
    build the model symbolically; the collective strategy cannot reduce it
@@ -11,8 +11,17 @@ Keras 3.15.1 fails out of the box with 2 workers, in `keras/src/backend/tensorfl
    ("Invalid reduction dimension 0 for input with 0 dimensions", tensorflow#72388), and the train step
    hard-codes reduction "auto". The fix reduces rank-0 values with `axis=None`.
 
-`patched()` installs both fixes only while its block runs, and only on the Keras versions listed in
-`NEEDS_FIXES` (measured to need both); on any other version it changes nothing (and says so). The
+3. `steps_per_execution` > 1 fails in the multi-step function's `tf.while_loop`, which draws each batch
+   with `get_next_as_optional` inside a `tf.cond` ("You must feed a value for placeholder tensor
+   'while/.../Placeholder'"). The fix runs the `steps_per_execution` steps of one call one after the
+   other with `get_next` (every scaleflow input repeats, and steps_per_execution divides the epoch's
+   steps, so a call never runs out of data), and reduces the returned logs across workers once, after
+   the call's last step (Keras returns only the last step's logs; the metric states are updated at
+   every step either way), instead of one collective per metric per step. Python iterators (the
+   profilers' one-step-per-call path) keep Keras' own function.
+
+`patched()` installs the fixes only while its block runs, and only on the Keras versions listed in
+`NEEDS_FIXES` (measured to need them); on any other version it changes nothing (and says so). The
 multi-worker distribution holds it for its lifetime (`MultiWorkerDistribution.active`), so nothing
 else in the process ever sees a patched Keras. `tests/test_multi_worker_compat.py` runs a real
 2-worker cluster unpatched (expects the known failure) and patched (expects fit, evaluate and predict
@@ -34,7 +43,7 @@ from typing import Iterator
 
 log = logging.getLogger("scaleflow")
 
-# (major, minor) of Keras releases measured to need both fixes.
+# (major, minor) of Keras releases measured to need the fixes.
 NEEDS_FIXES = {(3, 15)}
 
 
@@ -65,13 +74,16 @@ def patched(force: bool = False) -> Iterator[bool]:
     from keras.src.backend.tensorflow import trainer
 
     original_build, original_reduce = trainer.TensorFlowTrainer._maybe_symbolic_build, trainer.reduce_per_replica
+    original_make = trainer.TensorFlowTrainer._make_function
     trainer.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
     trainer.reduce_per_replica = _scalar_safe(original_reduce)
+    trainer.TensorFlowTrainer._make_function = _multi_step(original_make)
     try:
         yield True
     finally:
         trainer.TensorFlowTrainer._maybe_symbolic_build = original_build
         trainer.reduce_per_replica = original_reduce
+        trainer.TensorFlowTrainer._make_function = original_make
 
 
 def _maybe_symbolic_build(self, iterator=None, data_batch=None):
@@ -116,3 +128,46 @@ def _scalar_safe(original):
         return original(values, strategy, reduction)
 
     return reduce_per_replica
+
+
+def _multi_step(original):
+    """Keras' `_make_function`, with fix 3 for steps_per_execution > 1 under the collective strategy."""
+
+    def _make_function(self, step_function):
+        from keras.src.backend.tensorflow import trainer
+
+        keras_function = original(self, step_function)
+        if self.steps_per_execution == 1 or not trainer._collective_all_reduce_multi_worker(self.distribute_strategy):
+            return keras_function
+        return _steps_in_sequence(self, step_function, keras_function)
+
+    return _make_function
+
+
+def _steps_in_sequence(model, step_function, keras_function):
+    """One call = `steps_per_execution` steps drawn with `get_next`, logs reduced after the last."""
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer
+
+    strategy, steps = model.distribute_strategy, int(model.steps_per_execution)
+
+    def without_optionals(data):
+        return tf.nest.map_structure(lambda i: None if isinstance(i, tf.experimental.Optional) else i, data)
+
+    @tf.function(reduce_retracing=True, jit_compile=model.jit_compile)
+    def one_step(data):
+        return strategy.run(step_function, args=(without_optionals(data),))
+
+    @tf.function(reduce_retracing=True)
+    def steps_on_iterator(iterator):
+        outputs = None
+        for _ in range(steps):  # calls of one traced step, run in order (automatic control dependencies)
+            outputs = one_step(iterator.get_next())
+        return trainer.reduce_per_replica(outputs, strategy, reduction="auto")
+
+    def function(iterator):
+        if isinstance(iterator, (tf.data.Iterator, tf.distribute.DistributedIterator)):
+            return steps_on_iterator(iterator)
+        return keras_function(iterator)  # a Python iterator: one compiled step per item (profilers)
+
+    return function

@@ -124,6 +124,11 @@ class HardwareConfig:
     # Fixed cost of one training step beyond its FLOPs (dispatch, optimizer update, input), per replica
     # when replicas share one CPU; `mode=calibrate` measures it.
     step_overhead_s: float = bounded(5.0e-4, min=0.0)
+    # TensorFlow's thread pools per training process (hardware/threads.py). null: chosen from the cores
+    # and the job's processes on this host (cores // processes when several share it, else
+    # TensorFlow's default); 0: TensorFlow's default (every core); N: N threads. run.json: tuning.threads.
+    intra_op_threads: Optional[int] = bounded(None, min=0, max=4096)
+    inter_op_threads: Optional[int] = bounded(None, min=0, max=4096)
 
 
 # --------------------------------------------------------------------------------------- trainer

@@ -101,3 +101,17 @@ def steps_per_execution(value, steps_per_epoch: int, hardware: str, cap: int | N
     if cap:
         target = min(target, cap)
     return max(d for d in range(1, max(1, min(target, steps_per_epoch)) + 1) if steps_per_epoch % d == 0)
+
+
+def describe_steps_per_execution(value, chosen: int, steps_per_epoch: int, hardware: str, cap: int | None) -> dict:
+    """run.json's `tuning.steps_per_execution`: the value `steps_per_execution` chose and why."""
+    if value == "auto":
+        from scaleflow import registry
+
+        why = f"auto: hardware={hardware} aims for {registry.get('hardware', hardware).steps_per_execution}"
+    else:
+        why = f"trainer.steps_per_execution={value}"
+    if cap:
+        why += f", capped at {cap} by the strategy"
+    why += f"; the largest divisor of the epoch's {steps_per_epoch} steps not above it"
+    return {"value": chosen, "source": why}

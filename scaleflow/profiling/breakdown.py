@@ -7,7 +7,17 @@ step itself: time blocked in the input pipeline vs time in the compiled step. A 
 that is already there costs ~0.1-0.3 ms; that overhead (measured once on a ready dataset through the
 same strategy) is not counted as waiting. Per epoch it writes
 TensorBoard scalars (`profile/...` in the `train` run), at the end a `profile` block in run.json and one
-verdict line in the log. Collectives are reported where the strategy measures them (none does yet).
+verdict line in the log.
+
+At the end it also splits the full-speed step into its parts (`step_parts`, issue 14), each measured
+in this process after training, with its thread settings:
+  compute     one forward + backward pass of this replica's batch (a copy of the model, no strategy)
+  all-reduce  the strategy's all-reduce of this model's gradients, as the training step packs them,
+              between the job's real processes (`Distribution.collective_seconds(model)`; strategies
+              without collectives between processes report none)
+  input       the sampled wait for the next batch (above)
+  overhead    what is left of the full-speed step: the optimizer update, dispatch, metric updates and
+              their reductions, collective launch costs beyond the transfer, threads competing for cores
 """
 
 from __future__ import annotations
@@ -141,6 +151,8 @@ class StepBreakdown:
             def on_train_end(self, logs=None):
                 if self._keras_function is not None and self.model.train_function is self._wrapped:
                     self.model.train_function = self._keras_function
+                self._parts = _measure_parts(self.model, cfg.data.batch_size / max(1, distribution.num_replicas),
+                                             collectives) if on else {}
                 if self._writer is not None:
                     self._writer.close()
                 report = self.summary()
@@ -154,6 +166,13 @@ class StepBreakdown:
                 step = sum(e["step_s"] for e in self.epochs)
                 fast_steps = sum(e["full_speed_steps"] for e in self.epochs)
                 fraction = _fraction(wait, step) if on else None
+                full_speed = sum(e["full_speed_s"] for e in self.epochs) / fast_steps if fast_steps else None
+                parts = dict(getattr(self, "_parts", {}))
+                if full_speed and parts.get("compute_s") is not None:
+                    parts["input_s"] = wait / sampled if sampled else 0.0
+                    parts["overhead_s"] = max(0.0, full_speed - parts["compute_s"] - (parts.get("allreduce_s") or 0.0)
+                                              - parts["input_s"])
+                    parts["step_s"] = full_speed
                 return {
                     "mode": "summary", "measured": on, "sample_every": every, "sampled_steps": sampled,
                     "input_wait_fraction": fraction,
@@ -162,7 +181,8 @@ class StepBreakdown:
                     "full_speed_step_time_s": sum(e["full_speed_s"] for e in self.epochs) / fast_steps
                     if fast_steps else None,
                     "ready_fetch_overhead_s": self._fetch_overhead,
-                    "collectives_s": collectives() if callable(collectives) else None,
+                    "collectives_s": parts.get("allreduce_s"),
+                    "step_parts": parts,
                     "collectives": "measured by the strategy" if callable(collectives)
                     else f"not reported by strategy {distribution.name}",
                     "verdict": verdict(fraction) if on else "off: Keras version not measured",
@@ -194,5 +214,50 @@ def _ready_fetch_seconds(strategy, draws: int = 30) -> float:
     for _ in range(draws):
         began = time.perf_counter()
         next(iterator)
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def _measure_parts(model, per_replica_batch: float, collectives) -> dict:
+    """{compute_s, allreduce_s}: one forward + backward pass of a replica's batch, and the strategy's
+    all-reduce of this model's gradients (None without collectives between processes). Never fails
+    the run: what cannot be measured is None, with why."""
+    out: dict = {"compute_s": None, "allreduce_s": None}
+    try:
+        out["compute_s"] = _compute_seconds(model, max(1, int(per_replica_batch)))
+    except Exception as e:  # noqa: BLE001 - a measurement must never fail a finished run
+        out["compute_error"] = f"{type(e).__name__}: {e}"
+    if callable(collectives):
+        try:
+            out["allreduce_s"] = collectives(model)
+        except Exception as e:  # noqa: BLE001
+            out["allreduce_error"] = f"{type(e).__name__}: {e}"
+    return out
+
+
+def _compute_seconds(model, batch: int, repeats: int = 10) -> float:
+    """Median time of one forward + backward pass of `batch` examples through a copy of `model` (its
+    own variables, outside any strategy), in this process with its thread settings."""
+    import statistics
+
+    import keras
+    import tensorflow as tf
+
+    if len(model.inputs) != 1:
+        raise ValueError("only single-input models are measured")
+    clone = keras.models.clone_model(model)
+    x = tf.random.normal([batch, *model.inputs[0].shape[1:]])
+
+    @tf.function(jit_compile=False)
+    def forward_backward():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.cast(clone(x, training=True), tf.float32))
+        return tf.add_n([tf.reduce_sum(g) for g in tape.gradient(loss, clone.trainable_variables)])
+
+    forward_backward().numpy()
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        forward_backward().numpy()
         times.append(time.perf_counter() - began)
     return statistics.median(times)

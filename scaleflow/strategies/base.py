@@ -17,6 +17,7 @@ Nothing outside a strategy's own module branches on its name. The planner, `stra
       processes, or train in it?
     what must a training process do before      the run                      join(cfg)
       TensorFlow initialises (connect)?
+    how many of its processes share this host   the run (thread pools)       local_processes(cfg, environ)
     does this process write run.json/export?    the run, before TF           is_writer(cfg)
     what does the training loop use?            the run                      create(cfg) -> Distribution
     which config choices does it imply?         the command line             implies
@@ -282,6 +283,11 @@ class Distribution:
         return {"name": self.name, "num_workers": self.num_workers, "worker_index": self.worker_index,
                 "num_replicas": self.num_replicas, "num_pipelines": self.num_pipelines}
 
+    def tuning(self) -> dict:
+        """The communication settings this distribution chose (gradient packing, fusion, ...), each
+        with why, for run.json's `tuning.collectives`; {} when it has no collectives."""
+        return {}
+
 
 class TFDistribution(Distribution):
     """A tf.distribute.Strategy. Input goes through `distribute_datasets_from_function` with
@@ -488,6 +494,13 @@ class Strategy(abc.ABC):
             return int(rank) if rank.isdigit() else None
         """
         return None
+
+    @classmethod
+    def local_processes(cls, cfg: Any, environ: Mapping[str, str]) -> int:
+        """How many of this job's training processes run on this host, this one included, known
+        before TensorFlow initialises: each gets its share of the cores' thread pools
+        (hardware/threads.py). The default: 1 (one process per host)."""
+        return 1
 
     def join(self, cfg: Any) -> None:
         """In every training process, before the hardware step initialises TensorFlow: connect to

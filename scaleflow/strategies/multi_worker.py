@@ -22,6 +22,10 @@ import os
 import re
 import sys
 
+from dataclasses import dataclass
+from typing import Optional
+
+from scaleflow.config.schema import StrategyConfig, bounded
 from scaleflow.errors import ConfigError
 from scaleflow.strategies.base import (CLAIM_CLUSTER, CLAIM_HOSTS, CLAIM_PROCESSES, UNDER_LAUNCHER, Claim, Distribution,
                                        Strategy, TFDistribution, Topology, process_topology)
@@ -34,10 +38,58 @@ IMPORT_ALLOWANCE_S = 60.0  # launcher's startup watchdog: strategy.timeout_s plu
 TRACING_ALLOWANCE_S = 60.0  # the step watchdog's extra allowance for tracing the first step
 
 
+@dataclass
+class MultiWorkerConfig(StrategyConfig):
+    # Gradient packing (tf.distribute.experimental.CommunicationOptions.bytes_per_pack): TensorFlow
+    # concatenates the gradients into packs of about this many bytes and all-reduces each pack as one
+    # collective. null: 0, one pack for all gradients (one collective per step: on CPU each costs ~1 ms
+    # of gRPC round trips whatever its size); N > 0: packs of ~N bytes, which can start while earlier
+    # layers still compute their gradients. (CommunicationOptions.implementation is not offered: on
+    # CPU, TensorFlow 2.21 runs its ring all-reduce for AUTO and RING alike; NCCL needs GPUs.)
+    bytes_per_pack: Optional[int] = bounded(None, min=0)
+
+
 class MultiWorkerDistribution(TFDistribution):
-    def __init__(self, *args, timeout_s: float = 120.0, **kwargs):
-        super().__init__(*args, max_steps_per_execution=MultiWorker.max_steps_per_execution, **kwargs)
+    def __init__(self, *args, timeout_s: float = 120.0, bytes_per_pack: tuple[int, str] = (0, ""), **kwargs):
+        super().__init__(*args, max_steps_per_execution=MultiWorker.steps_cap(), **kwargs)
         self.timeout_s = timeout_s
+        self.bytes_per_pack = bytes_per_pack
+
+    def collective_seconds(self, model, repeats: int = 20) -> float:
+        """Median time of all-reducing this model's gradients between the workers as a training step
+        does (same strategy, same packing), measured in every worker at once (profile=summary)."""
+        import statistics
+        import time
+
+        import tensorflow as tf
+
+        shapes = [v.shape for v in model.trainable_variables]
+
+        @tf.function
+        def all_reduce():
+            def replica():
+                reduced = tf.distribute.get_replica_context().all_reduce(
+                    tf.distribute.ReduceOp.SUM, [tf.ones(s) for s in shapes])
+                return tf.reduce_sum(reduced[-1])
+
+            return self.strategy.run(replica)
+
+        def once():
+            return float(self.strategy.experimental_local_results(all_reduce())[0])
+
+        once()
+        times = []
+        for _ in range(repeats):
+            began = time.perf_counter()
+            once()
+            times.append(time.perf_counter() - began)
+        return statistics.median(times)
+
+    def tuning(self) -> dict:
+        value, why = self.bytes_per_pack
+        return {"bytes_per_pack": value, "bytes_per_pack_source": why,
+                "packing": "all gradients in one all-reduce per step" if value == 0
+                else f"gradients in packs of ~{value} bytes, one all-reduce each"}
 
     def active(self):
         """Keras 3.15 needs two fixes to fit under this strategy (compat/keras_mwms.py): on for the
@@ -100,9 +152,19 @@ class MultiWorker(Strategy):
     """
 
     name = "multi_worker"
+    Config = MultiWorkerConfig
     # Keras 3.15 `fit` with steps_per_execution > 1 under this strategy fails in its while loop
-    # ("You must feed a value for placeholder tensor 'while/.../Placeholder'"): one step per call.
-    max_steps_per_execution = 1
+    # ("You must feed a value for placeholder tensor 'while/.../Placeholder'"); compat/keras_mwms.py
+    # fixes it on the Keras versions it was measured on. Elsewhere: one step per call.
+    max_steps_per_execution = None
+
+    @staticmethod
+    def steps_cap() -> int | None:
+        """None where the Keras fix for several steps per call applies, else 1. Imports Keras: only
+        in a training process."""
+        from scaleflow.compat import keras_mwms
+
+        return None if keras_mwms.needed() else 1
 
     def __init__(self):
         self._connected: Distribution | None = None  # joined before the hardware step, used by `create`
@@ -142,6 +204,23 @@ class MultiWorker(Strategy):
 
             read()  # a missing or malformed TF_CONFIG is a config error, found before TensorFlow loads
         super().validate(cfg)
+
+    @classmethod
+    def local_processes(cls, cfg, environ) -> int:
+        """Workers on this host: from TF_CONFIG (members with this task's host), or Slurm's tasks on
+        this node; 1 when neither says."""
+        if cfg.strategy.cluster == "slurm":
+            return _slurm_tasks_on_this_node(environ)
+        from scaleflow.cluster import tf_config
+
+        if not environ.get(tf_config.ENV):
+            return 1
+        try:
+            info = tf_config.read(environ)
+        except Exception:  # noqa: BLE001 - a malformed TF_CONFIG is reported where the cluster is joined
+            return 1
+        host = info.addresses[info.rank].rsplit(":", 1)[0]
+        return max(1, sum(a.rsplit(":", 1)[0] == host for a in info.addresses))
 
     # ------------------------------------------------------------------------------ the launcher
     @staticmethod
@@ -224,19 +303,41 @@ class MultiWorker(Strategy):
                 log.warning("strategy.num_workers=%d is ignored: the cluster has %d workers", s.num_workers,
                             num_workers)
 
+        configured = s.get("bytes_per_pack")
+        packing = (int(configured), f"strategy.bytes_per_pack={configured}") if configured is not None else \
+            (0, "auto: one pack, so one all-reduce per step carries every gradient")
+
         def make():
             # No CommunicationOptions(timeout_seconds): in TF 2.21 it leaks one thread per collective for
             # the whole timeout (see cluster/join.py); the step watchdog bounds collectives instead.
-            return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+            options = tf.distribute.experimental.CommunicationOptions(bytes_per_pack=packing[0])
+            return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver, communication_options=options)
 
         strategy = join.join(make, s.timeout_s, num_workers, rank)
         return MultiWorkerDistribution(self.name, strategy, num_workers=num_workers, worker_index=rank,
-                                       timeout_s=s.timeout_s)
+                                       timeout_s=s.timeout_s, bytes_per_pack=packing)
 
 
 def tf_config_address(spec: dict, rank: int) -> str:
     members = list(spec.get("chief", [])) + list(spec.get("worker", []))
     return members[rank] if rank < len(members) else "?"
+
+
+def _slurm_tasks_on_this_node(environ) -> int:
+    """Slurm's task count on this node: SLURM_NTASKS_PER_NODE, else this node's entry of
+    SLURM_STEP_TASKS_PER_NODE / SLURM_TASKS_PER_NODE ("2(x3),1": 2 tasks on each of 3 nodes, then 1); 1 when unknown."""
+    per_node = str(environ.get("SLURM_NTASKS_PER_NODE", ""))
+    if per_node.isdigit():
+        return max(1, int(per_node))
+    counts = []
+    layout = environ.get("SLURM_STEP_TASKS_PER_NODE") or environ.get("SLURM_TASKS_PER_NODE", "")
+    for part in str(layout).split(","):
+        m = re.fullmatch(r"(\d+)(?:\(x(\d+)\))?", part.strip())
+        if m:
+            counts += [int(m.group(1))] * int(m.group(2) or 1)
+    node = str(environ.get("SLURM_NODEID", "0"))
+    index = int(node) if node.isdigit() else 0
+    return max(1, counts[index]) if index < len(counts) else 1
 
 
 def _tf_config_workers(environ) -> int:
@@ -302,4 +403,4 @@ def launch_local(cfg, run_dir: str, overrides: list[str]) -> int:
     return status
 
 
-__all__ = ["MultiWorker", "MultiWorkerDistribution", "WORKER_ENV", "launch_local"]
+__all__ = ["MultiWorker", "MultiWorkerConfig", "MultiWorkerDistribution", "WORKER_ENV", "launch_local"]

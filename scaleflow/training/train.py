@@ -22,7 +22,8 @@ from scaleflow.export.base import ExportRequest
 from scaleflow.export import seal
 from scaleflow.export.metadata import export_metadata
 from scaleflow.export.target import check_export_target, clean_stale_staging, export_root
-from scaleflow.hardware.base import steps_per_execution
+from scaleflow.hardware.base import describe_steps_per_execution, steps_per_execution
+from scaleflow.hardware import threads
 from scaleflow.manifest import Manifest
 from scaleflow.security import audit, checkpoints
 from scaleflow.security.redact import recorded_config
@@ -49,7 +50,9 @@ def run(cfg, run_dir: str, strategy=None) -> dict:
         manifest = Manifest(run_dir, recorded_config(cfg), enabled=writer)  # secrets: ***
         audited = audit.run_events(cfg, run_dir, manifest, enabled=writer)  # who ran what
         try:
-            # 1. Join the peers, then the hardware: both before TensorFlow runs any op.
+            # 1. Thread pools sized to this process's share of the cores, then join the peers, then the
+            #    hardware: all before TensorFlow runs any op.
+            tuning = {"threads": threads.apply(threads.choose(cfg, strategy.local_processes(cfg, os.environ)))}
             strategy.join(cfg)
             hardware = registry.get("hardware", cfg.hardware.name)().configure(cfg)
             distribution = strategy.create(cfg)
@@ -59,7 +62,7 @@ def run(cfg, run_dir: str, strategy=None) -> dict:
                 follow_with_logger(cfg, run_dir, manifest)  # logger=mlflow, ...: mirrors run.json
             # Resources that live exactly as long as training (the tf.data service of data.service=local).
             with distribution.active(), contextlib.ExitStack() as resources:
-                result = _train(cfg, run_dir, distribution, hardware, manifest, stop, resources)
+                result = _train(cfg, run_dir, distribution, hardware, manifest, stop, resources, tuning)
         except BaseException as e:
             interrupted = stop.interruption(e)
             if interrupted is None:
@@ -80,7 +83,7 @@ def run(cfg, run_dir: str, strategy=None) -> dict:
 
 
 def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest, stop: StopRequest,
-           resources: contextlib.ExitStack) -> dict:
+           resources: contextlib.ExitStack, tuning: dict) -> dict:
     import keras
 
     t = cfg.trainer
@@ -152,6 +155,14 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest, 
              f"{model.count_params():,}", policy, spe)
     strategy_info.update(distribution.placement(model))  # where the variables went (model parallelism)
     manifest.update(strategy=strategy_info)
+    # What was tuned for speed, and why (threads, steps per call, the strategy's collectives).
+    tuning.update(steps_per_execution=describe_steps_per_execution(
+        t.steps_per_execution, spe, steps, cfg.hardware.name, distribution.max_steps_per_execution),
+        collectives=distribution.tuning())
+    manifest.update(tuning=tuning)
+    log.info("tuning: %s; steps_per_execution %d (%s)%s", threads.describe(tuning["threads"]), spe,
+             tuning["steps_per_execution"]["source"],
+             "".join(f"; {k} {v}" for k, v in tuning["collectives"].items() if not k.endswith("_source")))
 
     # 5. Fit.
     throughput = registry.get("callback", "throughput").create(cfg, run_dir, distribution,

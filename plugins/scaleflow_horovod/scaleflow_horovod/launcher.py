@@ -93,7 +93,9 @@ def config_file(run_dir: str) -> str:
 
 
 def worker_env(cfg, run_dir: str) -> dict:
-    """The ranks' environment: on one host, the cores are shared out so ranks do not oversubscribe."""
+    """The ranks' environment. (Each rank sizes TensorFlow's thread pools itself from
+    HOROVOD_LOCAL_SIZE: scaleflow/hardware/threads.py; OMP_NUM_THREADS shares the cores out for
+    libraries outside TensorFlow.)"""
     from scaleflow.cluster import heartbeat
 
     env = dict(os.environ)
@@ -106,8 +108,7 @@ def worker_env(cfg, run_dir: str) -> dict:
     env.update(timeline_env(cfg, run_dir))  # profile.timeline=true: Horovod's own timeline of collectives
     if not cfg.strategy.hosts:
         threads = str(max(1, (os.cpu_count() or 1) // cfg.strategy.num_workers))
-        for name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
-            env.setdefault(name, threads)
+        env.setdefault("OMP_NUM_THREADS", threads)
     return env
 
 

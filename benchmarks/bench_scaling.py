@@ -1,0 +1,136 @@
+"""Scaling benchmark (issue 14): 1 process vs 2 `multi_worker` workers vs 2 Horovod ranks, in one run.
+
+    .venv/bin/python benchmarks/bench_scaling.py [--epochs 2] [--steps 40] [--jobs compute,default]
+        [--strategies default,multi_worker,horovod] [--plan-profile hardware_profile.yaml] [--json out.json]
+
+Two jobs, each trained through the CLI exactly as a user would (`export=none`, `profile=summary`):
+  compute  synthetic data, 256 features, model.hidden_units=[1024,1024], global batch 256 (~5 MB of
+           gradients per step)
+  default  the default job (MLP [128,128], 32 features, global batch 64: latency-bound)
+For every run it prints examples/s (run.json's throughput, epochs after the first), the ratio to one
+process of the same job, the planner's predicted step time beside the measured one (run.json's
+`step_time`; `--plan-profile` passes `plan.profile=` from `mode=calibrate`), where the step's time
+goes (profile=summary's `step_parts`: compute = one forward + backward pass of a replica's batch,
+all-reduce = the strategy's all-reduce of the model's gradients between the real processes, input =
+waiting for data, overhead = the rest: optimizer update, dispatch, metrics, threads competing), what
+was tuned (run.json's `tuning`) and the load average before and after the run: on a shared machine
+read the ratios beside it.
+
+Goals on a quiet 2-core machine: compute job multi_worker >= 0.80x and horovod >= 0.85x of one
+process; default job both >= 0.30x; the planner within 2x of every measurement without calibration
+and within 1.5x with `--plan-profile`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+JOBS = {
+    "compute": ["data.num_features=256", "model.hidden_units=[1024,1024]", "data.batch_size=256"],
+    "default": [],
+}
+STRATEGIES = {
+    "default": ["strategy=default"],
+    "multi_worker": ["strategy=multi_worker", "strategy.num_workers=2"],
+    "horovod": ["strategy=horovod", "strategy.num_workers=2"],
+}
+GOALS = {("compute", "multi_worker"): 0.80, ("compute", "horovod"): 0.85,
+         ("default", "multi_worker"): 0.30, ("default", "horovod"): 0.30}
+
+
+def load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def train(args: list[str], run_dir: str, timeout_s: float) -> dict:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    began = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "scaleflow", *args, f"hydra.run.dir={run_dir}"], env=env,
+                            capture_output=True, text=True, timeout=timeout_s, cwd=run_dir)
+    if result.returncode != 0:
+        tail = (result.stdout + result.stderr).strip().splitlines()[-15:]
+        raise SystemExit(f"scaleflow {' '.join(args)} failed ({result.returncode}):\n" + "\n".join(tail))
+    with open(os.path.join(run_dir, "run.json")) as f:
+        manifest = json.load(f)
+    manifest["_wall_s"] = round(time.monotonic() - began, 1)
+    return manifest
+
+
+def ms(x) -> str:
+    return "-" if x is None else f"{x * 1e3:.3g}"
+
+
+def summarise(job: str, strategy: str, m: dict, load_before: str, load_after: str) -> dict:
+    tp, st = m.get("throughput") or {}, m.get("step_time") or {}
+    parts = (m.get("profile") or {}).get("step_parts") or {}
+    tuning = m.get("tuning") or {}
+    th = tuning.get("threads") or {}
+    return {"job": job, "strategy": strategy, "examples_per_s": round(tp.get("examples_per_sec") or 0.0, 1),
+            "measured_step_s": tp.get("step_time_s"), "predicted_step_s": st.get("predicted_step_time_s"),
+            "predicted_breakdown": st.get("breakdown"), "parts": parts,
+            "tuning": {"threads": f"{th.get('intra_op')}/{th.get('inter_op')}",
+                       "steps_per_execution": (tuning.get("steps_per_execution") or {}).get("value"),
+                       **{k: v for k, v in (tuning.get("collectives") or {}).items()
+                          if not k.endswith("_source") and k != "packing"}},
+            "load_before": load_before, "load_after": load_after, "wall_s": m.get("_wall_s")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per run (throughput: the epochs after the first)")
+    parser.add_argument("--steps", type=int, default=None, help="trainer.steps_per_epoch (default: one pass)")
+    parser.add_argument("--jobs", default="compute,default")
+    parser.add_argument("--strategies", default="default,multi_worker,horovod")
+    parser.add_argument("--plan-profile", default=None, help="a hardware profile from mode=calibrate")
+    parser.add_argument("--no-profile", action="store_true", help="profile=off (no step breakdown)")
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("overrides", nargs="*", help="extra scaleflow overrides for every run")
+    opts = parser.parse_args()
+    common = [f"trainer.epochs={opts.epochs}", "export=none", "trainer.verbose=quiet",
+              "profile=off" if opts.no_profile else "profile=summary", *opts.overrides]
+    if opts.steps:
+        common.append(f"trainer.steps_per_epoch={opts.steps}")
+    if opts.plan_profile:
+        common.append(f"plan.profile={os.path.abspath(opts.plan_profile)}")
+    rows = []
+    print(f"cpu cores: {os.cpu_count()}, load average (1/5/15 min) at start: {load()}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp:
+        for job in opts.jobs.split(","):
+            base = None
+            for strategy in opts.strategies.split(","):
+                run_dir = os.path.join(tmp, f"{job}-{strategy}")
+                os.makedirs(run_dir)
+                before = load()
+                m = train(STRATEGIES[strategy] + JOBS[job] + common, run_dir, opts.timeout)
+                row = summarise(job, strategy, m, before, load())
+                if strategy == "default":
+                    base = row["examples_per_s"]
+                row["ratio"] = round(row["examples_per_s"] / base, 3) if base else None
+                row["goal"] = GOALS.get((job, strategy))
+                p, meas = row["predicted_step_s"], row["measured_step_s"]
+                row["measured_over_predicted"] = round(meas / p, 2) if p and meas else None
+                rows.append(row)
+                parts = row["parts"]
+                goal = f" (goal >= {row['goal']:.2f}x)" if row["goal"] else ""
+                ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
+                print(f"{job:>8} {strategy:>12}: {row['examples_per_s']:>9.0f} examples/s  {ratio}{goal}  "
+                      f"step {ms(meas)} ms, planner {ms(p)} ms (measured/predicted {row['measured_over_predicted']})  "
+                      f"load {row['load_before']} -> {row['load_after']}", flush=True)
+                if parts:
+                    print(f"{'':>22}step parts (ms): compute {ms(parts.get('compute_s'))}, all-reduce "
+                          f"{ms(parts.get('allreduce_s'))}, input {ms(parts.get('input_s'))}, overhead "
+                          f"{ms(parts.get('overhead_s'))}   tuning {json.dumps(row['tuning'])}", flush=True)
+    if opts.json:
+        with open(opts.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
