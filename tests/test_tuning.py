@@ -95,7 +95,7 @@ def test_a_run_records_what_it_tuned_and_why(tf, train):
         "hardware.intra_op_threads=1"
     # This pytest process initialised TensorFlow already: the pools keep their sizes, and run.json says so.
     assert tuning["threads"]["applied"] is False and "already initialised" in tuning["threads"]["not_applied_reason"]
-    from scaleflow.training.setup import steps_per_execution
+    from scaleflow.hardware.base import steps_per_execution
 
     assert tuning["steps_per_execution"]["value"] == steps_per_execution(4, manifest["data"]["train"]["steps"], "cpu")
     assert tuning["steps_per_execution"]["source"].startswith("trainer.steps_per_execution=4")
