@@ -16,6 +16,21 @@ reading from disk (no cache, no shuffle) for one epoch:
 The table shows one whole epoch per case (best of --repeats). The ratios come from the same run:
 the TFRecord pipelines are kept live and read in turn in short windows (median records/s), so load
 from other processes on a shared machine falls on every case alike.
+
+Per-file indexes (`--sections index,seek,rss`; scaleflow/data/index.py):
+
+  index  describe time of the TFRecord set: first (builds the indexes), second and third (reuse
+         them, each a new dataset object, as a new run would), and with data.index=off (a full scan)
+  seek   record-level hash read by offset (the default with an index) against file-level hash and the
+         scan it replaces, plus alternative mechanisms (--alternatives): every kept record its own
+         read (gap 0), coalesced reads with 64 KiB holes, no payload checksum, and a scan that drops
+         unkept records in batches before parsing; bytes read per kept byte for each
+  rss    peak RSS of the default TFRecord job (a short run: 1 epoch of --rss-steps steps, export=none,
+         indexes built beforehand by mode=index) on the set and on a --rss-scale times larger one
+         (each file concatenated that many times: same files, more records), in fresh processes
+
+    python benchmarks/bench_sharding.py --sections index,seek --dir /tmp/bench   # ~2 min at 1M, loaded
+    python benchmarks/bench_sharding.py --sections rss --rss-scale 10 --dir /tmp/bench
 """
 
 from __future__ import annotations
@@ -37,14 +52,13 @@ WORKERS = 4
 
 
 def write_data(root: str, records: int) -> tuple[str, str]:
-    import tensorflow as tf
-
     tfr = os.path.join(root, "tfrecord")
     os.makedirs(tfr, exist_ok=True)
     csv_path = os.path.join(root, "data.csv")
     marker = os.path.join(root, f".complete-{records}")
     if os.path.exists(marker):
         return tfr, csv_path
+    import tensorflow as tf
     rng = np.random.default_rng(0)
     x = rng.normal(size=(records, WIDTH)).astype(np.float32)
     x[:, 0] = np.arange(records)
@@ -231,6 +245,209 @@ def tables_main(args, root: str) -> None:
     print(f"ratio csv (streamed) hash / sequential at record level: {medians[cases[4]] / medians[cases[3]]:.3f}")
 
 
+# ------------------------------------------------------------------------------ per-file indexes
+def _tfrecord_config(path: str, **data):
+    from omegaconf import OmegaConf
+
+    from scaleflow import registry
+
+    dataset = registry.get("dataset", "tfrecord")()
+    config = OmegaConf.structured(dataset.Config(name="tfrecord", path=path, features={"x": {"shape": [WIDTH],
+                                                 "dtype": "float32"}}, **data))
+    return dataset, config
+
+
+def remove_indexes(tfr: str) -> None:
+    for name in os.listdir(tfr):
+        if name.endswith(".sfindex"):
+            os.remove(os.path.join(tfr, name))
+
+
+def describe_times(tfr: str, scan: bool) -> dict:
+    """Seconds to describe the set: first (builds every index), second and third (reuse them; a new
+    dataset object each, as a new run) and, with `scan`, data.index=off (reads every record)."""
+    remove_indexes(tfr)
+    out = {}
+    for name in ("first", "second", "third"):
+        dataset, config = _tfrecord_config(tfr)
+        started = time.perf_counter()
+        info = dataset.describe(config)
+        out[name] = time.perf_counter() - started
+        out[f"{name}_index"] = {k: info.extra["index"][k] for k in ("built", "reused")}
+    if scan:
+        dataset, config = _tfrecord_config(tfr, index="off")
+        started = time.perf_counter()
+        dataset.describe(config)
+        out["scan"] = time.perf_counter() - started
+    return out
+
+
+def _scan_filter_in_batches(dataset, config, plan, pipeline: int, batch: int):
+    """Alternative to seeking: read every record of the opened files (TFRecordDataset), drop the
+    unkept ones a batch of 1024 at a time with a boolean mask, parse only the kept ones."""
+    import tensorflow as tf
+
+    from scaleflow.data.sharding import records_of
+
+    opened = np.asarray(plan.reads[pipeline], dtype=np.int64)
+    all_ids = records_of(opened, plan.file_records)
+    keep = np.zeros(-(-len(all_ids) // 1024) * 1024, dtype=bool)
+    keep[np.searchsorted(all_ids, np.unique(plan.epoch_records[pipeline]))] = True
+    raw = tf.data.TFRecordDataset([plan.files[f] for f in opened]).batch(1024)
+    masks = tf.data.Dataset.from_tensor_slices(keep.reshape(-1, 1024))
+    kept = tf.data.Dataset.zip(raw, masks).map(lambda r, m: tf.boolean_mask(r, m[:tf.shape(r)[0]]),
+                                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    parsed = kept.map(dataset._parser(config), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return parsed.unbatch().map(lambda x, y: (x, dataset.task.tf_targets(y))).batch(batch).repeat()
+
+
+def seek_cases(tfr: str, batch: int, alternatives: bool) -> dict:
+    """name -> (factory of worker 0's batch iterator, bytes read per kept payload byte or None)."""
+    import tensorflow as tf
+
+    import scaleflow.data.tfrecord as tfrecord_module
+    from scaleflow.data.input import input_fn
+    from scaleflow.data.planning import plan_input
+
+    def case(shard, level, index="auto", gap=None, checksums=True, scan_filter=False):
+        dataset, config = _tfrecord_config(tfr, batch_size=batch * WORKERS, validation_split=0.0, shuffle_buffer=0,
+                                           cache=False, shard=shard, shard_level=level, index=index, num_classes=10)
+        plan = plan_input(dataset, config, dataset.describe(config), WORKERS, log_summary=False)
+        saved = tfrecord_module.SEEK_GAP, tfrecord_module.check_payloads
+        if gap is not None:
+            tfrecord_module.SEEK_GAP = gap
+        if not checksums:
+            tfrecord_module.check_payloads = lambda *args: None
+        try:
+            if scan_filter:
+                ds = _scan_filter_in_batches(dataset, config, plan.train, 0, batch)
+            else:
+                ds = input_fn(dataset, config, plan.train, training=True, seed=0)(
+                    tf.distribute.InputContext(WORKERS, 0, WORKERS))
+            ratio = _bytes_ratio(dataset, config, plan.train, tfrecord_module.SEEK_GAP if plan.train.seek and
+                                 not scan_filter else None)
+        finally:
+            tfrecord_module.SEEK_GAP, tfrecord_module.check_payloads = saved
+        return (lambda: iter(ds)), ratio, plan.train.report()
+
+    cases = {"file level, hash": case("hash", "file"),
+             "record level, hash: seek": case("hash", "record"),
+             "record level, hash: scan (data.index=off)": case("hash", "record", index="off")}
+    if alternatives:
+        cases.update({"  alt: seek, a read per record (gap 0)": case("hash", "record", gap=0),
+                      "  alt: seek, 64 KiB holes": case("hash", "record", gap=64 << 10),
+                      "  alt: seek, no payload checksum": case("hash", "record", checksums=False),
+                      "  alt: scan, drop unkept before parsing": case("hash", "record", scan_filter=True)})
+    return cases
+
+
+def _bytes_ratio(dataset, config, plan, gap: int | None) -> float:
+    """Bytes worker 0 reads per byte of the payloads it keeps: by offset (`gap`: the seek reader's
+    hole limit), or its opened files whole (None: a scan)."""
+    from scaleflow.data.index import IndexOptions, open_indexes
+    from scaleflow.data.tfrecord_index import byte_ranges
+
+    indexes = open_indexes(list(plan.files), dataset._index_format(config), IndexOptions())
+    mine = np.unique(plan.epoch_records[0])
+    starts = np.concatenate([[0], np.cumsum(plan.file_records)])
+    read = kept = 0
+    for f in plan.reads[0].tolist():
+        local = mine[(mine >= starts[f]) & (mine < starts[f + 1])] - starts[f]
+        arrays = indexes[f].arrays
+        lengths = arrays["lengths"]
+        if gap is None:
+            read += os.path.getsize(plan.files[f])
+        else:
+            read += sum(c.bytes for c in byte_ranges(arrays["offsets"], lengths, local, max_gap=gap))
+        kept += int(lengths[local].sum())
+    return read / kept if kept else float("nan")
+
+
+def seek_section(tfr: str, args) -> None:
+    cases = seek_cases(tfr, args.batch, args.alternatives)
+    rates: dict = {name: [] for name in cases}
+    names = list(cases)
+    for w in range(args.windows):
+        for name in names[w % len(names):] + names[:w % len(names)]:
+            batches = cases[name][0]()
+            next(batches)
+            per_window = args.per_window if "scan (" not in name else max(4, args.per_window // 4)
+            started = time.perf_counter()
+            for _ in range(per_window):
+                next(batches)
+            rates[name].append(per_window * args.batch / (time.perf_counter() - started))
+            del batches
+    medians = {name: float(np.median(r)) for name, r in rates.items()}
+    base = medians["file level, hash"]
+    print(f"\nseek: worker 0 of {WORKERS}, median of {args.windows} interleaved windows "
+          f"(load average {os.getloadavg()[0]:.1f})")
+    print(f"  {'case':<44} {'records/s':>11} {'x file hash':>12} {'read ampl.':>10} {'bytes read/kept':>15}")
+    for name, rate in medians.items():
+        _, ratio, report = cases[name]
+        print(f"  {name:<44} {rate:>11,.0f} {rate / base:>12.3f} {report['read_amplification'][0]!s:>10} "
+              f"{ratio:>15.2f}")
+    print(f"ratio record-level hash (seek) / file-level hash: {medians['record level, hash: seek'] / base:.3f} "
+          "(target >= 0.5)")
+
+
+def peak_rss_of_job(tfr: str, steps: int, run_dir: str) -> tuple[float, float]:
+    """(peak RSS MB, seconds) of `python -m scaleflow data=tfrecord ...` (the default job, short)."""
+    import subprocess
+
+    command = [sys.executable, "-m", "scaleflow", "data=tfrecord", f"data.path={tfr}",
+               f"data.features={{x: {{shape: [{WIDTH}], dtype: float32}}}}", "trainer.epochs=1",
+               f"trainer.steps_per_epoch={steps}", "export=none", f"hydra.run.dir={run_dir}"]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        raise SystemExit(f"{' '.join(command)} failed:\n{process.stderr.read()[-2000:]}")
+    return usage.ru_maxrss / 1024.0, time.perf_counter() - started
+
+
+def index_ahead(tfr: str) -> float:
+    import subprocess
+
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "scaleflow", "mode=index", "data=tfrecord", f"data.path={tfr}",
+                    f"data.features={{x: {{shape: [{WIDTH}], dtype: float32}}}}", "hydra.run.dir=" +
+                    os.path.join(tempfile.gettempdir(), "bench_sharding_index")], check=True,
+                   stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def scaled_copy(root: str, tfr: str, scale: int) -> str:
+    """The set with every file concatenated `scale` times (TFRecord files concatenate): the same
+    files, `scale` times the records."""
+    out = os.path.join(root, f"tfrecord_x{scale}")
+    marker = os.path.join(root, f".complete_x{scale}")
+    if not os.path.exists(marker):
+        os.makedirs(out, exist_ok=True)
+        for name in sorted(os.listdir(tfr)):
+            if name.endswith(".tfrecord"):
+                with open(os.path.join(out, name), "wb") as dst, open(os.path.join(tfr, name), "rb") as src:
+                    data = src.read()
+                    for _ in range(scale):
+                        dst.write(data)
+        open(marker, "w").close()
+    return out
+
+
+def rss_section(root: str, tfr: str, args) -> None:
+    big = scaled_copy(root, tfr, args.rss_scale)
+    print(f"\nrss: the default TFRecord job, 1 epoch of {args.index_rss_steps} steps, export=none "
+          f"(load average {os.getloadavg()[0]:.1f})")
+    results = {}
+    for name, path in ((f"{args.records:,} records", tfr), (f"{args.records * args.rss_scale:,} records", big)):
+        indexing = index_ahead(path)
+        rss, seconds = peak_rss_of_job(path, args.index_rss_steps, os.path.join(root, "rss_run"))
+        results[name] = rss
+        print(f"  {name:<18} peak RSS {rss:>8,.0f} MB  ({seconds:.0f} s; mode=index beforehand {indexing:.0f} s)")
+    small, large = results.values()
+    print(f"ratio peak RSS x{args.rss_scale} records / x1: {large / small:.3f} (target <= 1.2)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=1_000_000)
@@ -244,7 +461,14 @@ def main() -> None:
     parser.add_argument("--rss-small", type=int, default=100_000, help="rows of the baseline run for peak RSS")
     parser.add_argument("--rss-steps", type=int, default=200, help="training steps of each peak-RSS run")
     parser.add_argument("--no-throughput", action="store_true", help="tables: peak RSS only")
+    parser.add_argument("--sections", default="tfrecord,csv,index,seek,rss",
+                        help="comma list of: tfrecord,csv (the original table), index, seek, rss")
+    parser.add_argument("--alternatives", action="store_true", help="seek: also the alternative mechanisms")
+    parser.add_argument("--scan", action="store_true", help="index: also describe with data.index=off")
+    parser.add_argument("--rss-scale", type=int, default=10, help="rss: the larger set has this many times the records")
+    parser.add_argument("--index-rss-steps", type=int, default=50, help="rss: steps of the short TFRecord run")
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
     root = args.dir or tempfile.mkdtemp(prefix="bench_sharding_")
     if args.tables == "only":
         tables_main(args, root)
@@ -252,7 +476,21 @@ def main() -> None:
     t0 = time.perf_counter()
     tfr, csv_path = write_data(root, args.records)
     print(f"{args.records:,} records, {FILES} TFRecord files + 1 CSV in {root} "
-          f"({time.perf_counter() - t0:.1f}s to write); worker 0 of {WORKERS}, {args.batch} records/step")
+          f"({time.perf_counter() - t0:.1f}s to write); worker 0 of {WORKERS}, {args.batch} records/step; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    if "index" in sections:
+        times = describe_times(tfr, args.scan)
+        print(f"\nindex: describe {args.records:,} records in {FILES} files: first {times['first']:.2f} s "
+              f"(builds {times['first_index']['built']} indexes), second {times['second']:.2f} s, third "
+              f"{times['third']:.2f} s (reused {times['third_index']['reused']})"
+              + (f"; data.index=off (scan) {times['scan']:.2f} s" if "scan" in times else "")
+              + f"; load average {os.getloadavg()[0]:.1f}")
+    if "seek" in sections:
+        seek_section(tfr, args)
+    if "rss" in sections:
+        rss_section(root, tfr, args)
+    if not sections & {"tfrecord", "csv"}:
+        return
     cases = [("tfrecord", tfr, "sequential", "file"), ("tfrecord", tfr, "hash", "file"),
              ("tfrecord", tfr, "hash", "record"), ("csv", csv_path, "sequential", "record"),
              ("csv", csv_path, "hash", "record")]

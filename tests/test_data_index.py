@@ -235,8 +235,11 @@ def test_byte_ranges_fetch_exactly_the_kept_payloads_in_order(lengths, data, max
         got += [blob[p:p + n] for p, n in zip(chunk.positions.tolist(), chunk.lengths.tolist())]
     assert got == [payloads[i] for i in kept]
     read = sum(c.bytes for c in chunks)
-    if max_gap == 0:
-        assert read == int(lengths[kept].sum()), "max_gap=0 must read exactly the kept payloads"
+    if max_gap == 0:  # each kept payload and its 4-byte checksum, nothing else
+        assert read == int(lengths[kept].sum()) + 4 * len(kept), "max_gap=0 must read exactly the kept records"
+    for chunk in chunks:  # the checksum follows each payload in what was read
+        blob = b"".join(stream[a:a + s] for a, s in zip(chunk.starts.tolist(), chunk.sizes.tolist()))
+        assert all(blob[p + n:p + n + 4] == b"FOOT" for p, n in zip(chunk.positions.tolist(), chunk.lengths.tolist()))
 
 
 def test_index_keys_are_checked_before_tensorflow(tmp_path):
@@ -316,3 +319,21 @@ def test_mode_index_builds_in_parallel_without_tensorflow_then_mode_shards_reuse
     assert "5 already current" in again.stdout
     bad = run("index", "data.index=off")
     assert bad.returncode == 2 and "data.index" in bad.stderr + bad.stdout
+
+
+def test_a_record_read_by_offset_is_checked_like_tensorflow_checks_it(tf, tmp_path):
+    """TensorFlow's reader checks every payload's checksum; reading by offset must too, or a flipped
+    bit in a float would train silently."""
+    dataset, config = _source(tmp_path)
+    dataset.describe(config)
+    x, _ = next(iter(dataset.take(config, np.array([3, 60])).batch(2)))
+    assert np.round(x.numpy()[:, 0]).tolist() == [3, 60]
+    part = tmp_path / "tfr" / "part-00000.tfrecord"
+    offsets = read_index(str(_index_files(tmp_path)[0]))[1]["offsets"]
+    data = bytearray(part.read_bytes())
+    data[int(offsets[3]) + HEADER + 20] ^= 0x01  # a float of record 3: it still parses, the framing holds
+    part.write_bytes(bytes(data))
+    fresh, _ = _source(tmp_path)
+    fresh.describe(config)  # re-indexed (mtime changed); the framing is fine, the payload is not
+    with pytest.raises(tf.errors.OpError, match=r"part-00000\.tfrecord: record 3: corrupt record \(payload checksum"):
+        list(fresh.take(config, np.array([1, 3, 4])))

@@ -67,6 +67,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, Iterator, Protocol, Sequence
 
 import numpy as np
@@ -153,7 +154,7 @@ class FileIndex:
     path: str
     location: str
     meta: dict
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    arrays: Mapping[str, np.ndarray] = field(default_factory=dict)  # LazyArrays once on disk
     status: str = "reused"
 
 
@@ -196,11 +197,48 @@ class CorruptIndex(ValueError):
     """An index file that cannot be used: unreadable, foreign or inconsistent."""
 
 
-def read_index(location: str) -> tuple[dict, dict[str, np.ndarray]]:
-    """(meta, arrays) of an index file; CorruptIndex saying why it cannot be read."""
+class LazyArrays(Mapping):
+    """The arrays of an index file, each read from it when asked and not kept, so a described dataset
+    holds O(files) in memory whatever its record count. A read fails (CorruptIndex) if the file was
+    replaced since its index was checked."""
+
+    def __init__(self, location: str, names: Sequence[str]):
+        self.location, self.names = location, [n for n in names if n != META]
+        self.stamp = _stamp(location)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.names:
+            raise KeyError(name)
+        if _stamp(self.location) != self.stamp:
+            raise CorruptIndex(f"{self.location} was replaced while in use")
+        try:
+            with np.load(self.location, allow_pickle=False) as npz:
+                return npz[name]  # the zip member's CRC is checked as it is read
+        except Exception as e:  # BadZipFile, ValueError (pickled object), OSError, EOFError...
+            raise CorruptIndex(f"unreadable {name} ({type(e).__name__}: {e})") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def _stamp(location: str) -> tuple:
+    st = os.stat(location)
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def read_index(location: str, lazy: bool = False) -> tuple[dict, Mapping[str, np.ndarray]]:
+    """(meta, arrays) of an index file (arrays read on access when `lazy`); CorruptIndex saying why
+    it cannot be read."""
     try:
         with np.load(location, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}  # zip CRCs checked as each is read
+            if lazy:
+                names = list(npz.files)
+                arrays: dict = {META: npz[META]} if META in names else {}
+            else:
+                arrays = {name: npz[name] for name in npz.files}  # zip CRCs checked as each is read
     except FileNotFoundError:
         raise
     except Exception as e:  # BadZipFile, ValueError (pickled object), OSError, EOFError...
@@ -214,7 +252,7 @@ def read_index(location: str) -> tuple[dict, dict[str, np.ndarray]]:
         raise CorruptIndex(f"unreadable metadata ({e})") from None
     if not isinstance(meta, dict):
         raise CorruptIndex("unreadable metadata")
-    return meta, arrays
+    return meta, (LazyArrays(location, names) if lazy else arrays)
 
 
 def write_index(location: str, meta: dict, arrays: dict[str, np.ndarray]) -> None:
@@ -242,7 +280,7 @@ def write_index(location: str, meta: dict, arrays: dict[str, np.ndarray]) -> Non
 def _trusted(path: str, location: str, fmt: IndexFormat, options: IndexOptions) -> tuple[FileIndex | None, str]:
     """(the index at `location` if it can be used for `path` now, else None; why not)."""
     try:
-        meta, arrays = read_index(location)
+        meta, arrays = read_index(location, lazy=True)
     except FileNotFoundError:
         return None, ""
     except CorruptIndex as e:
@@ -389,6 +427,8 @@ def _open_one(path: str, fmt: IndexFormat, options: IndexOptions, blocking: bool
             builder = fmt.merged(previous) if previous is not None and previous.get("kind") == fmt.kind else fmt
             meta, arrays = build_index(path, builder, options)
             write_index(location, meta, arrays)
+            del arrays  # read again when needed: a described dataset holds O(files)
+            arrays = LazyArrays(location, read_index(location, lazy=True)[1].names)
     except PermissionError as e:
         raise DataError(path, f"cannot write its index ({e})",
                         hint="Set data.index_dir to a writable directory, or data.index=off") from None

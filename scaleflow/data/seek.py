@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -45,13 +45,15 @@ class _Files:
                 pass
 
 
-def read_chunks(paths: Sequence[str], chunks: Sequence[Any]) -> Any:
+def read_chunks(paths: Sequence[str], chunks: Sequence[Any],
+                check: Callable[[str, bytes, Any, int], None] | None = None) -> Any:
     """A tf.data.Dataset with one element per chunk: the chunk's serialized records (a string vector).
 
     Args:
         paths: the files; `chunk.file` indexes them.
         chunks: objects with `file`, `starts`, `sizes` (the byte ranges read), `positions`, `lengths`
             (the payloads within the ranges concatenated), e.g. `tfrecord_index.Chunk`.
+        check: check(path, blob, chunk, chunk number) raising ValueError naming a corrupt record.
     """
     import tensorflow as tf
 
@@ -69,6 +71,8 @@ def read_chunks(paths: Sequence[str], chunks: Sequence[Any]) -> Any:
                               "(the file changed after it was indexed)")
             parts.append(data)
         blob = parts[0] if len(parts) == 1 else b"".join(parts)
+        if check is not None:
+            check(paths[chunk.file], blob, chunk, int(i))
         return (np.array(blob, dtype=object), chunk.positions.astype(np.int64), chunk.lengths.astype(np.int64))
 
     def split(i):

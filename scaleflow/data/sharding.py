@@ -265,9 +265,12 @@ def cycled(values: np.ndarray, length: int) -> np.ndarray:
     """`values` repeated cyclically to `length` (what np.resize gives, without the whole repeated
     concatenation np.resize keeps alive under its view: twice the shard for a top-up of a few ids)."""
     out = np.empty(length, dtype=values.dtype)
-    for start in range(0, length, len(values)):
-        n = min(len(values), length - start)
-        out[start:start + n] = values[:n]
+    filled = min(len(values), length)
+    out[:filled] = values[:filled]
+    while filled < length:  # doubling (a 1-record shard topped up to millions is log steps, not millions)
+        n = min(filled, length - filled)  # `filled` is a multiple of len(values): out[i] = values[i % len]
+        out[filled:filled + n] = out[:n]
+        filled += n
     return out
 
 

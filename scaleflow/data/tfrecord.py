@@ -15,7 +15,7 @@ import numpy as np
 from scaleflow.config.schema import DataConfig
 from scaleflow.data.base import NON_FINITE, DataInfo, Dataset, file_fingerprint, first_non_finite
 from scaleflow.data.tfrecord_format import RecordError, count_records, feature_value, locate_corruption, records
-from scaleflow.data.tfrecord_index import TFRecordIndex, byte_ranges, column, int_column
+from scaleflow.data.tfrecord_index import TFRecordIndex, byte_ranges, check_payloads, column, int_column
 from scaleflow.errors import ConfigError, DataError, one_of
 
 
@@ -37,8 +37,9 @@ def kept_features(config) -> dict:
     return {name: spec for name, spec in config.features.items() if name not in dropped}
 
 
-# Kept payloads closer than this share one read (the bytes between are read and dropped).
-SEEK_GAP = 0
+# Kept records closer than this share one read (the bytes between are read and dropped), as Arrow's
+# read coalescing does (its hole_size_limit): one system call costs about as much as copying 8 KiB.
+SEEK_GAP = 8 << 10
 
 
 def seek_problem(config) -> str | None:
@@ -107,14 +108,22 @@ class TFRecord(Dataset):
                                       "length) for task=multilabel")
                 class_names = tuple(config.class_names or [f"label_{j}" for j in range(num_classes)])
             elif num_classes is None or task == "binary":
-                labels = self._feature_values(config, files, config.label, indexes)
-                if not isinstance(labels, np.ndarray):
-                    missing = [i for i, v in enumerate(labels) if v is None]
-                    if missing:
-                        raise ConfigError("data.label", config.label, "an int64 feature present in every record",
-                                          f"Record {missing[0]} has none")
-                    labels = np.array(labels)
-                targets = self.task.encode(labels, config, key="data.label", min_classes=num_classes or 0)
+                targets = None
+                distinct = _distinct_labels(indexes, config.label)
+                if distinct is not None:  # the classes follow from the distinct labels alone
+                    try:
+                        targets = self.task.encode(distinct, config, key="data.label", min_classes=num_classes or 0)
+                    except ConfigError:
+                        targets = None  # encode every label below, so the error names the record
+                if targets is None:
+                    labels = self._feature_values(config, files, config.label, indexes)
+                    if not isinstance(labels, np.ndarray):
+                        missing = [i for i, v in enumerate(labels) if v is None]
+                        if missing:
+                            raise ConfigError("data.label", config.label, "an int64 feature present in every "
+                                              "record", f"Record {missing[0]} has none")
+                        labels = np.array(labels)
+                    targets = self.task.encode(labels, config, key="data.label", min_classes=num_classes or 0)
                 num_classes, class_names = targets.num_classes, targets.class_names
             else:
                 class_names = tuple(config.class_names or [str(c) for c in range(num_classes)])
@@ -209,18 +218,42 @@ class TFRecord(Dataset):
                 return values
         return [v for f in files for v in _values(f, config.compression or "", name)]
 
+    def take(self, config, indices):
+        """The records at global `indices`, read by offset when the files are indexed (else the base
+        class's filtered scan, which reads every record up to the last one wanted)."""
+        files = list_files(config.path)
+        indexes = self._indexes(config, files)
+        if indexes is None or seek_problem(config) is not None:
+            return super().take(config, indices)
+        starts = np.concatenate([[0], np.cumsum([ix.meta["records"] for ix in indexes], dtype=np.int64)])
+        wanted = np.unique(np.asarray(indices, dtype=np.int64))
+        owner = np.searchsorted(starts, wanted, side="right") - 1
+        opened = np.unique(owner)
+        return self.read_records(config, [files[f] for f in opened], [wanted[owner == f] - starts[f] for f in opened])
+
     def read_records(self, config, files, records):
         """The records `records[i]` (sorted local ids) of `files[i]`, read by byte range from the
         index's offsets (only those records are read and parsed), as (features, label) in order."""
+        import tensorflow as tf
+
         from scaleflow.data.seek import read_chunks
 
         indexes = self._indexes(config, list_files(config.path))
         by_path = {ix.path: ix for ix in indexes}
-        chunks = []
+        chunks, chunk_records = [], []
         for i, (path, local) in enumerate(zip(files, records)):
-            ix = by_path[path]
-            chunks += byte_ranges(ix.arrays["offsets"], ix.arrays["lengths"], local, file=i, max_gap=SEEK_GAP)
-        ds = read_chunks(list(files), chunks).map(self._parser(config))
+            arrays = by_path[path].arrays
+            offsets, lengths = arrays["offsets"], arrays["lengths"]  # read from the index file now
+            found = byte_ranges(offsets, lengths, local, file=i, max_gap=SEEK_GAP)
+            cut = np.cumsum([0] + [len(c.positions) for c in found])
+            chunks += found
+            chunk_records += [np.asarray(local)[a:b] for a, b in zip(cut[:-1], cut[1:])]
+
+        def check(path, blob, chunk, number):
+            check_payloads(path, blob, chunk, chunk_records[number])
+
+        ds = read_chunks(list(files), chunks, check).map(self._parser(config), num_parallel_calls=tf.data.AUTOTUNE,
+                                                          deterministic=True)
         return ds.unbatch().map(lambda x, y: (x, self.task.tf_targets(y)))
 
     def explain_read_error(self, config, error: BaseException, files=None):
@@ -309,6 +342,20 @@ class TFRecord(Dataset):
                 return f"{name}[{flat}]" if shape else name
             flat -= size
         return str(position)
+
+
+def _distinct_labels(indexes, label: str) -> np.ndarray | None:
+    """The distinct values of the label over every file, from the indexes' histograms, when every
+    record has an int label (else None: the labels are read one by one)."""
+    if indexes is None:
+        return None
+    distinct: set = set()
+    for ix in indexes:
+        histogram = ix.meta.get("histograms", {}).get(label)
+        if histogram is None or sum(histogram.values()) != ix.meta["records"]:
+            return None
+        distinct.update(int(v) for v in histogram)
+    return np.array(sorted(distinct), dtype=np.int64)
 
 
 def _values(path: str, compression: str, name: str):

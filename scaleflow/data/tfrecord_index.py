@@ -17,6 +17,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+from array import array
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -60,7 +61,7 @@ def frame(path: str, buffer, size: int) -> tuple[np.ndarray, np.ndarray]:
     """(offsets, payload lengths) of every record of an uncompressed TFRecord file held in `buffer`
     (e.g. a memory map); RecordError names a corrupt header or a truncated file like the scanner."""
     unpack = struct.Struct("<Q").unpack_from
-    offsets, lengths = [], []
+    offsets, lengths = array("q"), array("q")  # 8 bytes per record, not a Python int object
     offset = 0
     problem = None
     while offset < size:
@@ -77,7 +78,7 @@ def frame(path: str, buffer, size: int) -> tuple[np.ndarray, np.ndarray]:
                        f"the file has {size - offset} left")
             break
         offset = end
-    offsets_a, lengths_a = np.array(offsets, dtype=np.int64), np.array(lengths, dtype=np.int64)
+    offsets_a, lengths_a = np.frombuffer(offsets, dtype=np.int64).copy(), np.frombuffer(lengths, dtype=np.int64).copy()
     bad = _bad_header(buffer, offsets_a)  # the first bad header explains any later "truncation"
     if bad is not None:
         raise RecordError(path, bad, int(offsets_a[bad]), "corrupt record header (length checksum mismatch)"
@@ -386,17 +387,18 @@ class Chunk:
 
 
 def byte_ranges(offsets: np.ndarray, lengths: np.ndarray, records: np.ndarray, *, file: int = 0,
-                max_gap: int = 0, max_records: int = 1024, max_bytes: int = 8 << 20) -> list[Chunk]:
-    """The reads that fetch the payloads of `records` (sorted local ids) of one file, grouped in
-    chunks of at most `max_records` records / about `max_bytes` payload bytes. Within a chunk,
-    payloads closer than `max_gap` bytes share one byte range (the bytes between them are read and
-    dropped: fewer system calls against more bytes; 0 reads exactly the kept payloads)."""
+                max_gap: int = 0, max_records: int = 1024, max_bytes: int = 8 << 20, footer: int = 4) -> list[Chunk]:
+    """The reads that fetch the payloads of `records` (sorted local ids) of one file, each with the
+    `footer` bytes after it (its checksum), grouped in chunks of at most `max_records` records /
+    about `max_bytes` payload bytes. Within a chunk, payloads closer than `max_gap` bytes share one
+    byte range (the bytes between them are read and dropped: fewer system calls against more bytes;
+    0 reads exactly the kept records)."""
     records = np.asarray(records, dtype=np.int64)
     if not len(records):
         return []
     starts = offsets[records] + HEADER
     sizes = lengths[records]
-    ends = starts + sizes
+    ends = starts + sizes + footer
     by_bytes = (np.cumsum(sizes) - sizes) // max(1, max_bytes)
     by_count = np.arange(len(records)) // max(1, max_records)
     cuts = np.flatnonzero((np.diff(by_bytes) != 0) | (np.diff(by_count) != 0)) + 1
@@ -411,3 +413,18 @@ def byte_ranges(offsets: np.ndarray, lengths: np.ndarray, records: np.ndarray, *
         which = np.cumsum(new_range) - 1
         out.append(Chunk(file, range_starts, range_sizes, base[which] + (s - range_starts[which]), sizes[a:b]))
     return out
+
+
+def check_payloads(path: str, blob: bytes, chunk: Chunk, records: np.ndarray | None = None) -> None:
+    """Each payload of `chunk` in `blob` against the masked CRC-32C stored after it, as TensorFlow's
+    reader checks every record: a flipped bit is an error naming the file and record, never a wrong
+    feature value trained on. (`records`: the chunk's local record ids, for the message.)"""
+    import google_crc32c
+
+    value, from_bytes = google_crc32c.value, int.from_bytes
+    for i, (position, length) in enumerate(zip(chunk.positions.tolist(), chunk.lengths.tolist())):
+        crc = value(blob[position:position + length])  # (it takes bytes only, not a memoryview)
+        masked = (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+        if masked != from_bytes(blob[position + length:position + length + 4], "little"):
+            where = f"record {int(records[i])}" if records is not None else f"record at byte {position}"
+            raise ValueError(f"{path}: {where}: corrupt record (payload checksum mismatch)")
