@@ -121,6 +121,60 @@ def test_each_pipeline_through_the_service_yields_exactly_its_in_process_batches
         _check_epochs(split, per_epoch)  # exactly the plan's records per epoch: none lost, none twice
 
 
+def _listening(pids) -> list[str]:
+    """host:port of the TCP sockets in LISTEN state, in this network namespace, opened by `pids`."""
+    inodes = set()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            target = os.readlink(fd) if fd.is_symlink() else ""
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    out = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
+                address, port = fields[1].split(":")
+                host = ".".join(str(int(address[i:i + 2], 16)) for i in (6, 4, 2, 0)) if len(address) == 8 else address
+                out.append(f"{host}:{int(port, 16)}")
+    return out
+
+
+@pytest.mark.slow
+def test_the_local_service_listens_on_127_0_0_1_only(service):
+    """TF 2.21's servers bind [::]: they run in a private network namespace, reached through a relay
+    that listens on 127.0.0.1 here; no service process listens on any other address of this host."""
+    if service.isolation.startswith("none"):
+        pytest.skip(f"no private network namespace on this machine: {service.isolation}")
+    listening = _listening(service.pids)
+    assert listening and all(a.startswith("127.0.0.1:") for a in listening), listening
+    assert service.address in listening
+
+
+@pytest.mark.slow
+def test_a_launcher_killed_with_sigkill_leaves_no_service_process(tmp_path):
+    code = ("import sys, time\n"
+            "from scaleflow.cluster.data_service import LocalService\n"
+            "from scaleflow.cluster.netns import NetworkNamespace\n"
+            "ns = NetworkNamespace.create()\n"
+            "print('holder', ns.pid if ns else 0, flush=True)\n"
+            "s = LocalService(1, sys.argv[1], 120, netns=ns).start()\n"
+            "time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    holder = int(proc.stdout.readline().split()[1])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (tmp_path / "pids").exists():  # written once all are spawned
+        time.sleep(0.1)
+    pids = [int(line.split()[1]) for line in (tmp_path / "pids").read_text().splitlines()] + ([holder] if holder else [])
+    assert len(pids) >= 2 and all(_alive(p) for p in pids)
+    proc.kill()  # while they start: the same guarantee holds at any moment of the run
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.2)
+    assert not [p for p in pids if _alive(p)], "orphans after kill -9 of the launcher"
+
+
 @pytest.mark.slow
 def test_the_check_catches_a_duplicating_sharding_policy(tf, tmp_path, service):
     """Control: the same stream through ShardingPolicy.OFF (each worker yields everything) fails the
@@ -185,7 +239,7 @@ def test_a_run_on_a_local_service_records_it_ends_it_on_sigterm_and_resumes_with
             break
         time.sleep(0.3)
     pids = [int(line.split()[1]) for line in (run_dir / "data_service" / "pids").read_text().splitlines()]
-    assert len(pids) == 2 and all(_alive(p) for p in pids)
+    assert len(pids) >= 2 and all(_alive(p) for p in pids)  # (relay,) dispatcher, worker
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 143, out

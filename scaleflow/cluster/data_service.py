@@ -34,6 +34,7 @@ from typing import Callable
 
 from scaleflow.cluster.data_service_server import READY
 from scaleflow.cluster.logs import LogStream
+from scaleflow.cluster.relay import READY as RELAY_READY
 from scaleflow.cluster.ports import free_ports
 from scaleflow.errors import ScaleflowError
 
@@ -62,7 +63,8 @@ class LocalService:
         num_workers: service workers.
         log_dir: where `dispatcher.out`, `worker-<i>.out` and `pids` are written (None: nowhere).
         timeout_s: every process must be READY within this many seconds.
-        netns: a cluster.netns.NetworkNamespace the processes join, or None.
+        netns: a cluster.netns.NetworkNamespace the service processes join (then a relay process
+            listens on 127.0.0.1 here and forwards into it; it is closed with the service), or None.
 
     Example:
         with LocalService(2, run_dir + "/data_service", 60) as service:
@@ -94,28 +96,36 @@ class LocalService:
         module = [sys.executable, "-m", "scaleflow.cluster.data_service_server"]
         commands = [module + ["dispatcher", "--port", str(self.ports[0]), "--workers", ",".join(self.worker_addresses)]]
         commands += [module + ["worker", "--port", str(p), "--dispatcher", self.address] for p in self.ports[1:]]
-        self.names = ["dispatcher"] + [f"worker-{i}" for i in range(self.num_workers)]
+        names = ["dispatcher"] + [f"worker-{i}" for i in range(self.num_workers)]
         if self.log_dir:
             os.makedirs(self.log_dir, exist_ok=True)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
                "CUDA_VISIBLE_DEVICES": ""}
-        for name, command in zip(self.names, commands):
-            proc = subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=self._before_exec)
-            self.procs.append(proc)
-            path = os.path.join(self.log_dir, f"{name}.out") if self.log_dir else None
-            self.streams.append(LogStream(len(self.streams), proc.stdout, None, path, ready=READY,
-                                          prefix=f"[data-service {name}] ").start())
+        if self.netns is not None:  # first the way in (127.0.0.1 here), so the ports are held from now on
+            self._spawn("relay", [sys.executable, "-m", "scaleflow.cluster.relay", str(self.netns.pid),
+                                  "1" if self.netns.user_ns else "0", ",".join(map(str, self.ports))],
+                        env, RELAY_READY, inside=False)
+        for name, command in zip(names, commands):
+            self._spawn(name, command, env, READY, inside=True)
         if self.log_dir:  # for operators (and tests) checking that nothing is left behind
             with open(os.path.join(self.log_dir, "pids"), "w") as f:
                 f.write("".join(f"{n} {p.pid}\n" for n, p in zip(self.names, self.procs)))
         self._wait_ready()
         return self
 
-    def _before_exec(self) -> None:  # in the forked child
-        if self.netns is not None:
-            self.netns.enter()
-        _die_with_parent()
+    def _spawn(self, name: str, command: list[str], env: dict, ready: str, inside: bool) -> None:
+        def before_exec() -> None:  # in the forked child
+            if inside and self.netns is not None:
+                self.netns.enter()
+            _die_with_parent()  # after setns: a change of credentials (a user namespace) would clear it
+
+        proc = subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=before_exec)
+        self.procs.append(proc)
+        self.names.append(name)
+        path = os.path.join(self.log_dir, f"{name}.out") if self.log_dir else None
+        self.streams.append(LogStream(len(self.streams), proc.stdout, None, path, ready=ready,
+                                      prefix=f"[data-service {name}] ").start())
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.timeout_s
@@ -165,6 +175,8 @@ class LocalService:
                 p.wait(timeout=10)
         for s in self.streams:
             s.join(1.0)
+        if self.netns is not None:
+            self.netns.close()
 
     def __enter__(self) -> "LocalService":
         return self.start()

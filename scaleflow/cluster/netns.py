@@ -94,15 +94,7 @@ class NetworkNamespace:
 
     def enter(self) -> None:
         """Join the namespace: for `preexec_fn` (runs in the forked child, single-threaded, before exec)."""
-        libc = ctypes.CDLL(None, use_errno=True)
-        kinds = (("user", CLONE_NEWUSER),) if self.user_ns else ()
-        for kind, flag in kinds + (("net", CLONE_NEWNET),):
-            fd = os.open(f"/proc/{self.pid}/ns/{kind}", os.O_RDONLY)
-            try:
-                if libc.setns(fd, flag) != 0:
-                    raise OSError(ctypes.get_errno(), f"setns({kind}): {os.strerror(ctypes.get_errno())}")
-            finally:
-                os.close(fd)
+        join(self.pid, self.user_ns)
 
     def inode(self) -> int:
         """The namespace's identity (the inode of /proc/<pid>/ns/net), e.g. to check a process is in it."""
@@ -119,6 +111,32 @@ class NetworkNamespace:
 
 
 unavailable_reason = ""  # why the last NetworkNamespace.create() returned None
+
+
+def join(holder_pid: int, user_ns: bool) -> None:
+    """Join the namespace held by `holder_pid` (its user namespace first when it has one). The calling
+    process must be single-threaded (a forked child before exec, or a process that starts no thread
+    before calling it). Sockets opened before stay in the namespace they were opened in."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    kinds = (("user", CLONE_NEWUSER),) if user_ns else ()
+    for kind, flag in kinds + (("net", CLONE_NEWNET),):
+        fd = os.open(f"/proc/{holder_pid}/ns/{kind}", os.O_RDONLY)
+        try:
+            if libc.setns(fd, flag) != 0:
+                raise OSError(ctypes.get_errno(), f"setns({kind}): {os.strerror(ctypes.get_errno())}")
+        finally:
+            os.close(fd)
+
+
+def loopback_only() -> bool:
+    """True when this process's network namespace has no device but `lo` (e.g. a local worker already
+    isolated by its launcher): nothing it opens is reachable from another host."""
+    try:
+        with open("/proc/net/dev") as f:
+            devices = [line.split(":", 1)[0].strip() for line in f.readlines()[2:] if ":" in line]
+    except OSError:
+        return False
+    return devices == ["lo"]
 
 
 def isolation_hint(what: str) -> str:

@@ -24,6 +24,21 @@ def log_dir(run_dir: str, rank: int = 0) -> str:
     return os.path.join(run_dir, "data_service" if not rank else f"data_service-{rank}")
 
 
+def _isolation(cfg) -> tuple[object | None, str]:
+    """(a private network namespace for the service, or None; what run.json says about it). TF 2.21's
+    service servers listen on every interface: they run where nothing outside can reach them."""
+    from scaleflow.cluster import netns
+
+    if netns.loopback_only():
+        return None, "this process's network namespace has only a loopback device (nothing outside reaches it)"
+    ns = netns.private_network(cfg, "the tf.data service's dispatcher and workers")
+    if ns is None:
+        why = "strategy.isolate_network=false" if not cfg.strategy.get("isolate_network", True) else \
+            f"no private network namespace here ({netns.unavailable_reason})"
+        return None, f"none: {why}; the service listens on every interface of this host"
+    return ns, "a private network namespace (loopback only), reached through a relay on 127.0.0.1"
+
+
 @contextlib.contextmanager
 def for_run(cfg, run_dir: str, files=(), log_dir: str | None = None,
             on_failure: Callable[[str], None] | None = None) -> Iterator[ServiceTarget | None]:
@@ -60,7 +75,8 @@ def for_run(cfg, run_dir: str, files=(), log_dir: str | None = None,
         return
     n = configured_workers(cfg)
     started = time.monotonic()
-    service = LocalService(n, log_dir or os.path.join(run_dir, "data_service"), timeout)
+    ns, isolation = _isolation(cfg)
+    service = LocalService(n, log_dir or os.path.join(run_dir, "data_service"), timeout, netns=ns)
     stop_watch = threading.Event()
     try:
         service.start()
@@ -71,8 +87,24 @@ def for_run(cfg, run_dir: str, files=(), log_dir: str | None = None,
                  " ".join(map(str, service.pids)), time.monotonic() - started)
         threading.Thread(target=watch, args=(service, on_failure, stop_watch), name="data-service-watch",
                          daemon=True).start()
-        yield ServiceTarget("local", service.address, n, prefix, service.pids)
+        yield ServiceTarget("local", service.address, n, prefix, service.pids, isolation)
     finally:
         stop_watch.set()
         service.stop()
         log.info("data.service=local: the service processes ended")
+
+
+def explain_failure(error: BaseException, target: ServiceTarget | None) -> ServiceFailed | None:
+    """A one-line error for a training step that failed because of the tf.data service (a service
+    process died, a worker fell behind), instead of TensorFlow's graph trace; None when it was not."""
+    if target is None:
+        return None
+    markers = ("data.service job", "tf.data service", "Failed to get element from worker", "data service")
+    line = next((raw.strip() for raw in str(error).splitlines() if any(m in raw for m in markers)), None)
+    if line is None:
+        return None
+    line = line.removeprefix("RuntimeError: ")
+    gone = [str(pid) for pid in target.pids if not os.path.exists(f"/proc/{pid}")]
+    where = f"; service process(es) {', '.join(gone)} are gone (their logs: data_service/ in the run dir)" if gone else ""
+    return ServiceFailed(f"data.service={target.kind} ({target.address}): the input pipeline failed on the tf.data "
+                         f"service: {line[:400]}{where}")

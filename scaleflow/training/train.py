@@ -195,7 +195,7 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest, 
                             validation_steps=plan.validation.steps if plan.validation else None,
                             callbacks=callbacks, verbose=1 if t.verbose == "progress" else 0, shuffle=False)
     except Exception as e:  # a bad record found mid-epoch: name its file instead of TensorFlow's trace
-        explained = dataset.explain_read_error(cfg.data, e)
+        explained = dataset.explain_read_error(cfg.data, e) or data_service.explain_failure(e, service)
         if explained is None:
             raise
         raise explained from None
