@@ -163,6 +163,8 @@ def test_the_built_ins_cut_between_blocks_and_their_stages_chained_are_the_model
     (["strategy.data_parallel=mirrored", "strategy.replicas=2", "data.batch_size=64"], "hardware.logical_devices", 2,
      "at least 4 (strategy.stages=2 x 2 replica(s)"),
     (["strategy.cuts=[dense_9]"], "strategy.cuts", ["dense_9"], "1 of ['dense_0'] in model order"),
+    (["trainer.jit_compile=true"], "trainer.jit_compile", True, "'auto' or false"),
+    (["strategy.replicas=2"], "strategy.replicas", 2, "null unless strategy.data_parallel=mirrored"),
 ])
 def test_bad_input_is_a_config_error_naming_key_value_and_what_is_allowed(overrides, key, value, allowed):
     with pytest.raises(ConfigError) as e:

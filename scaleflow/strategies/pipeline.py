@@ -156,6 +156,10 @@ class Pipeline(Strategy):
         if s.replicas is not None and s.data_parallel != "mirrored":
             raise ConfigError("strategy.replicas", s.replicas, "null unless strategy.data_parallel=mirrored",
                               "multi_worker runs one pipeline replica per worker (strategy.num_workers)")
+        if cfg.trainer.jit_compile is True:
+            raise ConfigError("trainer.jit_compile", True, "'auto' or false with strategy=pipeline",
+                              "XLA refuses variables placed on another device (\"located in device CPU:1 from device "
+                              "CPU:0\"): the pipeline runs without it")
         cls._check_cuts(cfg)
         if hw.name == "cpu":  # other targets' device counts are known only to TensorFlow (checked in create)
             needed = s.stages * local_replicas(cfg)
