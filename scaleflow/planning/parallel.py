@@ -14,7 +14,7 @@ From the config alone (no TensorFlow, no JAX):
       stage micro-batch time = 3 x FLOPs x b/K / FLOP/s (a layer split on the model axis: / M)
                  + model axis: per split layer, an all-gather of its output activations forward and
                    a reduce-scatter of their gradient backward: 2 x ((M-1)/M x bytes/W + (M-1) x L)
-                 + the send of its boundary activations forward and their gradient backward
+                 + its boundaries' activations forward and their gradients backward
       data axis  = ring all-reduce over D of the gradient bytes one device holds (its shards)
       bubble     = (S-1)/(K+S-1) of the pipeline time: the stages idle while it fills and drains
 
@@ -349,6 +349,8 @@ def plan_parallelism(work: Workload, figs: Figures, p: Parallelism, placements: 
     send_bw, send_lat = _link(figs, M * S, False)
     data_bw, data_lat = _link(figs, p.devices, multi_process)
 
+    # values per example crossing boundary b (after stage b): the output of stage b's last block
+    boundary_width = [[blk for blk, i in zip(bl, stage_index) if i == b][-1].width for b in range(S - 1)]
     stages = []
     for s in range(S):
         mine = [blk for blk, i in zip(bl, stage_index) if i == s]
@@ -368,7 +370,10 @@ def plan_parallelism(work: Workload, figs: Figures, p: Parallelism, placements: 
         model_axis = sum(ring_allreduce_s(M, moved[kind], model_bw, 0) / (2 if kind != "all_reduce" else 1)
                          + calls[kind] * ring_allreduce_s(M, 0, model_bw, model_lat) / (2 if kind != "all_reduce" else 1)
                          for kind in COLLECTIVES) if M > 1 else 0.0
-        send = 2 * (mine[-1].width * micro * act_bytes / send_bw + send_lat) if s < S - 1 else 0.0
+        # each boundary of the stage, both ways (activations forward, their gradient backward); a
+        # transfer occupies the stages on both sides of it
+        boundaries = [b for b in (s - 1, s) if 0 <= b < S - 1]
+        send = sum(2 * (boundary_width[b] * micro * act_bytes / send_bw + send_lat) for b in boundaries)
         largest = max((pl.size / pl.shards for pl in vars_), default=0)
         memory = {
             "parameters_bytes": int(values * 4), "gradients_bytes": int(values * GRADIENT_BYTES),
