@@ -85,6 +85,16 @@ def serving_device_strings(export_dir: str) -> list[str]:
             if n.device and not f.signature.name.startswith(("__inference__traced_save", "__inference__traced_restore"))]
 
 
+def serving_platforms(export_dir: str) -> set[str]:
+    """The platforms the exported StableHLO (XlaCallModule ops) was lowered for."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString(Path(export_dir, "saved_model.pb").read_bytes())
+    return {p.decode() if isinstance(p, bytes) else p for f in saved.meta_graphs[0].graph_def.library.function
+            for n in f.node_def if n.op == "XlaCallModule" for p in n.attr["platforms"].list.s}
+
+
 def test_hybrid_run_resumes_after_kill_9_and_leaves_a_verified_export_tensorboard_and_a_jax_trace(tmp_path, tf):
     run_dir = tmp_path / "run"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -135,6 +145,7 @@ def test_hybrid_run_resumes_after_kill_9_and_leaves_a_verified_export_tensorboar
     assert serving_device_strings(export["dir"]) == []
     loaded = tf.saved_model.load(export["dir"])
     assert set(loaded.signatures) == {"serve", "serving_default"}
+    assert serving_platforms(export["dir"]) == {"CPU", "CUDA", "TPU"}  # serves on any TF Serving device
 
     # TensorBoard: epoch scalars, and the JAX profiler's trace where the Profile tab reads it
     events = list((run_dir / "tensorboard" / "train").glob("events.out.tfevents.*"))

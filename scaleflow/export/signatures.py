@@ -61,7 +61,7 @@ def write_saved_model(model: Any, directory: str, metadata: dict) -> dict:
     archive.track(model)
     # `serve` is the model in Keras ops: on the JAX backend Keras converts it with jax2tf. The named
     # outputs are TensorFlow (string constants) on top of that endpoint, on every backend.
-    serve = archive.add_endpoint("serve", scores, input_signature=spec)
+    serve = archive.add_endpoint("serve", scores, input_signature=spec, **_jax2tf_options(keras))
 
     @tf.function(input_signature=spec, autograph=False)
     def named(x):
@@ -72,6 +72,18 @@ def write_saved_model(model: Any, directory: str, metadata: dict) -> dict:
     archive.write_out(directory, verbose=False)
     return {"signatures": ["serve", "serving_default"],
             "outputs": sorted(named_output_keys(task, class_names, target_names))}
+
+
+# A model trained on JAX is exported as StableHLO inside the graph (XlaCallModule), lowered by
+# default for the platform it was trained on only: lowered for all three, the same SavedModel serves
+# on a CPU, GPU or TPU TensorFlow Serving (lowering needs no such device here).
+SERVING_PLATFORMS = ("cpu", "cuda", "tpu")
+
+
+def _jax2tf_options(keras) -> dict:
+    if keras.backend.backend() != "jax":
+        return {}
+    return {"jax2tf_kwargs": {"native_serialization_platforms": SERVING_PLATFORMS}}
 
 
 def named_output_keys(task, class_names, target_names) -> list[str]:
