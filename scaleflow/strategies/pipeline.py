@@ -246,7 +246,12 @@ class Pipeline(Strategy):
             log.warning("strategy=pipeline uses %d of the %d devices (%d stage(s) x %d replica(s)): the others idle",
                         needed, len(devices), s.stages, len(replica_devices))
         layout = [[stage_device(d, i) for i in range(s.stages)] for d in replica_devices]
-        return PipelineDistribution(inner, layout=layout, cuts=chosen_cuts(cfg), micro_batches=s.micro_batches,
+        cuts = chosen_cuts(cfg)
+        bubble = (s.stages - 1) / (s.micro_batches + s.stages - 1)
+        log.info("strategy=pipeline: %d stages cut after %s, %d micro-batches per replica and step (bubble %.0f%%); "
+                 "stages on %s", s.stages, ", ".join(cuts), s.micro_batches, 100 * bubble,
+                 " | ".join(", ".join(d.split("device:")[-1] for d in replica) for replica in layout))
+        return PipelineDistribution(inner, layout=layout, cuts=cuts, micro_batches=s.micro_batches,
                                     data_parallel=s.data_parallel)
 
 
