@@ -218,9 +218,19 @@ class KerasJaxStrategy(Strategy):
             log.warning("strategy=%s: the model axis has 1 device, so no variable is split; on a CPU set "
                         "hardware.logical_devices=N (and strategy.mesh=[D,M] for hybrid)", self.name)
         status = run_child(command, env)
-        if status in (2, 130, 143):  # a config error, or interrupted: the process said so and why
+        if status not in (2, 130, 143):
+            return status
+        # A config error found in the training process (a layout rule), or a stop on a signal: it said
+        # which, on its own line. One run exits with its status; a sweep records the job as failed
+        # (exit 2) or stops, as for any interrupted job.
+        if HydraConfig.get().mode.name != "MULTIRUN":
             raise SystemExit(status)
-        return status
+        if status == 2:
+            raise ScaleflowError(f"strategy={self.name}: the training process refused the config (exit status 2); "
+                                 f"see {os.path.join(run_dir, 'jax.log')}")
+        from scaleflow.signals import TrainingInterrupted, resume_command
+
+        raise TrainingInterrupted(status - 128, "in the training process", resume_command())
 
     def is_writer(self, cfg) -> bool:
         args = cluster_arguments(cfg)
