@@ -90,10 +90,11 @@ def _texts(column):
 
 
 def _text_missing(texts) -> np.ndarray:
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     lowered = pc.utf8_lower(texts)
-    hit = pc.is_in(lowered, value_set=__import__("pyarrow").array(list(MISSING)))
+    hit = pc.is_in(lowered, value_set=pa.array(list(MISSING)))
     return np.asarray(pc.or_kleene(pc.is_null(texts), pc.fill_null(hit, True)).to_numpy(zero_copy_only=False),
                       dtype=bool)
 
@@ -256,9 +257,12 @@ class ColumnScan:
                                                                         if more else ""), hint)
 
     def _add_labels(self, column, first: int, where: Where) -> None:
+        """Check the labels of a batch (present; finite for regression) and keep their distinct values
+        (at most max_classes + 2: beyond that the task names the problem from what is kept)."""
+        import pyarrow as pa
         import pyarrow.compute as pc
 
-        numeric = is_numeric(column.type) and not column.type == __import__("pyarrow").null()
+        numeric = is_numeric(column.type) and not pa.types.is_null(column.type)
         if numeric:
             values, missing = _numbers(column)
         else:
@@ -270,23 +274,23 @@ class ColumnScan:
                               "Every record needs a label to train or evaluate; remove the record, or use "
                               "mode=predict for unlabelled data")
         if self.task.name == "regression":
-            infinite = np.flatnonzero(np.isinf(values)) if numeric else []
             if not numeric:
                 try:
-                    pc.cast(texts, __import__("pyarrow").float64())
-                except Exception:
+                    values, _ = _numbers(pc.cast(texts, pa.float64()))
+                except pa.ArrowInvalid:
                     raise self._not_a_number(self.label, column, first, where) from None
+            infinite = np.flatnonzero(np.isinf(values))
             if len(infinite):
                 r = int(infinite[0])
                 raise where.error(first + r, self.label, f"{str(float(values[r]))!r} is not a finite number")
             return
         if len(self.label_values) > self.max_classes + 1:
-            return  # already too many: the task names the problem from what is kept
+            return
         if numeric:
             distinct = np.unique(values).tolist()
         else:
             distinct = pc.unique(texts).to_pylist()
-            if self.label_numeric is None or self.label_numeric:
+            if self.label_numeric is not False:  # text labels that are all numbers are class ids
                 from scaleflow.tasks.labels import as_number
 
                 numbers = [as_number(v) for v in distinct]
@@ -326,14 +330,16 @@ class ColumnScan:
             target_names = targets.target_names
         elif self.label:
             distinct = sorted(self.label_values, key=lambda v: (isinstance(v, str), v))
-            if self.trained is not None and self.trained.classes:
+            if self.trained is not None and self.trained.classes:  # a trained model's classes, unchanged
                 known = self.trained.classes
-                numeric = all(isinstance(c, int) for c in known)
-                unknown = [v for v in distinct if (int(v) if numeric and float(v) == int(v) else str(v))
-                           not in (set(known) if numeric else {str(c) for c in known})] if distinct else []
-                if unknown:
-                    raise DataError(self.path, f"label {unknown[0]!r} is not a class the model was trained on "
-                                    f"({', '.join(map(str, known[:20]))})", column=self.label)
+                integer = all(isinstance(c, int) for c in known)
+                names = set(known) if integer else {str(c) for c in known}
+                for v in distinct:
+                    key = int(v) if integer and isinstance(v, (int, float)) and float(v) == int(v) else \
+                        (v if integer else str(v))
+                    if key not in names:
+                        raise DataError(self.path, f"label {v!r} is not a class the model was trained on "
+                                        f"({', '.join(map(str, known[:20]))})", column=self.label)
                 num_classes = len(known)
                 class_names = tuple(str(c) for c in known)
             else:

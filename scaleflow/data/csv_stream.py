@@ -23,7 +23,6 @@ encrypted files, task=multilabel.
 from __future__ import annotations
 
 import csv
-import io
 import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence

@@ -271,7 +271,6 @@ class Parquet(Dataset):
         return self._stream(config, files, np.asarray(keep, dtype=bool))
 
     def take(self, config, indices: np.ndarray) -> Any:
-        info = self.describe(config)
         indices = np.asarray(indices, dtype=np.int64)
         keep = np.zeros(int(indices.max()) + 1 if len(indices) else 0, dtype=bool)
         keep[indices] = True
