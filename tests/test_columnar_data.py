@@ -258,3 +258,22 @@ def test_streamed_csv_is_described_from_its_index_and_a_worker_parses_only_its_b
     csv_stream.StreamingCSV._described.clear()
     info = CSV().describe(compose(*overrides).data)
     assert info.num_examples == 3001
+
+
+def test_a_nan_the_footers_cannot_show_is_named_when_the_read_meets_it(tf, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    x = np.arange(400, dtype=np.float64)
+    x[333] = np.nan
+    (tmp_path / "pq").mkdir()
+    pq.write_table(pa.table({"x": x, "label": np.arange(400) % 2}), tmp_path / "pq" / "p.parquet", row_group_size=100)
+    cfg = compose("data=parquet", f"data.path={tmp_path / 'pq'}")  # footers: no null, so no error yet
+    from scaleflow.data.parquet import Parquet
+
+    dataset = Parquet()
+    with pytest.raises(Exception) as e:
+        list(dataset.read(cfg.data).as_numpy_iterator())
+    explained = dataset.explain_read_error(cfg.data, e.value)
+    assert str(explained).startswith(f"{tmp_path / 'pq' / 'p.parquet'} row group 3, row 33 (record 333), column 'x': "
+                                     "missing value")

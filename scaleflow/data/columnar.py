@@ -111,14 +111,21 @@ class Where:
         return f"{path} " + (f"line {line} (record {record})" if line is not None else words or f"record {record}")
 
     def error(self, record: int, column: str | None, problem: str, hint: str | None = None) -> DataError:
-        from scaleflow.errors import ScaleflowError
-
         path, line, words = self.describe(record)
-        error = DataError(path, problem, line=line, record=record, column=column, hint=hint)
         if line is None:  # DataError names a record only beside a line: say where it is in words
-            where = self.text(record) + (f", column {column!r}" if column is not None else "")
-            ScaleflowError.__init__(error, f"{where}: {problem}" + (f". {hint}" if hint else ""))
-        return error
+            return located_error(path, self.text(record), column, problem, hint)
+        return DataError(path, problem, line=line, record=record, column=column, hint=hint)
+
+
+def located_error(path: str, where: str, column: str | None, problem: str, hint: str | None = None) -> DataError:
+    """A DataError about `path` whose message names the place in words (`where`, e.g. 'p.parquet row
+    group 3, row 33 (record 333)'), the column and the problem."""
+    from scaleflow.errors import ScaleflowError
+
+    error = DataError(path, problem, column=column, hint=hint)
+    text = where + (f", column {column!r}" if column is not None else "")
+    ScaleflowError.__init__(error, f"{text}: {problem}" + (f". {hint}" if hint else ""))
+    return error
 
 
 @dataclass
@@ -398,8 +405,8 @@ class BatchEncoder:
                 if missing.any():
                     if self.encoding.missing == "error" and c not in self.encoding.fill:
                         r = int(np.flatnonzero(missing)[0])
-                        raise DataError(self.path, f"{where(r)}: missing value (NaN or null)", column=c,
-                                        hint="Set data.missing=mean or data.missing=zero to impute, or fix the file")
+                        raise located_error(self.path, where(r), c, "missing value (NaN or null)",
+                                            "Set data.missing=mean or data.missing=zero to impute, or fix the file")
                     values = np.where(missing, self.encoding.fill.get(c, 0.0), values)
                 x[:, offset] = values
                 offset += 1

@@ -438,7 +438,7 @@ class StreamingCSV:
                 row = 0
                 for batch in table.to_batches(max_chunksize=8192):
                     start = int(offsets[block]) + row
-                    x, y = encoder(batch, lambda r, s=start: f"record {s + r}")
+                    x, y = encoder(batch, lambda r, s=start: f"{config.path} record {s + r}")
                     if mask is not None:
                         x, y = keep_rows(mask, row, x, y)
                     row += batch.num_rows
