@@ -44,7 +44,7 @@ def input_fn(dataset: Dataset, config, shard_plan: ShardPlan, *, training: bool,
         if dataset.in_memory:
             # In memory: gather this pipeline's candidates once, then index whole batches per epoch.
             candidates = np.unique(np.concatenate(shard_plan.shards)) if per_epoch else \
-                np.unique(shard_plan.epoch_records[pipeline])
+                shard_plan.kept_ids(pipeline)
             x, y = dataset.gather_arrays(config, candidates)
             x, y = tf.constant(x), tf.constant(y)
             fixed = tf.constant(np.searchsorted(candidates, shard_plan.epoch_records[pipeline]), tf.int64)
@@ -176,7 +176,7 @@ def _file_pipeline(dataset: Dataset, config, plan: ShardPlan, pipeline: int, ini
 
     need = plan.steps * plan.batch_per_pipeline
     if not plan.files and plan.repartition is None:  # no files, no gather_arrays: the dataset's own take
-        mine = np.unique(plan.epoch_records[pipeline])
+        mine = plan.kept_ids(pipeline)
         return finish(_evened(dataset.take(config, mine), len(mine), need, config.cache)).repeat()
     if not plan.files:  # a new partition every epoch (data.reshuffle_each_epoch): filter a whole read
         total = int(plan.source_records)
@@ -197,7 +197,7 @@ def _file_pipeline(dataset: Dataset, config, plan: ShardPlan, pipeline: int, ini
         ds = dataset.read(config, files=[plan.files[f] for f in opened])
         return finish(_evened(ds, len(plan.shards[pipeline]), need, config.cache)).repeat()
     if plan.seek and plan.repartition is None:  # the source reads its records by offset: only ours
-        mine = np.unique(plan.epoch_records[pipeline])
+        mine = plan.kept_ids(pipeline)
         starts = np.concatenate([[0], np.cumsum(np.asarray(plan.file_records, dtype=np.int64))])
         owner = np.searchsorted(starts, mine, side="right") - 1
         opened = np.unique(owner)
@@ -207,7 +207,7 @@ def _file_pipeline(dataset: Dataset, config, plan: ShardPlan, pipeline: int, ini
     ds = dataset.read(config, files=[plan.files[f] for f in opened])
     all_ids = records_of(opened, plan.file_records)  # global id of each record the opened files hold
     if plan.repartition is None:
-        mine = np.unique(plan.epoch_records[pipeline])
+        mine = plan.kept_ids(pipeline)
         keep = np.zeros(len(all_ids), dtype=bool)
         keep[np.searchsorted(all_ids, mine)] = True
         # A reader that can skip what this pipeline does not keep (row groups, blocks of lines) does.

@@ -171,6 +171,12 @@ class ShardPlan:
         two: no sorted copy of millions of ids per report."""
         return int(min(len(self.epoch_records[pipeline]), len(self.shards[pipeline])))
 
+    def kept_ids(self, pipeline: int) -> np.ndarray:
+        """The distinct records the pipeline trains on per epoch, ascending: what np.unique of its epoch
+        records gives, without sorting millions of ids (a shard is ascending and `even` keeps a prefix
+        of it or cycles through all of it)."""
+        return self.shards[pipeline][:self.kept(pipeline)]
+
     def records_read(self, pipeline: int) -> int:
         """Records the pipeline reads per epoch to get its own: its files at file level; every record
         of each file it opens at record level; the whole source when the source is in memory."""
@@ -277,7 +283,11 @@ def cycled(values: np.ndarray, length: int) -> np.ndarray:
 def files_of(records: np.ndarray, file_records: Sequence[int]) -> np.ndarray:
     """Indices of the files that hold `records` (global ids run file by file)."""
     ends = np.cumsum(np.asarray(file_records, dtype=np.int64))
-    return np.unique(np.searchsorted(ends, np.asarray(records, dtype=np.int64), side="right"))
+    records = np.asarray(records, dtype=np.int64)
+    held = np.zeros(len(ends) + 1, dtype=bool)
+    for start in range(0, len(records), 1 << 20):  # in chunks: no file id per record for millions of records
+        held[np.searchsorted(ends, records[start:start + (1 << 20)], side="right")] = True
+    return np.flatnonzero(held).astype(np.int64)
 
 
 def records_of(files: np.ndarray, file_records: Sequence[int]) -> np.ndarray:
