@@ -12,8 +12,8 @@ From the config alone (no TensorFlow, no JAX):
     step       = (K + S - 1) x the slowest stage's micro-batch time          (GPipe schedule)
                  + all-reduce on the data axis + the per-step overhead
       stage micro-batch time = 3 x FLOPs x b/K / FLOP/s (a layer split on the model axis: / M)
-                 + model axis: per split layer, an all-gather of its output activations forward and
-                   a reduce-scatter of their gradient backward: 2 x ((M-1)/M x bytes/W + (M-1) x L)
+                 + model-axis collectives as GSPMD partitions a split kernel (`model_axis_traffic`):
+                   all-gather / reduce-scatter (M-1)/M x bytes/W + (M-1) x L each, all-reduce twice that
                  + its boundaries' activations forward and their gradients backward
       data axis  = ring all-reduce over D of the gradient bytes one device holds (its shards)
       bubble     = (S-1)/(K+S-1) of the pipeline time: the stages idle while it fills and drains
