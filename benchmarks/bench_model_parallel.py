@@ -140,7 +140,9 @@ def through_scaleflow(units: list[int], devices: int, batch: int) -> str:
         step, strategy = run.get("step_time") or {}, run.get("strategy") or {}
         speed = (run.get("throughput") or {}).get("steps_per_sec")
         fraction = strategy.get("parameter_fraction_per_device")
-        return (f"run.json: parameters on the fullest device {fraction} x replicated; "
+        planned = (step.get("predicted_memory_per_device") or {}).get("ratio_vs_replicated")
+        return (f"run.json: parameters on the fullest device {fraction} x replicated (plan: parameters + "
+                f"optimizer {planned} x); "
                 f"{speed and f'{speed:.1f}'} steps/s; step measured {step.get('measured_step_time_s')} s, "
                 f"predicted {step.get('predicted_step_time_s')} s")
 

@@ -103,6 +103,8 @@ def test_run_json_records_predicted_and_measured_step_time(train):
     st = run["step_time"]
     assert st["predicted_step_time_s"] > 0 and st["measured_step_time_s"] > 0
     assert st["ratio"] == pytest.approx(st["measured_step_time_s"] / st["predicted_step_time_s"], rel=1e-3)
+    memory = st["predicted_memory_per_device"]  # one replicated device: every byte of the model
+    assert memory["ratio_vs_replicated"] == 1.0 and memory["fits"] and memory["total_bytes"] > memory["parameters_bytes"]
 
 
 def test_socket_ring_allreduce_between_two_processes_measures_the_link():

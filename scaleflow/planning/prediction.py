@@ -9,7 +9,8 @@ log = logging.getLogger("scaleflow")
 
 
 def predicted_vs_measured(cfg, distribution, info, measured_step_time_s: float | None) -> dict:
-    """{predicted_step_time_s, measured_step_time_s, ratio (measured / predicted), breakdown}.
+    """{predicted_step_time_s, measured_step_time_s, ratio (measured / predicted), breakdown,
+    predicted_memory_per_device}.
 
     The prediction uses the layout the run really had (its distribution's workers, replicas and
     pipelines). It never fails the run: a planner error is recorded instead.
@@ -32,7 +33,7 @@ def predicted_vs_measured(cfg, distribution, info, measured_step_time_s: float |
         lay = dataclasses.replace(layout(cfg, figs, distribution.name), workers=distribution.num_workers,
                                   replicas=distribution.num_replicas, pipelines=distribution.num_pipelines)
         work, _ = workload(cfg, info)
-        step = predicted_step(cfg, figs, lay, work, info)  # the model/pipeline split too, if the strategy has one
+        step, memory = predicted_step(cfg, figs, lay, work, info)  # the model/pipeline split too, if any
     except Exception as e:  # noqa: BLE001 - a prediction must never fail a finished training run
         log.warning("could not predict the step time: %s", e)
         return {"predicted_step_time_s": None, "measured_step_time_s": measured_step_time_s, "ratio": None,
@@ -44,4 +45,7 @@ def predicted_vs_measured(cfg, distribution, info, measured_step_time_s: float |
                  measured_step_time_s * 1e3, ratio)
     return {"predicted_step_time_s": float(f"{total:.6g}"), "measured_step_time_s": measured_step_time_s,
             "ratio": None if ratio is None else round(ratio, 4), "breakdown": step,
-            "figures": figs.source}
+            "figures": figs.source,
+            # beside the strategy's measured bytes per device (model parallelism: run.json's strategy block)
+            "predicted_memory_per_device": {k: memory[k] for k in (
+                "parameters_bytes", "optimizer_bytes", "total_bytes", "ratio_vs_replicated", "fits")}}

@@ -64,11 +64,13 @@ def is_data_parallel(p) -> bool:
     return p.model == 1 and p.stages == 1
 
 
-def predicted_step(cfg, figs: Figures, lay: Layout, work: Workload, info) -> dict:
+def predicted_step(cfg, figs: Figures, lay: Layout, work: Workload, info) -> tuple[dict, dict]:
     """The step the run will take, as `StepTime.report()`/`ParallelStep.report()` give it (with total_s):
-    the data-parallel cost model, or the model/pipeline one when the strategy splits the model."""
+    the data-parallel cost model, or the model/pipeline one when the strategy splits the model; and
+    the memory per device under the strategy's split (`plan_parallelism`'s memory_per_device)."""
     par = parallel_plan(cfg, figs, lay, work, info)
-    return par["step"] if not is_data_parallel(par["parallelism"]) else step_time(work, figs, lay).report()
+    step = par["step"] if not is_data_parallel(par["parallelism"]) else step_time(work, figs, lay).report()
+    return step, par["memory_per_device"]
 
 
 def scaling(cfg, work: Workload, figs: Figures, base: Layout, max_replicas: int) -> list[dict]:
