@@ -121,6 +121,23 @@ def test_each_pipeline_through_the_service_yields_exactly_its_in_process_batches
         _check_epochs(split, per_epoch)  # exactly the plan's records per epoch: none lost, none twice
 
 
+@pytest.mark.slow
+def test_joining_a_running_dispatcher_measures_its_workers_and_yields_the_same_batches(tf, tmp_path, service):
+    """data.service=<host:port>: the module's service stands for a dispatcher someone else started."""
+    from scaleflow.data.input import input_fn
+    from scaleflow.data.service import for_run
+
+    dataset, config, plan = _plan("tfrecord", tmp_path, service=service.address, shard="hash", shard_key="group")
+    with for_run(compose(f"data.service=grpc://{service.address}"), str(tmp_path)) as joined:
+        assert (joined.kind, joined.address, joined.workers, joined.pids) == ("remote", service.address, 2, ())
+        assert joined.report()["dispatcher"] == service.address
+        local = input_fn(dataset, config, plan.train, training=True, seed=config.seed)
+        remote = input_fn(dataset, config, plan.train, training=True, seed=config.seed, service=joined)
+        n = 2 * plan.train.steps
+        assert _stream(remote, tf, 1, n) == _stream(local, tf, 1, n)
+    assert all(_alive(p) for p in service.pids), "joining must never end someone else's service"
+
+
 def _listening(pids) -> list[str]:
     """host:port of the TCP sockets in LISTEN state, in this network namespace, opened by `pids`."""
     inodes = set()
@@ -224,35 +241,56 @@ def test_an_unreachable_dispatcher_is_a_clear_error_within_the_timeout(tf):
 
 
 # ------------------------------------------------------------------------- the CLI, end to end
+def _pids(path: Path) -> list[int]:
+    return [int(line.split()[1]) for line in path.read_text().splitlines()] if path.exists() else []
+
+
 @pytest.mark.slow
-def test_a_run_on_a_local_service_records_it_ends_it_on_sigterm_and_resumes_with_a_fresh_one(tmp_path):
+def test_a_run_on_a_local_service_ends_it_on_sigterm_and_kill_9_and_resumes_with_a_fresh_one(tmp_path):
+    """SIGTERM: the run stops at a step boundary (143, run.json interrupted) and ends its service.
+    kill -9 of the trainer: its service dies with it. The next run resumes from the checkpoint on a
+    fresh service (new dispatcher, new job names)."""
     run_dir = tmp_path / "run"
+    pids_file = run_dir / "data_service" / "pids"
     args = ["data.service=local", "data.service_workers=1", "data.num_examples=512", "model.hidden_units=[16]",
             "trainer.steps_per_execution=1", "export=none", f"hydra.run.dir={run_dir}"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.Popen([sys.executable, "-m", "scaleflow", *args, "trainer.epochs=200"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and proc.poll() is None:  # until an epoch is checkpointed
-        manifest = run_dir / "run.json"
-        if manifest.exists() and (json.loads(manifest.read_text()).get("epochs_completed") or 0) >= 1:
-            break
-        time.sleep(0.3)
-    pids = [int(line.split()[1]) for line in (run_dir / "data_service" / "pids").read_text().splitlines()]
+
+    def start(epochs: int) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "scaleflow", *args, f"trainer.epochs={epochs}"], cwd=tmp_path,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def wait_for(condition, proc, what: str) -> None:
+        deadline = time.monotonic() + 180
+        while not condition():
+            assert proc.poll() is None and time.monotonic() < deadline, f"never saw {what}"
+            time.sleep(0.2)
+
+    first = start(200)
+    wait_for(lambda: (run_dir / "run.json").exists() and
+             (json.loads((run_dir / "run.json").read_text()).get("epochs_completed") or 0) >= 1, first, "an epoch")
+    pids = _pids(pids_file)
     assert len(pids) >= 2 and all(_alive(p) for p in pids)  # (relay,) dispatcher, worker
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 143, out
-    time.sleep(0.5)
+    first.send_signal(signal.SIGTERM)
+    out, _ = first.communicate(timeout=120)
+    assert first.returncode == 143, out
     assert not [p for p in pids if _alive(p)], "a service process outlived the run"
-    first = json.loads((run_dir / "run.json").read_text())
-    assert first["status"] == "interrupted"
-    assert first["data"]["input"]["runs"] == "tf.data service" and first["data"]["input"]["workers"] == 1
+    interrupted = json.loads((run_dir / "run.json").read_text())
+    assert interrupted["status"] == "interrupted"
+    assert interrupted["data"]["input"]["runs"] == "tf.data service" and interrupted["data"]["input"]["workers"] == 1
+
+    killed = start(200)  # its own service appears, then the trainer is killed with SIGKILL
+    wait_for(lambda: _pids(pids_file) and set(_pids(pids_file)).isdisjoint(pids), killed, "a fresh service")
+    again = _pids(pids_file)
+    killed.kill()
+    killed.communicate(timeout=60)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_alive(p) for p in again):
+        time.sleep(0.2)
+    assert not [p for p in again if _alive(p)], "kill -9 of the trainer left service processes behind"
 
     done = cli(*args, "trainer.epochs=2", cwd=tmp_path, check=True)
     final = json.loads((run_dir / "run.json").read_text())
     assert final["status"] == "ok" and final["resumed_from_epoch"] >= 1, done.stdout
-    assert final["data"]["input"]["dispatcher"] != first["data"]["input"]["dispatcher"] or \
-        final["data"]["input"]["jobs"] != first["data"]["input"]["jobs"]  # a fresh service, fresh jobs
-    assert not [p for p in (int(line.split()[1]) for line in (run_dir / "data_service" / "pids").read_text().splitlines())
-                if _alive(p)]
+    assert final["data"]["input"]["jobs"] != interrupted["data"]["input"]["jobs"]  # fresh jobs on a fresh service
+    assert not [p for p in _pids(pids_file) if _alive(p)]

@@ -230,7 +230,8 @@ def probe(address: str, timeout_s: float, job_name: str) -> int:
             pair = next(iter(ds)).numpy()
             result["workers"] = int(pair[1] - pair[0])
         except Exception as e:  # noqa: BLE001 - reported below, with the address
-            result["error"] = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            result["error"] = text.split("}} ", 1)[-1].split(" [Op:")[0]  # without TensorFlow's node names
 
     thread = threading.Thread(target=run, name="data-service-probe", daemon=True)
     thread.start()
@@ -241,7 +242,7 @@ def probe(address: str, timeout_s: float, job_name: str) -> int:
                             "list (DispatcherConfig.worker_addresses), with every listed worker running?")
     if "error" in result:
         hint = ""
-        if "worker_addresses" in result["error"] or "static sharding" in result["error"].lower():
+        if any(m in result["error"] for m in ("worker_addresses", "workers list", "Failed to shard")):
             hint = " (static sharding needs a dispatcher started with DispatcherConfig(worker_addresses=[...]))"
         raise ServiceFailed(f"data.service: the tf.data service at {address} failed a probe job: {result['error']}{hint}")
     return result["workers"]

@@ -160,9 +160,12 @@ class ServiceTarget:
     def job(self, split: str, pipeline: int) -> str:
         return f"{self.job_prefix}-{split}-p{pipeline}"
 
-    def report(self) -> dict:
+    def report(self, training_processes: int = 1) -> dict:
         out = {"runs": "tf.data service", "service": self.kind, "dispatcher": self.address,
-               "workers": self.workers, "sharding": SHARDING, "jobs": f"{self.job_prefix}-<split>-p<pipeline>"}
+               "workers": self.workers, "sharding": SHARDING, "jobs": f"{self.job_prefix}-<split>-p<pipeline>-<n>"}
+        if self.kind == "local" and training_processes > 1:
+            out["per_process"] = (f"each of the {training_processes} training processes runs its own service for its "
+                                  "own pipeline (this is the chief's; logs in data_service-<rank>/)")
         if self.isolation:
             out["isolation"] = self.isolation
         return out

@@ -106,7 +106,8 @@ def _train(cfg, run_dir: str, distribution, hardware: dict, manifest: Manifest, 
         cfg, run_dir, info.files, log_dir=data_service.log_dir(run_dir, distribution.worker_index),
         on_failure=lambda message: manifest.finish("failed", error=message.splitlines()[0])))
     manifest.update(task=task.name, data={**plan.report(), "name": cfg.data.name, "input_shape": list(info.input_shape),
-                                          "input": service.report() if service else service_config.describe(cfg),
+                                          "input": service.report(distribution.num_workers) if service
+                                          else service_config.describe(cfg),
                                           "num_classes": info.num_classes, "class_names": list(info.class_names),
                                           "target_names": list(info.target_names),
                                           **({"encoding": info.extra["report"]} if "report" in info.extra else {}),
