@@ -193,8 +193,8 @@ def test_bad_input_exits_2_before_tensorflow_with_one_line(tmp_path):
 @pytest.mark.integration
 @pytest.mark.slow
 def test_killed_with_sigkill_it_resumes_to_the_weights_of_an_uninterrupted_run(train, tmp_path):
-    epochs = 8
-    overrides = [*PIPELINE, "data.num_examples=1024", f"trainer.epochs={epochs}", "model.hidden_units=[32,32]",
+    epochs = 6
+    overrides = [*PIPELINE, "data.num_examples=768", f"trainer.epochs={epochs}", "model.hidden_units=[32,32]",
                  "trainer.steps_per_execution=1", "data.validation_split=0"]
     run_dir = tmp_path / "killed"
     command = [sys.executable, "-m", "scaleflow", *overrides, f"hydra.run.dir={run_dir}"]
