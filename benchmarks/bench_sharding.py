@@ -17,6 +17,15 @@ The table shows one whole epoch per case (best of --repeats). The ratios come fr
 the TFRecord pipelines are kept live and read in turn in short windows (median records/s), so load
 from other processes on a shared machine falls on every case alike.
 
+Tables (`--tables also|only|no`; tables_main): the same rows as 8 Parquet files (row groups of 65,536)
+and one CSV, at --rss-small (100k) and --records rows:
+
+  rss         peak RSS (VmHWM) of the same short `python -m scaleflow` run (--rss-steps steps, no
+              validation, export=none, data.in_memory=false for the CSV) at both sizes (goal <= 1.2x)
+  throughput  worker 0 of 4, interleaved windows: Parquet file level sequential vs hash (goal hash >=
+              0.9x) and hash at record level; the streamed CSV at record level, sequential (parses only
+              its quarter of the blocks) vs hash (parses every block, keeps a quarter)
+
 Per-file indexes (`--sections index,seek,rss`; scaleflow/data/index.py):
 
   index  describe time of the TFRecord set: first (builds the indexes), second and third (reuse
