@@ -234,8 +234,11 @@ def test_streamed_csv_is_described_from_its_index_and_a_worker_parses_only_its_b
     make_csv(path, 3000)
     overrides = ("data=csv", f"data.path={path}", "data.feature_columns=[id,x1]", "data.in_memory=false",
                  "data.validation_split=0", "data.batch_size=8")
-    cfg = compose(*overrides)  # validation describes: builds the index
-    assert (tmp_path / ".d.csv.sfindex").exists()
+    from scaleflow.modes.index import run as index_run
+
+    report = index_run(compose(*overrides, "mode=index"), str(tmp_path / "index_run"))  # ahead of time
+    assert report["built"] == 1 and report["records"] == 3000 and (tmp_path / ".d.csv.sfindex").exists()
+    cfg = compose(*overrides)
     csv_stream.StreamingCSV._described.clear()  # as a new process (another worker, the next run) sees it
     dataset = CSV()
     info = dataset.describe(cfg.data)

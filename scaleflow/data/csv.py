@@ -166,6 +166,11 @@ class CSV(InMemoryDataset):
         streamer = self.streaming(config)
         return streamer.take(config, indices) if streamer is not None else super().take(config, indices)
 
+    def index_format(self, config):
+        """mode=index builds a streamed CSV's index (blocks and description) ahead of time."""
+        streamer = self.streaming(config)
+        return ([config.path], streamer.index_format(config)[0]) if streamer is not None else None
+
     def explain_read_error(self, config, error: BaseException, files=None):
         streamer = self.streaming(config)
         return streamer.explain_read_error(config, error) if streamer is not None else None

@@ -286,17 +286,9 @@ class StreamingCSV:
         text = json.dumps({**{k: plain.get(k) for k in keys}, "task": self.task.name}, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def _indexed(self, config):
-        """The description from the file's index (built once by the first describe, under the index
-        engineer's cache: location, staleness, locking), or None when it cannot be used: data.index=off,
-        a trained model's encoding or unlabelled data (mode=evaluate|predict describe by scan)."""
-        from scaleflow.data.index import IndexOptions, log_summary, open_indexes, summary
-
-        options = IndexOptions.from_config(config)
-        if not options.enabled or self.encoding is not None or not self.require_label:
-            self._index_report = {"used": False, "why": "data.index=off" if not options.enabled else
-                                  "describing for a trained model (evaluate/predict) scans"}
-            return None
+    def index_format(self, config) -> tuple["CSVIndex", dict]:
+        """(the file's index format for this config, a dict that receives the scan's own result
+        under "result" when this process builds the index)."""
         built: dict = {}
 
         def describe():
@@ -310,10 +302,23 @@ class StreamingCSV:
                            "target_names": list(info.target_names), "extra": info.extra}
             return arrays, description
 
+        return CSVIndex(config.delimiter, BLOCK_BYTES, self._digest(config), describe), built
+
+    def _indexed(self, config):
+        """The description from the file's index (built once by the first describe, under the index
+        engineer's cache: location, staleness, locking), or None when it cannot be used: data.index=off,
+        a trained model's encoding or unlabelled data (mode=evaluate|predict describe by scan)."""
+        from scaleflow.data.index import IndexOptions, log_summary, open_indexes, summary
+
+        options = IndexOptions.from_config(config)
+        if not options.enabled or self.encoding is not None or not self.require_label:
+            self._index_report = {"used": False, "why": "data.index=off" if not options.enabled else
+                                  "describing for a trained model (evaluate/predict) scans"}
+            return None
         import time
 
         started = time.perf_counter()
-        fmt = CSVIndex(config.delimiter, BLOCK_BYTES, self._digest(config), describe)
+        fmt, built = self.index_format(config)
         [ix] = open_indexes([config.path], fmt, options)
         report = summary([ix], options, time.perf_counter() - started)
         log_summary(report)
