@@ -11,7 +11,7 @@ LayoutMap) and trains it with Adam. It reports:
 
 - parameter + optimizer bytes on the fullest device (from the JAX shardings of the model's and the
   optimizer's variables) against the baseline's: the goal is <= 1/M + 5%;
-- steps/s against the baseline (the fastest of 3 timed windows; on this shared 2-core machine:
+- steps/s against the baseline (the fastest of 2 timed windows; on this shared 2-core machine:
   informational);
 - mode=plan's predicted step time (`planning/parallel.py`, hardware=cpu figures) beside the measured
   one, and its predicted parameter + optimizer ratio.
@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-WINDOWS = 3  # timed fits of --steps steps each; the fastest counts
+WINDOWS = 2  # timed fits of --steps steps each; the fastest counts
 
 
 def config(units: list[int], devices: int, batch: int):
@@ -131,7 +131,7 @@ def through_scaleflow(units: list[int], devices: int, batch: int) -> str:
         result = subprocess.run([sys.executable, "-m", "scaleflow", "strategy=model_parallel",
                                  f"hardware.logical_devices={devices}",
                                  f"model.hidden_units=[{','.join(map(str, units))}]", f"data.batch_size={batch}",
-                                 "data.num_examples=1024", "trainer.epochs=2", "export=none", "trainer.verbose=quiet",
+                                 "data.num_examples=512", "trainer.epochs=2", "export=none", "trainer.verbose=quiet",
                                  f"hydra.run.dir={tmp}"], cwd=tmp, capture_output=True, text=True, timeout=300,
                                 env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
         if result.returncode:
