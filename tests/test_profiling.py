@@ -145,6 +145,10 @@ def test_summary_calls_a_job_with_a_slow_map_input_bound(train, monkeypatch, cap
     assert block["verdict"].startswith("input-bound:") and "data.cache" in block["verdict"]
     assert any(r.getMessage().startswith("profile: input-bound:") for r in caplog.records)
     assert len(block["per_epoch"]) == 2 and block["collectives"].startswith("not reported")
+    # Where the step goes (one process: no all-reduce; every call sampled: no full-speed step to split).
+    parts = block["step_parts"]
+    assert parts["compute_s"] > 0 and parts["allreduce_s"] is None and parts["input_s"] > 0.01, parts
+    assert parts["step_s"] is None and parts["overhead_s"] is None, parts
 
 
 def test_summary_calls_a_job_without_input_delay_compute_bound(train, tmp_path):
@@ -162,6 +166,12 @@ def test_summary_calls_a_job_without_input_delay_compute_bound(train, tmp_path):
     assert {"profile/input_wait_fraction", "profile/step_time_ms"} <= set(tags), tags
     assert len(events.Tensors("profile/input_wait_fraction")) == 2  # one per epoch
     assert block["full_speed_step_time_s"] > 0 and block["sampled_steps"] > 0
+    # Where the full-speed step goes: compute + input + overhead add up to it (one process: no all-reduce).
+    parts = block["step_parts"]
+    assert parts["compute_s"] > 0 and parts["allreduce_s"] is None, parts
+    assert parts["step_s"] == pytest.approx(block["full_speed_step_time_s"])
+    assert parts["overhead_s"] == 0 or \
+        parts["compute_s"] + parts["input_s"] + parts["overhead_s"] == pytest.approx(parts["step_s"]), parts
 
 
 # --------------------------------------------------------------------------- profile.port

@@ -168,11 +168,11 @@ class StepBreakdown:
                 fraction = _fraction(wait, step) if on else None
                 full_speed = sum(e["full_speed_s"] for e in self.epochs) / fast_steps if fast_steps else None
                 parts = dict(getattr(self, "_parts", {}))
-                if full_speed and parts.get("compute_s") is not None:
+                if parts.get("compute_s") is not None:
                     parts["input_s"] = wait / sampled if sampled else 0.0
+                    parts["step_s"] = full_speed  # None when every call was sampled: no overhead then
                     parts["overhead_s"] = max(0.0, full_speed - parts["compute_s"] - (parts.get("allreduce_s") or 0.0)
-                                              - parts["input_s"])
-                    parts["step_s"] = full_speed
+                                              - parts["input_s"]) if full_speed else None
                 return {
                     "mode": "summary", "measured": on, "sample_every": every, "sampled_steps": sampled,
                     "input_wait_fraction": fraction,
@@ -245,7 +245,9 @@ def _compute_seconds(model, batch: int, repeats: int = 10) -> float:
 
     if len(model.inputs) != 1:
         raise ValueError("only single-input models are measured")
-    clone = keras.models.clone_model(model)
+    # A copy from the architecture alone (clone_model would also rebuild the compiled optimizer,
+    # which a strategy may have wrapped in a class Keras cannot deserialise).
+    clone = type(model).from_config(model.get_config())
     x = tf.random.normal([batch, *model.inputs[0].shape[1:]])
 
     @tf.function(jit_compile=False)

@@ -63,19 +63,18 @@ class MultiWorkerDistribution(TFDistribution):
 
         import tensorflow as tf
 
-        shapes = [v.shape for v in model.trainable_variables]
+        grads = [tf.ones(v.shape) for v in model.trainable_variables]  # arguments: never folded as constants
 
         @tf.function
-        def all_reduce():
-            def replica():
-                reduced = tf.distribute.get_replica_context().all_reduce(
-                    tf.distribute.ReduceOp.SUM, [tf.ones(s) for s in shapes])
+        def all_reduce(grads):
+            def replica(grads):
+                reduced = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
                 return tf.reduce_sum(reduced[-1])
 
-            return self.strategy.run(replica)
+            return self.strategy.run(replica, args=(grads,))
 
         def once():
-            return float(self.strategy.experimental_local_results(all_reduce())[0])
+            return float(self.strategy.experimental_local_results(all_reduce(grads))[0])
 
         once()
         times = []

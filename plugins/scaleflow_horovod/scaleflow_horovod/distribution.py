@@ -75,18 +75,21 @@ class HorovodDistribution(Distribution):
 
         import tensorflow as tf
 
-        hvd, shapes = self.hvd, [v.shape for v in model.trainable_variables]
+        hvd = self.hvd
+        # Arguments, not constants made inside the function: Grappler would fold an all-reduce of
+        # constants once, while optimising the graph, and the timed calls would move nothing.
+        grads = [tf.ones(v.shape) for v in model.trainable_variables]
 
         @tf.function(jit_compile=False)
-        def all_reduce():
-            reduced = hvd.grouped_allreduce([tf.ones(s) for s in shapes], op=hvd.Average)
+        def all_reduce(grads):
+            reduced = hvd.grouped_allreduce(grads, op=hvd.Average)
             return tf.reduce_sum(reduced[-1])
 
-        all_reduce().numpy()
+        all_reduce(grads).numpy()
         times = []
         for _ in range(repeats):
             began = time.perf_counter()
-            all_reduce().numpy()
+            all_reduce(grads).numpy()
             times.append(time.perf_counter() - began)
         return statistics.median(times)
 
