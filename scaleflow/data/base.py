@@ -30,7 +30,7 @@ from __future__ import annotations
 import abc
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
@@ -153,6 +153,17 @@ class Dataset(abc.ABC):
         in that order, read by offset: called at record level when `describe` set `extra["seek"]`
         (the source knows where each record is, e.g. from an index), so a pipeline reads 1.0x."""
         raise NotImplementedError(f"the {self.name} dataset cannot read records by offset")
+
+    def read_raw(self, config) -> tuple[Callable[[Sequence[str]], Any], Callable[[Any], Any]] | None:
+        """(read, decode) when this source can split reading from decoding, else None (the default).
+
+        `read(files)` is a tf.data.Dataset of raw records (e.g. serialized examples) in the order
+        `read(config, files)` yields them decoded; `decode(batch of raw records)` -> the (features,
+        label) batch `read` would have given for them. With `data.service` the input pipeline batches
+        raw records and decodes after the service's shard, so each service worker decodes only its own
+        batches. Both must be pure TensorFlow (no Python functions): they run on the service workers.
+        """
+        return None
 
     def read_selected(self, config, files: Sequence[str], keep: np.ndarray) -> Any:
         """The records of `files` whose position in their concatenated order is True in `keep`, or None

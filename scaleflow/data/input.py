@@ -74,8 +74,14 @@ def input_fn(dataset: Dataset, config, shard_plan: ShardPlan, *, training: bool,
                                                   reshuffle_each_iteration=True)
                 return one_epoch.batch(per_replica, drop_remainder=True)
 
-            ds = _file_pipeline(dataset, config, shard_plan, pipeline, initial_epoch, epoch_records, finish)
-            post = None
+            # On the service, a source that can split reading from decoding (`Dataset.read_raw`) batches
+            # its raw records here and decodes after the shard: each service worker decodes only its
+            # batches, instead of all of them (the same records, in the same order, either way).
+            split = dataset.read_raw(config) if service is not None and shard_plan.files else None
+            read = (lambda files: split[0](files)) if split else (lambda files: dataset.read(config, files=files))
+            ds = _file_pipeline(dataset, config, shard_plan, pipeline, initial_epoch, epoch_records, finish, read,
+                                selectable=split is None)
+            post = split[1] if split else None
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         # Seeded shuffles only reproduce if parallel stages keep their order (the cost is negligible:
@@ -168,12 +174,14 @@ def _in_stream_order(ds: Any, workers: int, job: str) -> Any:
 
 
 def _file_pipeline(dataset: Dataset, config, plan: ShardPlan, pipeline: int, initial_epoch: int,
-                   epoch_records: Callable[[int], np.ndarray], finish: Callable[..., Any]) -> Any:
+                   epoch_records: Callable[[int], np.ndarray], finish: Callable[..., Any],
+                   read: Callable[[list], Any] | None = None, selectable: bool = True) -> Any:
     """One epoch of this pipeline's records from a file-backed source, repeated: open only the files
     the plan lists for this pipeline, keep its records (record level), then cycle or trim to the
     evened epoch. Records come in global id order, so `np.resize`/truncation in `even` match exactly."""
     import tensorflow as tf
 
+    read = read or (lambda files: dataset.read(config, files=files))
     need = plan.steps * plan.batch_per_pipeline
     if not plan.files and plan.repartition is None:  # no files, no gather_arrays: the dataset's own take
         mine = plan.kept_ids(pipeline)
@@ -194,7 +202,7 @@ def _file_pipeline(dataset: Dataset, config, plan: ShardPlan, pipeline: int, ini
         return tf.data.Dataset.range(initial_epoch, 2**62).flat_map(reshuffled)
     opened = np.asarray(plan.reads[pipeline], dtype=np.int64)
     if plan.level == "file":  # its own files, whole
-        ds = dataset.read(config, files=[plan.files[f] for f in opened])
+        ds = read([plan.files[f] for f in opened])
         return finish(_evened(ds, len(plan.shards[pipeline]), need, config.cache)).repeat()
     if plan.seek and plan.repartition is None:  # the source reads its records by offset: only ours
         mine = plan.kept_ids(pipeline)
@@ -204,14 +212,14 @@ def _file_pipeline(dataset: Dataset, config, plan: ShardPlan, pipeline: int, ini
         ds = dataset.read_records(config, [plan.files[f] for f in opened],
                                   [mine[owner == f] - starts[f] for f in opened])
         return finish(_evened(ds, len(mine), need, config.cache)).repeat()
-    ds = dataset.read(config, files=[plan.files[f] for f in opened])
+    ds = read([plan.files[f] for f in opened])
     all_ids = records_of(opened, plan.file_records)  # global id of each record the opened files hold
     if plan.repartition is None:
         mine = plan.kept_ids(pipeline)
         keep = np.zeros(len(all_ids), dtype=bool)
         keep[np.searchsorted(all_ids, mine)] = True
         # A reader that can skip what this pipeline does not keep (row groups, blocks of lines) does.
-        selected = dataset.read_selected(config, [plan.files[f] for f in opened], keep)
+        selected = dataset.read_selected(config, [plan.files[f] for f in opened], keep) if selectable else None
         kept = selected if selected is not None else _keep(ds, tf.constant(keep))
         return finish(_evened(kept, len(mine), need, config.cache)).repeat()
 

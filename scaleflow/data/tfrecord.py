@@ -280,6 +280,23 @@ class TFRecord(Dataset):
         ds = ds.batch(256).map(self._parser(config), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.unbatch().map(lambda x, y: (x, self.task.tf_targets(y)))  # targets as the task's loss expects
 
+    def read_raw(self, config):
+        """Serialized examples, and their batched parser (data.service decodes after its shard)."""
+        import tensorflow as tf
+
+        from scaleflow.security.crypto import tensorflow_path
+
+        parse, targets = self._parser(config), self.task.tf_targets
+
+        def read(files):
+            return tf.data.TFRecordDataset([tensorflow_path(f) for f in files], compression_type=config.compression or None)
+
+        def decode(records):
+            x, y = parse(records)
+            return x, tf.vectorized_map(targets, y)  # tf_targets takes one record's label
+
+        return read, decode
+
     def _parser(self, config, check_finite: bool = True):
         """records (a batch) -> (features, labels). NaN or inf in a feature stops the read with
         NON_FINITE (TensorFlow cannot say which file); explain_read_error then names the record."""
