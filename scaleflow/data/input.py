@@ -77,7 +77,8 @@ def input_fn(dataset: Dataset, config, shard_plan: ShardPlan, *, training: bool,
             # On the service, a source that can split reading from decoding (`Dataset.read_raw`) batches
             # its raw records here and decodes after the shard: each service worker decodes only its
             # batches, instead of all of them (the same records, in the same order, either way).
-            split = dataset.read_raw(config) if service is not None and shard_plan.files else None
+            seeks = shard_plan.seek and shard_plan.level == "record"  # read_records: decoded already (and Python)
+            split = dataset.read_raw(config) if service is not None and shard_plan.files and not seeks else None
             read = (lambda files: split[0](files)) if split else (lambda files: dataset.read(config, files=files))
             ds = _file_pipeline(dataset, config, shard_plan, pipeline, initial_epoch, epoch_records, finish, read,
                                 selectable=split is None)
