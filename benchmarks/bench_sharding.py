@@ -227,18 +227,19 @@ def tables_main(args, root: str) -> None:
     print(f"tables: {args.rss_small:,} and {args.records:,} rows as {TABLE_FILES} Parquet files (row groups of "
           f"{ROW_GROUP:,}) + 1 CSV in {root} ({time.perf_counter() - t0:.1f}s to write; CSV "
           f"{os.path.getsize(big_csv) / 2**20:.0f} MB at {args.records:,}); load average {load[0]:.1f}")
-    print(f"\npeak RSS of a short run (python -m scaleflow, {args.rss_steps} steps of {args.batch}, 1 worker):")
-    print(f"{'source':<9} {'rows':>11} {'reader':<10} {'peak RSS MB':>12} {'seconds':>8}")
-    ratios = {}
-    for kind, small, big in (("parquet", small_pq, big_pq), ("csv", small_csv, big_csv)):
-        results = []
-        for rows, path in ((args.rss_small, small), (args.records, big)):
-            r = short_run_rss(kind, path, args.rss_steps, args.batch, os.path.join(root, f"run-{kind}-{rows}"))
-            results.append(r)
-            print(f"{kind:<9} {rows:>11,} {str(r['reader']):<10} {r['peak_rss_mb']:>12,.0f} {r['seconds']:>8.1f}")
-        ratios[kind] = results[1]["peak_rss_mb"] / results[0]["peak_rss_mb"]
-    for kind, ratio in ratios.items():
-        print(f"ratio {kind} peak RSS {args.records:,} / {args.rss_small:,} rows: {ratio:.3f} (target <= 1.2)")
+    if not args.no_rss:
+        print(f"\npeak RSS of a short run (python -m scaleflow, {args.rss_steps} steps of {args.batch}, 1 worker):")
+        print(f"{'source':<9} {'rows':>11} {'reader':<10} {'peak RSS MB':>12} {'seconds':>8}")
+        ratios = {}
+        for kind, small, big in (("parquet", small_pq, big_pq), ("csv", small_csv, big_csv)):
+            results = []
+            for rows, path in ((args.rss_small, small), (args.records, big)):
+                r = short_run_rss(kind, path, args.rss_steps, args.batch, os.path.join(root, f"run-{kind}-{rows}"))
+                results.append(r)
+                print(f"{kind:<9} {rows:>11,} {str(r['reader']):<10} {r['peak_rss_mb']:>12,.0f} {r['seconds']:>8.1f}")
+            ratios[kind] = results[1]["peak_rss_mb"] / results[0]["peak_rss_mb"]
+        for kind, ratio in ratios.items():
+            print(f"ratio {kind} peak RSS {args.records:,} / {args.rss_small:,} rows: {ratio:.3f} (target <= 1.2)")
     if args.no_throughput:
         return
     print(f"\ninterleaved steady state, worker 0 of {WORKERS}, {args.records:,} rows, median of {args.windows} windows "
@@ -470,6 +471,7 @@ def main() -> None:
     parser.add_argument("--rss-small", type=int, default=100_000, help="rows of the baseline run for peak RSS")
     parser.add_argument("--rss-steps", type=int, default=200, help="training steps of each peak-RSS run")
     parser.add_argument("--no-throughput", action="store_true", help="tables: peak RSS only")
+    parser.add_argument("--no-rss", action="store_true", help="tables: throughput only")
     parser.add_argument("--sections", default="tfrecord,csv,index,seek,rss",
                         help="comma list of: tfrecord,csv (the original table), index, seek, rss")
     parser.add_argument("--alternatives", action="store_true", help="seek: also the alternative mechanisms")
