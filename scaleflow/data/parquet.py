@@ -164,11 +164,7 @@ class Parquet(Dataset):
         to_read = self._columns_to_read(scan, footers, schema)
         train_mask = None
         if to_read and scan.needs_training_split():
-            from scaleflow.data.sharding import split_indices
-
-            train, _ = split_indices(total, config.validation_split, config.seed)
-            train_mask = np.zeros(total, dtype=bool)
-            train_mask[train] = True
+            train_mask = self._fit_records(config, counts)
         if to_read:
             where = self._where(units, counts)
             first = 0
@@ -190,6 +186,25 @@ class Parquet(Dataset):
                         fingerprint=fingerprint, files=tuple(unit_name(f, g) for f, g in units),
                         file_records=tuple(counts), extra=extra, class_names=result.class_names,
                         target_names=result.target_names)
+
+    @staticmethod
+    def _fit_records(config, counts: Sequence[int]) -> np.ndarray:
+        """Which records vocabularies and means are fitted on: training records of the record-level
+        split and, where the planner may pick file level, of the row-group split too (the level
+        depends on the number of pipelines, not known here), so no validation record leaks in."""
+        from scaleflow.data.rules import record_keyed
+        from scaleflow.data.sharding import split_files, split_indices
+
+        total = int(sum(counts))
+        train, _ = split_indices(total, config.validation_split, config.seed)
+        mask = np.zeros(total, dtype=bool)
+        mask[train] = True
+        if config.shard_level != "record" and not record_keyed(config):
+            train_units, _ = split_files(len(counts), config.validation_split, config.seed)
+            units = np.zeros(len(counts), dtype=bool)
+            units[train_units] = True
+            mask &= np.repeat(units, np.asarray(counts, dtype=np.int64))
+        return mask
 
     @staticmethod
     def _statistics(footers, column: str):
