@@ -60,7 +60,7 @@ def _epoch_ids(tf, dataset, config, split, num_pipelines: int, training: bool, i
     return out
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(kind=st.sampled_from(("parquet", "csv_streamed")), n=st.integers(30, 400), files=st.integers(1, 5),
        num_pipelines=st.integers(1, 3), policy=st.sampled_from(POLICIES), level=st.sampled_from(("auto", "record")),
        uneven=st.sampled_from(("repeat", "drop")), keyed=st.booleans(), reshuffle=st.booleans())
