@@ -58,6 +58,11 @@ def test_two_stages_four_micro_batches_end_with_the_weights_of_one_device(train,
     run = train(*PIPELINE, *OVERRIDES, "profile=tensorboard", "profile.batches=[2,3]", run_dir=tmp_path / "pipe")
     assert run["status"] == "ok"
     assert max_abs_diff(export_weights(tmp_path / "one"), export_weights(tmp_path / "pipe")) <= 1e-5
+    # GPipe's re-materialisation (strategy.recompute=true) changes memory, not the result.
+    recomputed = train(*PIPELINE, "strategy.recompute=true", *OVERRIDES, "export.promote=never",
+                       run_dir=tmp_path / "recompute")
+    assert recomputed["strategy"]["recompute"] is True
+    assert max_abs_diff(export_weights(tmp_path / "one"), export_weights(tmp_path / "recompute")) <= 1e-5
 
     # run.json says how the step was split and where each stage ran.
     s = run["strategy"]
@@ -128,6 +133,22 @@ def test_each_stage_s_variables_adam_slots_and_backward_ops_are_on_its_device(tf
     assert backward_op_devices(distribution, model, batch=16) == {f"0/{layer}": [device]
                                                                    for layer, device in stage.items()}
     assert predict_op_devices(model, batch=16) == {layer: [device] for layer, device in stage.items()}
+
+    # strategy.recompute=true: the stages before the last recompute their forward pass for the
+    # backward one (tf.custom_gradient), on their own device too.
+    distribution, model = placed_model(*PIPELINE, "model.hidden_units=[16,16,16]", "strategy.recompute=true")
+    assert backward_op_devices(distribution, model, batch=16) == {f"0/{layer}": [device]
+                                                                   for layer, device in stage.items()}
+
+
+def test_recompute_refuses_stages_whose_recomputation_would_differ(tf):
+    from scaleflow.errors import ScaleflowError
+
+    with pytest.raises(ConfigError) as e:  # new dropout masks: a gradient of another forward pass
+        compose(*PIPELINE, "strategy.recompute=true", "model.dropout=0.1")
+    assert (e.value.key, e.value.value) == ("strategy.recompute", True)
+    with pytest.raises(ScaleflowError, match="BatchNormalization's statistics twice"):
+        placed_model(*PIPELINE, "strategy.recompute=true", "model.hidden_units=[16,16]", "model.batch_norm=true")
 
 
 @pytest.mark.parametrize("overrides, cuts", [

@@ -12,10 +12,11 @@ see PITFALLS.md "Model parallelism"):
   - variables: re-created on their stage's device after the model is built (a Functional model
     creates them wherever the plugin's code ran);
   - backward pass: one GradientTape per stage and micro-batch, its gradient taken under the stage's
-    device. One tape over the whole model puts every backward op on CPU:0. (Recomputing each stage
-    in a tf.custom_gradient also works, but would redraw dropout masks and update BatchNormalization
-    statistics twice; a tape per stage keeps the forward activations instead, as GPipe without
-    re-materialisation does.)
+    device. One tape over the whole model puts every backward op on CPU:0. With
+    `strategy.recompute=true` (GPipe's re-materialisation) each stage but the last runs in a
+    tf.custom_gradient that keeps only its input and recomputes the stage under its device for the
+    backward pass: less activation memory, but a recomputation would redraw dropout masks and update
+    BatchNormalization statistics twice, so those are refused; the default keeps the activations.
   - optimizer slots (Adam's m and v) created under their variable's device;
   - jit_compile off (XLA refuses variables on another device).
 
@@ -54,6 +55,10 @@ class PipelineConfig(StrategyConfig):
     data_parallel: str = choice("none", *DATA_PARALLEL)  # replicas of the whole pipeline
     replicas: Optional[int] = bounded(None, min=1, max=1024)  # mirrored: null = devices // stages
     cuts: List[str] = items([])  # S-1 of the model's cut points; empty: spread evenly
+    # GPipe's re-materialisation: each stage but the last keeps only its input and recomputes its
+    # forward pass (under its device, in a tf.custom_gradient) for the backward pass. Less activation
+    # memory, one more forward per stage; not with dropout or BatchNormalization (see validate).
+    recompute: bool = False
 
 
 # ------------------------------------------------------------------ answers from the config alone
@@ -156,6 +161,10 @@ class Pipeline(Strategy):
         if s.replicas is not None and s.data_parallel != "mirrored":
             raise ConfigError("strategy.replicas", s.replicas, "null unless strategy.data_parallel=mirrored",
                               "multi_worker runs one pipeline replica per worker (strategy.num_workers)")
+        if s.recompute and cfg.model.get("dropout"):
+            raise ConfigError("strategy.recompute", True, "false with model.dropout > 0",
+                              "Recomputing a stage draws new dropout masks: its gradient would not be the forward "
+                              "pass's")
         if cfg.trainer.jit_compile is True:
             raise ConfigError("trainer.jit_compile", True, "'auto' or false with strategy=pipeline",
                               "XLA refuses variables placed on another device (\"located in device CPU:1 from device "
@@ -252,6 +261,7 @@ class Pipeline(Strategy):
                  "stages on %s", s.stages, ", ".join(cuts), s.micro_batches, 100 * bubble,
                  " | ".join(", ".join(d.split("device:")[-1] for d in replica) for replica in layout))
         return PipelineDistribution(inner, layout=layout, cuts=cuts, micro_batches=s.micro_batches,
+                                    recompute=s.recompute,
                                     data_parallel=s.data_parallel)
 
 
@@ -271,8 +281,8 @@ class PipelineDistribution(Distribution):
     jit_compile = False  # XLA refuses variables placed on another device ("located in device CPU:1")
 
     def __init__(self, inner: Distribution, layout: list[list[str]], cuts: list[str], micro_batches: int,
-                 data_parallel: str = "none"):
-        self.inner, self.layout, self.cuts = inner, layout, cuts
+                 data_parallel: str = "none", recompute: bool = False):
+        self.inner, self.layout, self.cuts, self.recompute = inner, layout, cuts, recompute
         self.micro_batches, self.data_parallel = micro_batches, data_parallel
         self.num_workers, self.worker_index = inner.num_workers, inner.worker_index
         self.num_replicas, self.num_pipelines = inner.num_replicas, inner.num_pipelines
@@ -296,16 +306,16 @@ class PipelineDistribution(Distribution):
 
     def prepare_model(self, model):
         """The model cut into stages and placed (see `pipelined`)."""
-        return pipelined(model, self.cuts, self.layout, self.micro_batches)
+        return pipelined(model, self.cuts, self.layout, self.micro_batches, self.recompute)
 
     def describe(self) -> dict:
         return {**super().describe(), "stages": len(self.layout[0]), "micro_batches": self.micro_batches,
                 "cut_points": list(self.cuts), "stage_devices": [list(r) for r in self.layout],
-                "data_parallel": self.data_parallel}
+                "data_parallel": self.data_parallel, "recompute": self.recompute}
 
 
 # ------------------------------------------------------------------------------ the Keras parts
-def pipelined(model, cuts: list[str], layout: list[list[str]], micro_batches: int):
+def pipelined(model, cuts: list[str], layout: list[list[str]], micro_batches: int, recompute: bool = False):
     """`model` (a Functional Keras model, built under the strategy's scope) as a pipelined model:
     the same layers and weights, stage s's variables and optimizer slots on `layout[0][s]` (under a
     tf.distribute strategy they stay mirrored on each replica's first device), and a `train_step`
@@ -316,13 +326,22 @@ def pipelined(model, cuts: list[str], layout: list[list[str]], micro_batches: in
         cuts: names of the layers after which it is cut (S-1 of them).
         layout: per local replica, the device of each of the S stages.
         micro_batches: micro-batches per replica and step.
+        recompute: recompute stages 0..S-2 in their backward pass (tf.custom_gradient) instead of
+            keeping their activations.
     """
     import tensorflow as tf
 
     stages = split(model, cuts)
+    if recompute:
+        stateful = [layer.name for stage in stages[:-1] for layer in stage.layers
+                    if type(layer).__name__ in ("BatchNormalization", "Dropout")]
+        if stateful:
+            raise ScaleflowError(f"strategy.recompute=true: stages before the last hold {', '.join(stateful)}; "
+                                 "recomputing them would update BatchNormalization's statistics twice or draw new "
+                                 "dropout masks. Use strategy.recompute=false")
     if not tf.distribute.has_strategy():  # a tf.distribute strategy places (mirrors) its variables itself
         place_variables(stages, layout[0])
-    return _pipelined_class()(model, stages, layout, micro_batches)
+    return _pipelined_class()(model, stages, layout, micro_batches, recompute)
 
 
 def split(model, cuts: list[str]) -> list:
@@ -401,12 +420,12 @@ def _pipelined_class():
         """A Functional model over the same graph whose training step is a GPipe pipeline (evaluate
         and predict also run stage by stage; `call`, which the export traces, is the plain model)."""
 
-        def __init__(self, model, stages, layout, micro_batches):
+        def __init__(self, model, stages, layout, micro_batches, recompute=False):
             inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs  # as the task built it
             super().__init__(inputs, model.outputs[0], name=model.name)
             # A plain holder, not tracked by Keras: the stages share this model's layers, and the
             # checkpoint must hold every weight once, under this model.
-            self._pipeline = _Stages(stages, layout, micro_batches)
+            self._pipeline = _Stages(stages, layout, micro_batches, recompute)
 
         def compile(self, *args, **kwargs):
             kwargs["jit_compile"] = False
@@ -445,6 +464,8 @@ def _pipelined_class():
 
         def train_step(self, data):
             x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+            if self._pipeline.recompute:
+                return self._recomputing_train_step(x, y, sample_weight)
             stages, k = self._pipeline.stages, self._pipeline.micro_batches
             devices = self._devices()
             trainable = self.trainable_variables
@@ -497,13 +518,76 @@ def _pipelined_class():
                 y_pred = tf.concat(predictions, 0)
             return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
+        def _recomputing_train_step(self, x, y, sample_weight):
+            """GPipe with re-materialisation: stages 0..S-2 run in a tf.custom_gradient that keeps
+            only their input and recomputes them under their device for the backward pass; the last
+            stage and the loss are taped as usual. One tape per micro-batch."""
+            stages, k = self._pipeline.stages, self._pipeline.micro_batches
+            devices = self._devices()
+            trainable = self.trainable_variables
+            recomputed = [_recomputed(stage, device) for stage, device in zip(stages[:-1], devices[:-1])]
+
+            def parts(t):
+                return [None] * k if t is None else tf.split(t, k)
+
+            xs, ys, ws = parts(x), parts(y), parts(sample_weight)
+            totals: list = [None] * len(trainable)
+            predictions = []
+            for m in range(k):
+                with tf.GradientTape() as tape:
+                    activation = xs[m]
+                    for stage_fn in recomputed:
+                        activation = stage_fn(activation)
+                    with tf.device(devices[-1]):
+                        output = stages[-1](activation, training=True)
+                        loss = self._compute_loss(x=xs[m], y=ys[m], y_pred=output, sample_weight=ws[m], training=True)
+                        self._loss_tracker.update_state(loss_module.unscale_loss_for_distribution(loss),
+                                                        sample_weight=tf.shape(output)[0])
+                        target = self.optimizer.scale_loss(loss) / k
+                predictions.append(output)
+                with tf.device(devices[-1]):  # each recomputed stage's backward runs under its own device
+                    grads = tape.gradient(target, [v.value for v in trainable],
+                                          unconnected_gradients=tf.UnconnectedGradients.NONE)
+                for i, g in enumerate(grads):
+                    if g is None:
+                        continue
+                    with tf.device(trainable[i].value.device):  # summed where the variable lives
+                        g = tf.identity(g)
+                        totals[i] = g if totals[i] is None else totals[i] + g
+            gradients = [g if g is not None else tf.zeros_like(v) for g, v in zip(totals, trainable)]
+            self.optimizer.apply_gradients(zip(gradients, trainable))
+            with tf.device(devices[-1]):
+                y_pred = tf.concat(predictions, 0)
+            return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def _recomputed(stage, device):
+        """`stage` on `device` keeping only its input: its backward pass recomputes it there."""
+
+        @tf.custom_gradient
+        def forward(activation):
+            with tf.device(device):
+                output = stage(activation, training=True)
+
+            def backward(upstream, variables=None):
+                with tf.device(device):
+                    with tf.GradientTape() as tape:
+                        tape.watch(activation)
+                        again = stage(activation, training=True)
+                    grads = tape.gradient(again, [activation] + list(variables or []), output_gradients=upstream,
+                                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                return grads[0], grads[1:]
+
+            return output, backward
+
+        return forward
+
     _CLASS.append(PipelinedModel)
     return PipelinedModel
 
 
 class _Stages:
-    def __init__(self, stages, layout, micro_batches):
-        self.stages, self.layout, self.micro_batches = stages, layout, micro_batches
+    def __init__(self, stages, layout, micro_batches, recompute=False):
+        self.stages, self.layout, self.micro_batches, self.recompute = stages, layout, micro_batches, recompute
 
 
 __all__ = ["Pipeline", "PipelineConfig", "PipelineDistribution", "pipelined", "split", "stage_device"]
