@@ -23,6 +23,7 @@ encrypted files, task=multilabel.
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
@@ -34,6 +35,8 @@ from scaleflow.data.columnar import (BatchEncoder, ColumnScan, Where, keep_rows,
                                      targets_spec, tf_records)
 from scaleflow.data.tabular import TableEncoding, data_delimiter, describe_encoding
 from scaleflow.errors import ConfigError, DataError, did_you_mean, one_of
+
+log = logging.getLogger("scaleflow")
 
 BLOCK_BYTES = 4 << 20  # bytes of CSV text parsed at once
 PARSE_THREADS = 2
@@ -433,6 +436,9 @@ class StreamingCSV:
             mask = keep[offsets[b]:offsets[b + 1]]
             if mask.any():
                 blocks.append((b, mask))
+        if keep is not None:  # what this pipeline parses (run.json's amplification counts the whole file)
+            log.info("%s: parsing %d of %d blocks for %d record(s)", config.path, len(blocks), len(counts),
+                     int(keep.sum()))
         dataset = self
 
         def load(item):

@@ -20,6 +20,7 @@ Columns are chosen by name exactly as for data=csv (`label_column`, `feature_col
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
@@ -31,6 +32,8 @@ from scaleflow.data.columnar import (BatchEncoder, ColumnsConfig, ColumnScan, Wh
                                      ordered_map, targets_spec, tf_records)
 from scaleflow.data.tabular import TableEncoding, describe_encoding
 from scaleflow.errors import ConfigError, DataError, did_you_mean, one_of
+
+log = logging.getLogger("scaleflow")
 
 UNIT = "#row_group="
 BATCH_ROWS = 8192  # rows per Arrow batch handed to TensorFlow
@@ -307,6 +310,9 @@ class Parquet(Dataset):
             position += n
             if keep is not None and position >= len(keep):
                 break
+        if keep is not None:
+            log.info("%s: opening %d of %d row group(s) for %d record(s)", config.path, len(units), len(names),
+                     int(keep.sum()))
         where_of = self._where([parse_unit(n) for n in info.files], info.file_records)
         first_of = dict(zip(info.files, info.file_offsets[:-1].tolist()))
         dataset = self
