@@ -337,3 +337,23 @@ def test_a_record_read_by_offset_is_checked_like_tensorflow_checks_it(tf, tmp_pa
     fresh.describe(config)  # re-indexed (mtime changed); the framing is fine, the payload is not
     with pytest.raises(tf.errors.OpError, match=r"part-00000\.tfrecord: record 3: corrupt record \(payload checksum"):
         list(fresh.take(config, np.array([1, 3, 4])))
+
+
+def test_data_cache_holds_a_pipeline_in_memory_only_within_cache_max_mb(tmp_path):
+    """So a run's memory does not grow with the data: a split larger than data.cache_max_mb (records
+    x float32 features + label, per pipeline) is read from the files every epoch, and run.json says so."""
+    dataset, config = _source(tmp_path, cache=True)  # 170 records x (4 floats + label) = 4 KB per split
+    plan = plan_input(dataset, config, dataset.describe(config), 1)
+    assert plan.train.report()["cache"] == {"cached": True, "mb_per_pipeline": 0.0}
+    small, small_config = _source(tmp_path, cache=True, cache_max_mb=1)
+    small_config.cache_max_mb = None  # no limit
+    assert plan_input(small, small_config, small.describe(small_config), 1).train.cache is True
+    tiny = dataset.describe(config)
+    from dataclasses import replace
+
+    huge = replace(tiny, input_shape=(100_000,))  # 400 KB per record: 170 records exceed 1 MB
+    small_config.cache_max_mb = 1
+    report = plan_input(small, small_config, huge, 1).report()
+    assert report["train"]["cache"]["cached"] is False and report["train"]["cache"]["mb_per_pipeline"] > 1
+    off, off_config = _source(tmp_path, cache=False)
+    assert plan_input(off, off_config, off.describe(off_config), 1).train.report()["cache"]["cached"] is False

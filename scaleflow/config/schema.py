@@ -57,6 +57,10 @@ class DataConfig:
     validation_split: float = bounded(0.1, min=0.0, max=0.9)
     shuffle_buffer: int = bounded(10000, min=0)  # 0 disables shuffling
     cache: bool = True
+    # data.cache holds a pipeline's records in memory only up to this many MB (estimated from the
+    # input shape); a larger split is read from the files every epoch, so memory does not grow with
+    # the data. null: no limit.
+    cache_max_mb: Optional[int] = bounded(256, min=1)
     shard: str = choice("sequential", *SHARD_POLICIES)
     shard_key: Optional[str] = None
     shard_level: str = choice("auto", "auto", "file", "record")

@@ -53,7 +53,7 @@ def input_fn(dataset: Dataset, config, shard_plan: ShardPlan, *, training: bool,
                 if not per_epoch:
                     return fixed
                 ids = tf.numpy_function(epoch_records, [epoch], tf.int64, stateful=False)
-                return tf.reshape(tf.searchsorted(tf.constant(candidates), ids), [need])
+                return tf.reshape(tf.searchsorted(tf.constant(candidates, tf.int64), ids), [need])
 
             def epoch_batches(epoch):
                 order = positions(epoch)
@@ -186,7 +186,7 @@ def _file_pipeline(dataset: Dataset, config, plan: ShardPlan, pipeline: int, ini
     need = plan.steps * plan.batch_per_pipeline
     if not plan.files and plan.repartition is None:  # no files, no gather_arrays: the dataset's own take
         mine = plan.kept_ids(pipeline)
-        return finish(_evened(dataset.take(config, mine), len(mine), need, config.cache)).repeat()
+        return finish(_evened(dataset.take(config, mine), len(mine), need, _cache(plan, config))).repeat()
     if not plan.files:  # a new partition every epoch (data.reshuffle_each_epoch): filter a whole read
         total = int(plan.source_records)
         ds = dataset.read(config)
@@ -204,7 +204,7 @@ def _file_pipeline(dataset: Dataset, config, plan: ShardPlan, pipeline: int, ini
     opened = np.asarray(plan.reads[pipeline], dtype=np.int64)
     if plan.level == "file":  # its own files, whole
         ds = read([plan.files[f] for f in opened])
-        return finish(_evened(ds, len(plan.shards[pipeline]), need, config.cache)).repeat()
+        return finish(_evened(ds, len(plan.shards[pipeline]), need, _cache(plan, config))).repeat()
     if plan.seek and plan.repartition is None:  # the source reads its records by offset: only ours
         mine = plan.kept_ids(pipeline)
         starts = np.concatenate([[0], np.cumsum(np.asarray(plan.file_records, dtype=np.int64))])
@@ -212,7 +212,7 @@ def _file_pipeline(dataset: Dataset, config, plan: ShardPlan, pipeline: int, ini
         opened = np.unique(owner)
         ds = dataset.read_records(config, [plan.files[f] for f in opened],
                                   [mine[owner == f] - starts[f] for f in opened])
-        return finish(_evened(ds, len(mine), need, config.cache)).repeat()
+        return finish(_evened(ds, len(mine), need, _cache(plan, config))).repeat()
     ds = read([plan.files[f] for f in opened])
     all_ids = records_of(opened, plan.file_records)  # global id of each record the opened files hold
     if plan.repartition is None:
@@ -222,7 +222,7 @@ def _file_pipeline(dataset: Dataset, config, plan: ShardPlan, pipeline: int, ini
         # A reader that can skip what this pipeline does not keep (row groups, blocks of lines) does.
         selected = dataset.read_selected(config, [plan.files[f] for f in opened], keep) if selectable else None
         kept = selected if selected is not None else _keep(ds, tf.constant(keep))
-        return finish(_evened(kept, len(mine), need, config.cache)).repeat()
+        return finish(_evened(kept, len(mine), need, _cache(plan, config))).repeat()
 
     # A new partition every epoch: each epoch filters the opened files again (no cache).
     def keep_mask(epoch) -> np.ndarray:
@@ -238,14 +238,27 @@ def _file_pipeline(dataset: Dataset, config, plan: ShardPlan, pipeline: int, ini
     return tf.data.Dataset.range(initial_epoch, 2**62).flat_map(one_epoch)
 
 
+def _cache(plan: ShardPlan, config) -> bool:
+    return plan.cache if plan.cache is not None else bool(config.cache)
+
+
+CACHE_BATCH = 1024
+
+
+def _cached(ds: Any) -> Any:
+    """`ds` held in memory as batches of CACHE_BATCH records: one tensor per batch and feature, not per
+    record (a cached record costs its bytes, not hundreds of bytes of tensor bookkeeping)."""
+    return ds.batch(CACHE_BATCH).cache().unbatch()
+
+
 def _evened(ds: Any, available: int, need: int, cache: bool) -> Any:
     """One evened epoch from `ds`, which yields `available` records in global id order: its first
     `need` (drop) or `need` cycling through them (repeat), as `sharding.even` decided. Cached after
     trimming, so a partly read dataset is never cached."""
     if need <= available:
         ds = ds.take(need)
-        return ds.cache() if cache else ds
-    ds = ds.cache() if cache else ds
+        return _cached(ds) if cache else ds
+    ds = _cached(ds) if cache else ds
     return ds.repeat().take(need)
 
 

@@ -101,6 +101,20 @@ def resolve_level(config, info: DataInfo, num_pipelines: int) -> tuple[str, str]
     return "record", blocker
 
 
+def decide_cache(plan: ShardPlan, config, info: DataInfo) -> None:
+    """data.cache within data.cache_max_mb: a file-backed pipeline holds its epoch in memory only when
+    its records (estimated as float32 features plus the label) fit, so a run's memory does not grow
+    with the data; a larger split is read from the files every epoch (the log and run.json say so)."""
+    per_record = 4 * int(np.prod(info.input_shape or (1,))) + 8 * max(1, len(info.target_names))
+    mb = max(plan.kept(p) for p in range(plan.num_pipelines)) * per_record / 2**20 if plan.num_pipelines else 0.0
+    limit, wanted = config.get("cache_max_mb"), bool(config.get("cache", True))
+    plan.cache = wanted and (limit is None or mb <= limit)
+    plan.cache_mb = round(mb, 1)
+    if wanted and not plan.cache:
+        log.info("data.cache: a pipeline's %.0f MB of records exceed data.cache_max_mb=%s: they are read from "
+                 "the files every epoch", mb, limit)
+
+
 def plan_input(dataset: Dataset, config, info: DataInfo, num_pipelines: int, *, log_summary: bool = True) -> InputPlan:
     """Split train/validation, shard each split over `num_pipelines`, even the shards (and log what
     each pipeline reads, unless `log_summary=False`)."""
@@ -154,6 +168,9 @@ def plan_input(dataset: Dataset, config, info: DataInfo, num_pipelines: int, *, 
                           "or data.shard=sequential|random" if min(len(s) for s in train.shards) == 0 else None)
     if validation is not None and validation.steps == 0:
         validation = None
+    for split in (train, validation):
+        if split is not None and info.files:
+            decide_cache(split, config, info)
     plan = InputPlan(info, num_pipelines, config.batch_size, train, validation, shard=config.shard,
                      shard_key=config.shard_key, level=level, level_reason=reason)
     if log_summary:

@@ -37,15 +37,22 @@ import numpy as np
 MAX_LISTED_IDS = 64
 
 
+def id_dtype(num_records: int) -> np.dtype:
+    """The dtype of record ids: int32 while they fit (half the memory of plans of millions of
+    records), int64 beyond."""
+    return np.dtype(np.int32) if num_records < 2**31 else np.dtype(np.int64)
+
+
 def split_indices(num_examples: int, validation_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train, validation) global record indices: a seeded random `validation_split` fraction is held out."""
     n_val = int(round(num_examples * validation_split))
     if validation_split > 0 and num_examples >= 2:
         n_val = min(max(n_val, 1), num_examples - 1)
+    dtype = id_dtype(num_examples)
     if n_val == 0:  # the sorted permutation is every index: skip drawing (and sorting) it
-        return np.arange(num_examples, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.arange(num_examples, dtype=dtype), np.zeros(0, dtype=dtype)
     perm = np.random.default_rng([seed, 0x5EED]).permutation(num_examples)
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+    return np.sort(perm[n_val:]).astype(dtype), np.sort(perm[:n_val]).astype(dtype)
 
 
 def validation_file_count(num_files: int, validation_split: float) -> int:
@@ -103,7 +110,9 @@ def assign(policy: str, indices: np.ndarray, num_pipelines: int, seed: int = 0,
     `keys[i]` is the shard key of `indices[i]` (hash only; None hashes the id itself).
     `epoch` draws a new random partition per epoch (random only, with data.reshuffle_each_epoch).
     """
-    indices = np.asarray(indices, dtype=np.int64)
+    indices = np.asarray(indices)
+    if indices.dtype.kind not in "iu":  # ids keep their dtype (id_dtype); anything else becomes int64
+        indices = indices.astype(np.int64)
     if num_pipelines < 1:
         raise ValueError(f"num_pipelines must be >= 1, received: {num_pipelines}")
     if policy == "sequential":
@@ -135,6 +144,8 @@ class ShardPlan:
         source_records: records an in-memory source loads in every pipeline (its whole size).
         repartition: epoch -> ShardPlan, when every epoch draws a new partition (reshuffle_each_epoch).
         seek: record level: each pipeline reads only its own records by offset (the source is indexed).
+        cache: whether file-backed pipelines hold their epoch in memory (data.cache within
+            data.cache_max_mb, decided by `plan_input`), with `cache_mb` the estimated size; None: data.cache.
 
     Example:
         >>> plan = even(assign("sequential", np.arange(10), 3), 2, "repeat")
@@ -156,6 +167,8 @@ class ShardPlan:
     source_records: int = 0
     repartition: Callable[[int], "ShardPlan"] | None = None
     seek: bool = False
+    cache: bool | None = None
+    cache_mb: float | None = None
 
     @property
     def num_pipelines(self) -> int:
@@ -201,6 +214,8 @@ class ShardPlan:
                "reshuffle_each_epoch": self.repartition is not None}
         if self.level == "record" and self.files:
             out["read"] = "seek" if self.seek else "scan"
+        if self.cache is not None:
+            out["cache"] = {"cached": self.cache, "mb_per_pipeline": self.cache_mb}
         if self.files:
             out["files"] = [len(r) for r in self.reads]
         return out
@@ -295,7 +310,7 @@ def records_of(files: np.ndarray, file_records: Sequence[int]) -> np.ndarray:
     counts = np.asarray(file_records, dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)])
     files = np.asarray(files, dtype=np.int64)
-    out = np.empty(int(counts[files].sum()) if len(files) else 0, dtype=np.int64)
+    out = np.empty(int(counts[files].sum()) if len(files) else 0, dtype=id_dtype(int(offsets[-1])))
     at = 0  # filled in place: no list of per-file ranges beside the result (millions of records)
     for f in files.tolist():
         n = int(counts[f])

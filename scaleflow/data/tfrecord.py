@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import logging
 import math
 import os
 import struct
@@ -17,6 +18,8 @@ from scaleflow.data.base import NON_FINITE, DataInfo, Dataset, file_fingerprint,
 from scaleflow.data.tfrecord_format import RecordError, count_records, feature_value, locate_corruption, records
 from scaleflow.data.tfrecord_index import TFRecordIndex, byte_ranges, check_payloads, column, int_column
 from scaleflow.errors import ConfigError, DataError, one_of
+
+log = logging.getLogger("scaleflow")
 
 
 @dataclass
@@ -203,6 +206,8 @@ class TFRecord(Dataset):
             report["label_histogram"] = dict(sorted(total.items(), key=lambda kv: int(kv[0])))
         seek_why = seek_problem(config)
         report.update(seek=seek_why is None, **({"seek_why": seek_why} if seek_why else {}))
+        if seek_why:
+            log.info("index: %s", seek_why)
         self._index_report = report
         self._opened = (cache_key, indexes)
         return indexes
@@ -236,6 +241,7 @@ class TFRecord(Dataset):
         index's offsets (only those records are read and parsed), as (features, label) in order."""
         import tensorflow as tf
 
+        from scaleflow.data.index import CorruptIndex
         from scaleflow.data.seek import read_chunks
 
         indexes = self._indexes(config, list_files(config.path))
@@ -243,7 +249,11 @@ class TFRecord(Dataset):
         chunks, chunk_records = [], []
         for i, (path, local) in enumerate(zip(files, records)):
             arrays = by_path[path].arrays
-            offsets, lengths = arrays["offsets"], arrays["lengths"]  # read from the index file now
+            try:
+                offsets, lengths = arrays["offsets"], arrays["lengths"]  # read from the index file now
+            except CorruptIndex as e:  # rebuilt by another process since describe: the file changed
+                raise DataError(path, f"its index changed while this run used it ({e})",
+                                hint="Is something rewriting the data? Run again once it is stable") from None
             found = byte_ranges(offsets, lengths, local, file=i, max_gap=SEEK_GAP)
             cut = np.cumsum([0] + [len(c.positions) for c in found])
             chunks += found
