@@ -46,6 +46,12 @@ def input_fn(dataset: Dataset, config, shard_plan: ShardPlan, *, training: bool,
             candidates = np.unique(np.concatenate(shard_plan.shards)) if per_epoch else \
                 shard_plan.kept_ids(pipeline)
             x, y = dataset.gather_arrays(config, candidates)
+            if service is not None and x.nbytes + y.nbytes > MAX_SHIPPED_BYTES:
+                from scaleflow.errors import ScaleflowError
+
+                raise ScaleflowError(f"data.service: this pipeline's in-memory records ({(x.nbytes + y.nbytes) / 2**30:.1f} "
+                                     "GiB) travel inside the pipeline's graph, which TensorFlow limits to 2 GiB; use "
+                                     "data.service=off, or file-backed data (e.g. data=tfrecord)")
             x, y = tf.constant(x), tf.constant(y)
             fixed = tf.constant(np.searchsorted(candidates, shard_plan.epoch_records[pipeline]), tf.int64)
 
@@ -129,6 +135,7 @@ def through_service(stream: Any, post: Callable[[Any], Any] | None, service: Ser
 
 
 _jobs = itertools.count()
+MAX_SHIPPED_BYTES = 1_500_000_000  # in-memory arrays shipped to the service in the graph (protobuf: < 2 GiB)
 _PYTHON_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
 
 
