@@ -227,8 +227,9 @@ if os.environ.get("SHARD_TAP_DIR"):
     _input_fn = pipeline.input_fn
     _iterators = itertools.count()
 
-    def input_fn(dataset, config, shard_plan, *, training, seed, initial_epoch=0):
-        fn = _input_fn(dataset, config, shard_plan, training=training, seed=seed, initial_epoch=initial_epoch)
+    def input_fn(dataset, config, shard_plan, *, training, seed, initial_epoch=0, **options):  # e.g. service=
+        fn = _input_fn(dataset, config, shard_plan, training=training, seed=seed, initial_epoch=initial_epoch,
+                       **options)
         if not training:
             return fn
 
