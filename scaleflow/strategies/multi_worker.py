@@ -63,18 +63,21 @@ class MultiWorkerDistribution(TFDistribution):
 
         import tensorflow as tf
 
-        grads = [tf.ones(v.shape) for v in model.trainable_variables]  # arguments: never folded as constants
+        shapes = [v.shape for v in model.trainable_variables]
 
         @tf.function
-        def all_reduce(grads):
-            def replica(grads):
-                reduced = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        def all_reduce():
+            def replica():
+                # Made in the replica (a function argument has no device, which the strategy's reduce
+                # refuses); collective ops are stateful, so Grappler never folds them.
+                reduced = tf.distribute.get_replica_context().all_reduce(
+                    tf.distribute.ReduceOp.SUM, [tf.ones(s) for s in shapes])
                 return tf.reduce_sum(reduced[-1])
 
-            return self.strategy.run(replica, args=(grads,))
+            return self.strategy.run(replica)
 
         def once():
-            return float(self.strategy.experimental_local_results(all_reduce(grads))[0])
+            return float(self.strategy.experimental_local_results(all_reduce())[0])
 
         once()
         times = []
