@@ -68,7 +68,12 @@ def test_service_addresses_parse():
 
 @pytest.mark.slow
 def test_plan_and_help_say_where_input_runs_without_tensorflow(tmp_path):
-    plan = cli("mode=plan", "data.service=local", "data.service_workers=3", f"hydra.run.dir={tmp_path}", check=True)
+    from test_plan import NO_TF_RUNNER
+
+    plan = subprocess.run([sys.executable, "-c", NO_TF_RUNNER, "mode=plan", "data.service=local",
+                           "data.service_workers=3", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+    assert plan.returncode == 0 and "NO_TENSORFLOW" in plan.stdout, plan.stderr
     assert "input runs on the tf.data service (local)" in plan.stdout and "workers 3" in plan.stdout
     written = json.loads((tmp_path / "plan.json").read_text())["topology"]["input"]["where"]
     assert written["runs"] == "tf.data service" and written["workers"] == 3

@@ -264,7 +264,10 @@ if os.environ.get("SHARD_TAP_DIR"):
 
 
 @pytest.mark.slow
-def test_a_real_two_worker_run_trains_on_exactly_the_planned_partition(tmp_path):
+@pytest.mark.parametrize("service", ["off", "local"])
+def test_a_real_two_worker_run_trains_on_exactly_the_planned_partition(tmp_path, service):
+    """With data.service=local each worker's pipeline runs on its own tf.data service (a dispatcher and
+    2 worker processes): the records each training iterator yields must be the same."""
     import os
     import subprocess
 
@@ -277,6 +280,8 @@ def test_a_real_two_worker_run_trains_on_exactly_the_planned_partition(tmp_path)
             "data.num_classes=3", "data.shard=hash", "data.batch_size=32", "data.seed=3"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "SHARD_TAP_DIR": str(tap_dir),
            "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")])}
+    if service == "local":
+        data += ["data.service=local", "data.service_workers=2"]
     result = subprocess.run([sys.executable, "-m", "scaleflow", *data, "strategy=multi_worker",
                              "strategy.num_workers=2", "trainer.epochs=2", "model.hidden_units=[8]", "export=none",
                              f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=env, capture_output=True,
@@ -284,6 +289,9 @@ def test_a_real_two_worker_run_trains_on_exactly_the_planned_partition(tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["status"] == "ok" and run["data"]["num_pipelines"] == 2 and run["data"]["shard_level"] == "file"
+    if service == "local":
+        assert run["data"]["input"]["runs"] == "tf.data service" and run["data"]["input"]["workers"] == 2
+        assert (tmp_path / "run" / "data_service" / "pids").exists() and (tmp_path / "run" / "data_service-1").exists()
 
     dataset, config = data_config(source, batch_size=32, validation_split=0.1, seed=3, shard="hash")
     plan = plan_input(dataset, config, dataset.describe(config), 2).train
