@@ -357,3 +357,36 @@ def test_data_cache_holds_a_pipeline_in_memory_only_within_cache_max_mb(tmp_path
     assert report["train"]["cache"]["cached"] is False and report["train"]["cache"]["mb_per_pipeline"] > 1
     off, off_config = _source(tmp_path, cache=False)
     assert plan_input(off, off_config, off.describe(off_config), 1).train.report()["cache"]["cached"] is False
+
+
+def test_the_vectorized_feature_reader_agrees_with_the_one_record_parser(tmp_path):
+    """Indexing reads the label/key of every record at once in NumPy; on every layout it must give
+    what the record-by-record protobuf parser gives (or leave the record to it)."""
+    import mmap
+
+    from scaleflow.data.tfrecord_index import first_values, first_values_vectorized, frame
+
+    shapes = [lambda i: i % 3, lambda i: [-5, 7], lambda i: np.array([2.5], dtype=np.float32), lambda i: b"cat",
+              lambda i: b"", None, lambda i: 2**40 + i, lambda i: [], lambda i: np.array([], dtype=np.float32)]
+    payloads = []
+    for i in range(900):
+        features = {"x": np.array([i, 1.5], dtype=np.float32)}
+        if shapes[i % 9] is not None:
+            features["label"] = shapes[i % 9](i)
+        features["group"] = f"user-{i % 7}".encode() if i % 2 else i % 5
+        payloads.append(example(features))
+    payloads.append(b"\x12\x00" + example({"label": 1}))  # another field first: read one by one
+    path = tmp_path / "mixed.tfrecord"
+    write_tfrecord(path, payloads)
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buffer:
+        offsets, lengths = frame(str(path), buffer, len(buffer))
+        fast, slow = first_values_vectorized(buffer, offsets + HEADER, lengths, ["label", "group"])
+        assert slow.tolist() == [900]
+        for i in range(900):
+            expected = first_values(buffer[offsets[i] + HEADER:offsets[i] + HEADER + lengths[i]], {b"label": 0, b"group": 1})
+            got = [fast["label"][i], fast["group"][i]]
+            assert got == expected and [type(v) for v in got] == [type(v) for v in expected], i
+    dataset, config = data_config({"name": "tfrecord", "path": str(path), "features": {"x": {"shape": [2]}},
+                                   "num_classes": 3}, shard="hash", shard_key="group")
+    [ix] = dataset._indexes(config, [str(path)])
+    assert ix.meta["column_kinds"] == {"label": "mixed", "group": "mixed"} and ix.meta["records"] == 901

@@ -181,6 +181,115 @@ def first_values(example: bytes, wanted: dict) -> list:
     return out
 
 
+def _varints(buf: np.ndarray, pos: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values, positions after, still ok) of the protobuf varints at `pos` (where `ok`), all at once."""
+    value = np.zeros(len(pos), dtype=np.uint64)
+    after = pos.copy()
+    going = ok.copy()
+    last = len(buf) - 1
+    for k in range(10):
+        byte = buf[np.minimum(pos + k, last)].astype(np.uint64)
+        value[going] |= (byte[going] & np.uint64(0x7F)) << np.uint64(7 * k)
+        after[going] = pos[going] + k + 1
+        going &= byte >= 0x80
+        if not going.any():
+            break
+    return value, after, ok & ~going & (after <= len(buf))
+
+
+def first_values_vectorized(buffer, starts: np.ndarray, lengths: np.ndarray, names: list[str]):
+    """`first_values` for every record at once, in NumPy, for the usual layout (an Example holding
+    only its features map, each entry key then value, int64/float/bytes lists). Returns (per name:
+    the list of values with None where absent, the records it could not read): those are read by
+    `first_values`, one at a time."""
+    n = len(starts)
+    if not n:
+        return {name: [] for name in names}, np.zeros(0, dtype=np.int64)
+    buf = np.frombuffer(buffer, dtype=np.uint8)
+    last = len(buf) - 1
+    end = starts + lengths
+    at = lambda where: buf[np.minimum(where, last)]  # noqa: E731 - a clipped gather
+    fallback = np.zeros(n, dtype=bool)
+    has = starts < end
+    fallback |= has & (at(starts) != 0x0A)
+    flen, cur, ok = _varints(buf, starts + 1, has & ~fallback)
+    fallback |= has & ~ok
+    fend = cur + flen.astype(np.int64)
+    fallback |= has & (fend != end)  # only the features field: anything else goes the slow way
+    active = has & ~fallback
+    found = {name: np.zeros(n, dtype=bool) for name in names}
+    kind = {name: np.zeros(n, dtype=np.int8) for name in names}  # 1 bytes, 2 float, 3 int, 0 none
+    ints = {name: np.zeros(n, dtype=np.int64) for name in names}
+    floats = {name: np.zeros(n, dtype=np.float64) for name in names}
+    spans = {name: np.zeros((n, 2), dtype=np.int64) for name in names}
+    while True:
+        active &= (cur < fend) & ~fallback
+        if not active.any():
+            break
+        fallback |= active & (at(cur) != 0x0A)
+        elen, epos, ok = _varints(buf, cur + 1, active & ~fallback)
+        fallback |= active & ~ok
+        eend = epos + elen.astype(np.int64)
+        fallback |= active & ((at(epos) != 0x0A) | (eend > fend))
+        klen, kpos, ok = _varints(buf, epos + 1, active & ~fallback)
+        fallback |= active & ~ok
+        kend = kpos + klen.astype(np.int64)
+        fallback |= active & (at(kend) != 0x12)
+        vlen, vpos, ok = _varints(buf, kend + 1, active & ~fallback)
+        fallback |= active & (~ok | (vpos + vlen.astype(np.int64) != eend))
+        live = active & ~fallback
+        for name in names:
+            key = np.frombuffer(name.encode(), dtype=np.uint8)
+            match = live & (klen == len(key)) & ~found[name]
+            for j, byte in enumerate(key.tolist()):
+                match &= at(kpos + j) == byte
+            if not match.any():
+                continue
+            found[name] |= match
+            tag = at(vpos)
+            llen, lpos, ok = _varints(buf, vpos + 1, match)
+            fallback |= match & (~ok | ~np.isin(tag, (0x0A, 0x12, 0x1A)))
+            match &= ~fallback
+            listed = match & (llen > 0)
+            inner = at(lpos)
+            packed = listed & (inner == 0x0A)
+            plen, ppos, ok = _varints(buf, lpos + 1, packed)
+            fallback |= packed & ~ok
+            first = np.where(packed, ppos, lpos + 1)
+            nonempty = listed & (~packed | (plen > 0))  # an empty packed list: no value (None)
+            is_int = nonempty & (tag == 0x1A) & (packed | (inner == 0x08))
+            is_float = nonempty & (tag == 0x12) & ((packed & (plen >= 4)) | (inner == 0x0D))
+            is_bytes = listed & (tag == 0x0A) & (inner == 0x0A)  # b"" is a value
+            nonempty |= is_bytes
+            fallback |= nonempty & ~(is_int | is_float | is_bytes)
+            value, _, ok = _varints(buf, first, is_int)
+            fallback |= is_int & ~ok
+            ints[name][is_int] = value[is_int].view(np.int64)
+            kind[name][is_int] = 3
+            if is_float.any():
+                rows = np.flatnonzero(is_float)
+                raw = buf[np.minimum(first[rows, None] + np.arange(4), last)].copy()
+                floats[name][rows] = raw.view("<f4").reshape(-1)
+                kind[name][is_float] = 2
+            if is_bytes.any():  # bytes_list: the first value is itself length-prefixed, at lpos + 1
+                spans[name][is_bytes, 0] = ppos[is_bytes]
+                spans[name][is_bytes, 1] = plen.astype(np.int64)[is_bytes]
+                kind[name][is_bytes] = 1
+        cur = np.where(active, eend, cur)
+    out = {}
+    for name in names:
+        values: list = [None] * n
+        for k, rows in ((3, np.flatnonzero(kind[name] == 3)), (2, np.flatnonzero(kind[name] == 2))):
+            source = ints[name] if k == 3 else floats[name]
+            for row, v in zip(rows.tolist(), source[rows].tolist()):
+                values[row] = v
+        for row in np.flatnonzero(kind[name] == 1).tolist():
+            a, b = spans[name][row]
+            values[row] = bytes(buffer[a:a + b])
+        out[name] = values
+    return out, np.flatnonzero(fallback)
+
+
 def pack_column(values: list) -> tuple[str, dict[str, np.ndarray]]:
     """(kind, arrays) of one feature's per-record values (None = absent) for the index."""
     present = np.array([v is not None for v in values], dtype=bool)
@@ -252,9 +361,7 @@ class TFRecordIndex:
                 try:
                     offsets_a, lengths_a = frame(path, buffer, size)
                     if self.columns:
-                        for index, (offset, length) in enumerate(zip(offsets_a.tolist(), lengths_a.tolist())):
-                            start = offset + HEADER
-                            self._collect(path, index, offset, buffer[start:start + length], wanted, values)
+                        values = self._collect_all(path, buffer, offsets_a, lengths_a, wanted)
                 finally:
                     if size:
                         buffer.close()
@@ -274,6 +381,37 @@ class TFRecordIndex:
         end = int(offsets_a[-1] + FRAME + lengths_a[-1]) if len(offsets_a) else 0
         return arrays, {"records": len(offsets_a), "compression": self.compression, "stream_bytes": end,
                         "columns": list(self.columns), "column_kinds": kinds, "histograms": histograms}
+
+    def _collect_all(self, path, buffer, offsets, lengths, wanted) -> list[list]:
+        """The wanted features' first values in every record: vectorized (`first_values_vectorized`),
+        records of another layout one by one, and a sample of records checked one by one too (any
+        disagreement: every record the slow, sure way)."""
+        values: list[list] = [[] for _ in self.columns]
+        names = list(self.columns)
+        fast, slow = first_values_vectorized(buffer, offsets + HEADER, lengths, names)
+        sample = np.unique(np.concatenate([np.arange(min(32, len(offsets))),
+                                           np.random.default_rng(0).integers(0, max(1, len(offsets)), 32)
+                                           if len(offsets) else np.zeros(0, np.int64), slow])).tolist()
+        slow_set = set(slow.tolist())
+        for index in sample:
+            offset, length = int(offsets[index]), int(lengths[index])
+            start = offset + HEADER
+            one: list[list] = [[] for _ in self.columns]
+            self._collect(path, index, offset, buffer[start:start + length], wanted, one)
+            for slot, name in enumerate(names):
+                if index in slow_set:
+                    fast[name][index] = one[slot][0]
+                elif fast[name][index] != one[slot][0] or type(fast[name][index]) is not type(one[slot][0]):
+                    fast = None  # the vectorized reading disagrees: read every record one by one
+                    break
+            if fast is None:
+                break
+        if fast is None:
+            for index, (offset, length) in enumerate(zip(offsets.tolist(), lengths.tolist())):
+                start = offset + HEADER
+                self._collect(path, index, offset, buffer[start:start + length], wanted, values)
+            return values
+        return [fast[name] for name in names]
 
     @staticmethod
     def _collect(path, index, offset, payload, wanted, values) -> None:
