@@ -464,41 +464,16 @@ def check_devices(cfg, figs: Figures, p: Parallelism, processes: int) -> None:
 
 
 # ---------------------------------------------------------------------------- the recommendation
-def _micro_batches(per_replica_batch: int, stages: int) -> int | None:
-    """GPipe wants K >= 4S micro-batches to keep the bubble under 20%; the largest K <= 4S that
-    divides the per-replica batch."""
-    for k in range(min(4 * stages, per_replica_batch), 0, -1):
-        if per_replica_batch % k == 0:
-            return k
-    return None
+def candidate_splits(devices: int, global_batch: int, blocks_count: int,
+                     strategies: dict) -> list[tuple[str, Parallelism]]:
+    """Every split over `devices` devices that the installed strategies offer (`split_candidates`)."""
+    return [(name, p) for name, strategy in strategies.items()
+            for p in strategy.split_candidates(devices, global_batch, blocks_count)]
 
 
-def candidate_splits(devices: int, global_batch: int, blocks_count: int) -> list[tuple[str, Parallelism]]:
-    """Every model-parallel, hybrid and pipeline split over `devices` devices."""
-    out = [("model_parallel", Parallelism(model=devices))]
-    for m in (2**i for i in range(1, int(math.log2(devices)) + 1)):
-        d = devices // m
-        if d > 1 and d * m == devices and global_batch % d == 0:
-            out.append(("hybrid", Parallelism(data=d, model=m)))
-    k = _micro_batches(global_batch, devices)
-    if devices <= blocks_count and k:
-        out.append(("pipeline", Parallelism(stages=devices, micro_batches=k)))
-    return out
-
-
-def overrides_for(strategy: str, p: Parallelism, figs: Figures, cuts: list[str] | None = None) -> str:
-    if strategy == "pipeline":
-        split = f"strategy.stages={p.stages} strategy.micro_batches={p.micro_batches}"
-        if cuts:  # where the planner balanced the stages
-            split += f" strategy.cuts=[{','.join(cuts)}]"
-    else:
-        split = f"strategy.mesh=[{p.data},{p.model}]"
-    return f"strategy={strategy} {split} {device_override(figs, p.devices)}"
-
-
-# The Keras backend of each kind of split when its strategy is not installed (issue 13: keras.distribution
-# on JAX for the mesh, TensorFlow device stages for the pipeline).
-SPLIT_BACKENDS = {"model_parallel": "jax", "hybrid": "jax", "pipeline": "tensorflow"}
+def overrides_for(strategy, p: Parallelism, figs: Figures, cuts: list[str] | None = None) -> str:
+    split = strategy.split_overrides(p, cuts)
+    return f"strategy={strategy.name} {split} {device_override(figs, p.devices)}"
 
 
 def recommend_parallelism(work: Workload, figs: Figures, shapes: dict, defaults: dict, registered: dict,
@@ -510,7 +485,8 @@ def recommend_parallelism(work: Workload, figs: Figures, shapes: dict, defaults:
     hardware's devices, if it has more).
 
     Args:
-        registered: the installed strategies' names -> their Keras backend (`Strategy.backend`).
+        registered: the installed strategies, name -> class: each offers its splits
+            (`split_candidates`, `split_overrides`) and its Keras backend (`backend`).
         cut_points / segments: the model's cut points and the layers between them (pipeline
             candidates cut there and name their cuts: `strategy.cuts`).
     """
@@ -525,19 +501,19 @@ def recommend_parallelism(work: Workload, figs: Figures, shapes: dict, defaults:
         hw = figs
         if figs.single_host and devices > figs.devices_per_host:  # a host with that many devices
             hw = type(figs)(**{**figs.__dict__, "devices_per_host": devices})
-        for strategy, p in candidate_splits(devices, work.global_batch, blocks_count):
+        for strategy, p in candidate_splits(devices, work.global_batch, blocks_count, registered):
             try:
                 placements = place(shapes, defaults, p)
             except ConfigError:
                 continue  # the mesh does not divide a dimension the default rules split
             tried += 1
             r = plan_parallelism(work, hw, p, placements, cut_points=cut_points, segments=segments,
-                                 backend=registered.get(strategy, SPLIT_BACKENDS.get(strategy, "tensorflow")))
+                                 backend=registered[strategy].backend)
             mem = r["memory_per_device"]
             if mem["fits"]:
                 cuts = r["communication"]["pipeline"]["cut_points"]
-                fitting.append({"strategy": strategy, "overrides": overrides_for(strategy, p, figs, cuts),
-                                "registered": strategy in registered, "mesh": list(p.mesh), "stages": p.stages,
+                fitting.append({"strategy": strategy, "overrides": overrides_for(registered[strategy], p, figs, cuts),
+                                "mesh": list(p.mesh), "stages": p.stages,
                                 "micro_batches": p.micro_batches, "devices": p.devices,
                                 "hardware_has_them": p.devices <= figs.devices,
                                 "memory_per_device_bytes": mem["total_bytes"],

@@ -236,7 +236,7 @@ def build(cfg) -> dict:
         "recommendation": {**recommend(cfg, work, figs, train_records),
                            "parallelism": recommend_parallelism(
                                work, figs, par["shapes"], par["defaults"],
-                               {name: registry.get("strategy", name).backend for name in registry.names("strategy")},
+                               {name: registry.get("strategy", name) for name in registry.names("strategy")},
                                configured_fits=par["memory_per_device"]["fits"], cut_points=par["cut_points"],
                                segments=par["segments"])},
     }
@@ -336,8 +336,7 @@ def render_recommendation(rec: dict) -> list[str]:
     for c in rec.get("candidates", []):
         lines.append(f"  {c['overrides']}: {_si(c['memory_per_device_bytes'], 'B')}/device "
                      f"({c['fraction_of_device']:.0%}), {c['step_s'] * 1e3:.4g} ms/step, "
-                     f"{_si(c['examples_per_s'])} examples/s ({c['dominant']} dominates)"
-                     + ("" if c["registered"] else f" [strategy={c['strategy']} is not installed]"))
+                     f"{_si(c['examples_per_s'])} examples/s ({c['dominant']} dominates)")
     return lines
 
 

@@ -400,6 +400,33 @@ class Strategy(abc.ABC):
         return Parallelism(data=topology.replicas, model=topology.devices_per_replica)
 
     @classmethod
+    def split_candidates(cls, devices: int, global_batch: int, blocks: int) -> list[Parallelism]:
+        """The ways this strategy can split one model over `devices` devices, for `mode=plan`'s
+        recommendation when the model does not fit one device.
+
+        Args:
+            devices: how many devices the split uses (the planner tries powers of two).
+            global_batch: `data.batch_size` (a data axis must divide it).
+            blocks: how many pipeline stages the model can be cut into at most.
+        Returns:
+            `Parallelism`s using exactly `devices` devices. Default: none (data-parallel strategies
+            copy the whole model onto every device).
+        Example:
+            return [Parallelism(model=devices)]  # a 1 x M mesh
+        """
+        return []
+
+    @classmethod
+    def split_overrides(cls, split: Parallelism, cuts: list[str] | None = None) -> str:
+        """The `strategy.*` overrides that make this strategy run `split` (one of its
+        `split_candidates`); `cuts` are the layers the planner balanced pipeline stages at.
+
+        Example:
+            return f"strategy.mesh=[{split.data},{split.model}]"
+        """
+        return ""
+
+    @classmethod
     def suits(cls, cfg: Any, figures: Any) -> bool:
         """Whether `mode=plan` should consider recommending this strategy on this hardware.
 

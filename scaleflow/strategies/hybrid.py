@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from scaleflow.errors import ConfigError
+from scaleflow.strategies.base import Parallelism
 from scaleflow.strategies.keras_jax import KerasJaxStrategy
 
 
@@ -16,6 +17,16 @@ class Hybrid(KerasJaxStrategy):
     """
 
     name = "hybrid"
+
+    @classmethod
+    def split_candidates(cls, devices: int, global_batch: int, blocks: int) -> list[Parallelism]:
+        """Every D x M with both axes > 1, M a power of two, D dividing the global batch."""
+        out, m = [], 2
+        while m < devices:
+            if devices % m == 0 and global_batch % (devices // m) == 0:
+                out.append(Parallelism(data=devices // m, model=m))
+            m *= 2
+        return out
 
     @classmethod
     def mesh_shape(cls, cfg) -> tuple[int, int]:

@@ -112,6 +112,10 @@ class KerasJaxStrategy(Strategy):
                         devices_per_replica=model)
 
     @classmethod
+    def split_overrides(cls, split: Parallelism, cuts: list[str] | None = None) -> str:
+        return f"strategy.mesh=[{split.data},{split.model}]"
+
+    @classmethod
     def parallelism(cls, cfg, figures) -> Parallelism:
         topology = cls.topology(cfg, figures)
         layout = cfg.strategy.get("layout") if cfg.strategy.name == cls.name else None

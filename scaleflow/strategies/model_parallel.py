@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from scaleflow.errors import ConfigError
+from scaleflow.strategies.base import Parallelism
 from scaleflow.strategies.keras_jax import KerasJaxStrategy
 
 
@@ -19,6 +20,10 @@ class ModelParallel(KerasJaxStrategy):
     """
 
     name = "model_parallel"
+
+    @classmethod
+    def split_candidates(cls, devices: int, global_batch: int, blocks: int) -> list[Parallelism]:
+        return [Parallelism(model=devices)]
 
     @classmethod
     def mesh_shape(cls, cfg) -> tuple[int, int]:

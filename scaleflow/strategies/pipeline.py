@@ -143,6 +143,20 @@ class Pipeline(Strategy):
                            cuts=cuts)
 
     @classmethod
+    def split_candidates(cls, devices: int, global_batch: int, blocks: int) -> list[Parallelism]:
+        """One stage per device (when the model has that many blocks), with the largest K <= 4S
+        micro-batches dividing the batch: GPipe keeps its bubble under 20% from K >= 4S."""
+        if devices > blocks:
+            return []
+        k = next((k for k in range(min(4 * devices, global_batch), 0, -1) if global_batch % k == 0), None)
+        return [Parallelism(stages=devices, micro_batches=k)] if k else []
+
+    @classmethod
+    def split_overrides(cls, split: Parallelism, cuts: list[str] | None = None) -> str:
+        out = f"strategy.stages={split.stages} strategy.micro_batches={split.micro_batches}"
+        return out + (f" strategy.cuts=[{','.join(cuts)}]" if cuts else "")
+
+    @classmethod
     def claim(cls, cfg, environment) -> Claim | None:
         return None  # never chosen by strategy=auto
 
