@@ -383,10 +383,10 @@ def _build_lock(path: str, location: str, blocking: bool) -> Iterator[bool]:
     """The lock of building `path`'s index: a flock of the data file, else of `<index>.lock`."""
     import fcntl
 
-    try:  # can this file system flock the data file (opened read-only)?
+    try:  # can this file system flock the data file exclusively, opened read-only? (NFS cannot)
         fd = os.open(path, os.O_RDONLY)
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             fcntl.flock(fd, fcntl.LOCK_UN)
             lockable = True
         except BlockingIOError:  # held exclusively by a builder: flock works here
@@ -432,6 +432,9 @@ def _open_one(path: str, fmt: IndexFormat, options: IndexOptions, blocking: bool
     except PermissionError as e:
         raise DataError(path, f"cannot write its index ({e})",
                         hint="Set data.index_dir to a writable directory, or data.index=off") from None
+    except OSError as e:  # e.g. no locks on this file system (ENOLCK), a full disk
+        raise DataError(path, f"cannot index it ({e.strerror or e})",
+                        hint="Set data.index_dir to a local writable directory, or data.index=off") from None
     status = "built" if not reasons else "rebuilt: " + "; ".join(reasons)
     for why in reasons:  # a corrupt or stale index is news; one lacking a column just grows
         (log.warning if why.startswith(("corrupt", "stale")) else log.info)("rebuilding the index of %s: %s",
