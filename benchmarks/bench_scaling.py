@@ -9,7 +9,8 @@ Two jobs, each trained through the CLI exactly as a user would (`export=none`, `
   default  the default job (MLP [128,128], 32 features, global batch 64: latency-bound)
 For every run it prints examples/s (run.json's throughput, epochs after the first), the ratio to one
 process of the same job, the planner's predicted step time beside the measured one (run.json's
-`step_time`; `--plan-profile` passes `plan.profile=` from `mode=calibrate`), where the step's time
+`step_time`; `--plan-profile` passes `plan.profile=` from `mode=calibrate`; `--calibrate` runs
+mode=calibrate first and also prints the calibrated planner's step time), where the step's time
 goes (profile=summary's `step_parts`: compute = one forward + backward pass of a replica's batch,
 all-reduce = the strategy's all-reduce of the model's gradients between the real processes, input =
 waiting for data, overhead = the rest: optimizer update, dispatch, metrics, threads competing), what
@@ -88,6 +89,28 @@ def train(args: list[str], run_dir: str, timeout_s: float) -> dict:
     return manifest
 
 
+def calibrate(tmp: str, timeout_s: float) -> str:
+    """Run mode=calibrate; the hardware profile it wrote."""
+    run_dir = os.path.join(tmp, "calibrate")
+    os.makedirs(run_dir)
+    subprocess.run([sys.executable, "-m", "scaleflow", "mode=calibrate", f"hydra.run.dir={run_dir}"], check=True,
+                   capture_output=True, text=True, timeout=timeout_s, cwd=run_dir,
+                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    return os.path.join(run_dir, "hardware_profile.yaml")
+
+
+def planned_step_s(args: list[str], tmp: str, name: str) -> float | None:
+    """The planner's step time for `args` (mode=plan: no TensorFlow, a few seconds)."""
+    run_dir = os.path.join(tmp, f"plan-{name}")
+    os.makedirs(run_dir, exist_ok=True)
+    result = subprocess.run([sys.executable, "-m", "scaleflow", "mode=plan", *args, f"hydra.run.dir={run_dir}"],
+                            capture_output=True, text=True, timeout=120, cwd=run_dir)
+    if result.returncode != 0:
+        return None
+    with open(os.path.join(run_dir, "plan.json")) as f:
+        return json.load(f)["predicted"]["step_time_s"]
+
+
 def ms(x) -> str:
     return "-" if x is None else f"{x * 1e3:.3g}"
 
@@ -114,6 +137,9 @@ def main() -> None:
     parser.add_argument("--jobs", default="compute,default")
     parser.add_argument("--strategies", default="default,multi_worker,horovod")
     parser.add_argument("--plan-profile", default=None, help="a hardware profile from mode=calibrate")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="first run mode=calibrate (~1 min), then print the calibrated planner's step time "
+                             "(mode=plan plan.profile=...) beside the uncalibrated one for every run")
     parser.add_argument("--no-profile", action="store_true", help="profile=off (no step breakdown)")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--json", default=None, help="also write the results here")
@@ -128,6 +154,9 @@ def main() -> None:
     rows = []
     print(f"cpu cores: {os.cpu_count()}, load average (1/5/15 min) at start: {load()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp:
+        profile = calibrate(tmp, opts.timeout) if opts.calibrate else None
+        if profile:
+            print(f"calibrated: {profile} (load {load()})", flush=True)
         for job in opts.jobs.split(","):
             base = None
             for strategy in opts.strategies.split(","):
@@ -142,12 +171,21 @@ def main() -> None:
                 row["goal"] = GOALS.get((job, strategy))
                 p, meas = row["predicted_step_s"], row["measured_step_s"]
                 row["measured_over_predicted"] = round(meas / p, 2) if p and meas else None
+                if profile:
+                    plan_args = [a for a in STRATEGIES[strategy] + JOBS[job] + common
+                                 if not a.startswith(("profile=", "trainer.verbose", "plan.profile"))]
+                    row["calibrated_predicted_step_s"] = planned_step_s(plan_args + [f"plan.profile={profile}"], tmp,
+                                                                        f"{job}-{strategy}")
+                    c = row["calibrated_predicted_step_s"]
+                    row["measured_over_calibrated"] = round(meas / c, 2) if c and meas else None
                 rows.append(row)
                 parts = row["parts"]
                 goal = f" (goal >= {row['goal']:.2f}x)" if row["goal"] else ""
                 ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
                 print(f"{job:>8} {strategy:>12}: {row['examples_per_s']:>9.0f} examples/s  {ratio}{goal}  "
-                      f"step {ms(meas)} ms, planner {ms(p)} ms (measured/predicted {row['measured_over_predicted']})  "
+                      f"step {ms(meas)} ms, planner {ms(p)} ms (measured/predicted {row['measured_over_predicted']})"
+                      + (f", calibrated {ms(row['calibrated_predicted_step_s'])} ms (measured/predicted "
+                         f"{row['measured_over_calibrated']})" if profile else "") + "  "
                       f"load {row['load_before']} -> {row['load_after']}", flush=True)
                 if parts:
                     print(f"{'':>22}step parts (ms): compute {ms(parts.get('compute_s'))}, all-reduce "
