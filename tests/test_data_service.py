@@ -55,7 +55,9 @@ def test_bad_service_settings_are_config_errors_naming_the_key(overrides, key):
 
 
 def test_service_addresses_parse():
-    from scaleflow.data.service_config import default_workers, parse
+    from scaleflow.data.service_config import default_workers, describe, parse
+
+    assert describe(compose()) == {"runs": "in-process", "service": "off"}  # run.json data.input without a service
 
     assert parse("off").kind == "off" and parse("local").kind == "local"
     assert parse("grpc://127.0.0.1:5050").address == "127.0.0.1:5050"
