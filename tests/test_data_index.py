@@ -359,7 +359,7 @@ def test_data_cache_holds_a_pipeline_in_memory_only_within_cache_max_mb(tmp_path
     assert plan_input(off, off_config, off.describe(off_config), 1).train.report()["cache"]["cached"] is False
 
 
-def test_the_vectorized_feature_reader_agrees_with_the_one_record_parser(tmp_path):
+def test_the_vectorized_feature_reader_agrees_with_the_one_record_parser(tmp_path, monkeypatch):
     """Indexing reads the label/key of every record at once in NumPy; on every layout it must give
     what the record-by-record protobuf parser gives (or leave the record to it)."""
     import mmap
@@ -386,6 +386,15 @@ def test_the_vectorized_feature_reader_agrees_with_the_one_record_parser(tmp_pat
             expected = first_values(buffer[offsets[i] + HEADER:offsets[i] + HEADER + lengths[i]], {b"label": 0, b"group": 1})
             got = [fast["label"][i], fast["group"][i]]
             assert got == expected and [type(v) for v in got] == [type(v) for v in expected], i
+    from scaleflow.data import tfrecord_index
+
+    monkeypatch.setattr(tfrecord_index, "BLOCK", 64)  # blocks of records, the one-by-one records among them
+    arrays, meta = tfrecord_index.TFRecordIndex("", ("label", "group")).build(str(path))
+    group = tfrecord_index.unpack_column(meta["column_kinds"]["group"], {
+        part: arrays[f"column1_{part}"] for part in ("values", "ends", "present") if f"column1_{part}" in arrays})
+    assert meta["column_kinds"]["group"] == "mixed" and group is None
+    label_present = arrays["column0_present"]
+    assert label_present.tolist() == [shapes[i % 9] is not None and i % 9 not in (7, 8) for i in range(900)] + [True]
     dataset, config = data_config({"name": "tfrecord", "path": str(path), "features": {"x": {"shape": [2]}},
                                    "num_classes": 3}, shard="hash", shard_key="group")
     [ix] = dataset._indexes(config, [str(path)])

@@ -31,6 +31,7 @@ FRAME = 16  # header + uint32 masked crc32c of the payload
 # values are not kept and a describe that needs them scans the file, as without an index).
 KINDS = ("int", "float", "bytes", "mixed")
 MAX_HISTOGRAM = 10_000  # distinct label values kept in the histogram (more: a regression target)
+BLOCK = 1 << 16  # records whose features are read at once when indexing
 
 
 def masked_crc32c_rows(rows: np.ndarray) -> np.ndarray:
@@ -388,7 +389,15 @@ class TFRecordIndex:
         disagreement: every record the slow, sure way)."""
         values: list[list] = [[] for _ in self.columns]
         names = list(self.columns)
-        fast, slow = first_values_vectorized(buffer, offsets + HEADER, lengths, names)
+        fast: dict | None = {name: [] for name in names}
+        slow_parts = []
+        for a in range(0, len(offsets), BLOCK):  # a block at a time: memory bounded whatever the file's size
+            block, block_slow = first_values_vectorized(buffer, offsets[a:a + BLOCK] + HEADER, lengths[a:a + BLOCK],
+                                                        names)
+            for name in names:
+                fast[name] += block[name]
+            slow_parts.append(block_slow + a)
+        slow = np.concatenate(slow_parts) if slow_parts else np.zeros(0, dtype=np.int64)
         sample = np.unique(np.concatenate([np.arange(min(32, len(offsets))),
                                            np.random.default_rng(0).integers(0, max(1, len(offsets)), 32)
                                            if len(offsets) else np.zeros(0, np.int64), slow])).tolist()
