@@ -44,13 +44,16 @@ def test_each_strategy_says_how_many_of_its_processes_share_this_host():
     three = json.dumps({"cluster": {"worker": ["a:1", "a:2", "b:1"]}, "task": {"type": "worker", "index": 1}})
     assert MultiWorker.local_processes(cfg, {"TF_CONFIG": three}) == 2  # a:1 and a:2
     assert MultiWorker.local_processes(cfg, {"TF_CONFIG": local_tf_config([1, 2], 0)}) == 2
-    assert MultiWorker.local_processes(cfg, {}) == 1  # the launcher itself, or one worker alone
+    assert MultiWorker.local_processes(cfg, {}) == 2  # before the launch: the workers it starts here
     slurm = compose("strategy=multi_worker", "strategy.cluster=slurm")
     assert MultiWorker.local_processes(slurm, {"SLURM_TASKS_PER_NODE": "2(x3),1", "SLURM_NODEID": "3"}) == 1
     assert MultiWorker.local_processes(slurm, {"SLURM_TASKS_PER_NODE": "2(x3),1", "SLURM_NODEID": "1"}) == 2
     hvd = compose("strategy=horovod")
     assert Horovod.local_processes(hvd, {"HOROVOD_RANK": "1", "HOROVOD_LOCAL_SIZE": "2"}) == 2
-    assert Horovod.local_processes(hvd, {}) == 1
+    assert Horovod.local_processes(hvd, {}) == 1  # one rank: no launch
+    assert Horovod.local_processes(compose("strategy=horovod", "strategy.num_workers=2"), {}) == 2  # before the launch
+    assert Horovod.local_processes(compose("strategy=horovod", "strategy.hosts=[a:2,b:2]",
+                                           "strategy.num_workers=4"), {}) == 1
 
 
 def test_horovod_fusion_and_cycle_time_come_from_the_config_then_the_environment_then_horovods_defaults():

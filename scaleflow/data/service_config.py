@@ -16,6 +16,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from scaleflow import registry
 from scaleflow.errors import ConfigError
 
 ALLOWED = "off, local or <host:port> of a tf.data service dispatcher (e.g. 10.0.0.5:5050)"
@@ -67,12 +68,12 @@ def parse(value) -> ServiceSpec:
 
 
 def training_processes_here(cfg) -> int:
-    """Training processes this host runs (each starts its own local service): the local workers of
-    strategy=multi_worker|horovod with strategy.cluster=local, else one."""
-    s = cfg.get("strategy") or {}
-    if s.get("name") in ("multi_worker", "horovod") and s.get("cluster", "local") == "local" and not s.get("hosts"):
-        return int(s.get("num_workers") or 1)
-    return 1
+    """Training processes this host runs (each starts its own local service), as the strategy says
+    (`Strategy.local_processes`: before a launch, the processes it will start here)."""
+    name = (cfg.get("strategy") or {}).get("name")
+    if name not in registry.names("strategy"):
+        return 1  # validation names the unknown strategy
+    return registry.get("strategy", name).local_processes(cfg, os.environ)
 
 
 def default_workers(cfg, cores: int | None = None) -> int:

@@ -210,13 +210,14 @@ class MultiWorker(Strategy):
     @classmethod
     def local_processes(cls, cfg, environ) -> int:
         """Workers on this host: from TF_CONFIG (members with this task's host), or Slurm's tasks on
-        this node; 1 when neither says."""
+        this node; without either, the workers the local launcher will start here
+        (strategy.num_workers with strategy.cluster=local), else 1."""
         if cfg.strategy.cluster == "slurm":
             return _slurm_tasks_on_this_node(environ)
         from scaleflow.cluster import tf_config
 
         if not environ.get(tf_config.ENV):
-            return 1
+            return max(1, int(cfg.strategy.num_workers)) if cfg.strategy.cluster == "local" else 1
         try:
             info = tf_config.read(environ)
         except Exception:  # noqa: BLE001 - a malformed TF_CONFIG is reported where the cluster is joined

@@ -101,8 +101,11 @@ class Horovod(Strategy):
 
     @classmethod
     def local_processes(cls, cfg, environ) -> int:
-        """Ranks on this host: horovodrun's HOROVOD_LOCAL_SIZE (1 outside a Horovod job)."""
-        size = str(environ.get("HOROVOD_LOCAL_SIZE", "")) if launcher.JOINED_ENV in environ else ""
+        """Ranks on this host: horovodrun's HOROVOD_LOCAL_SIZE in a rank; before the launch, the ranks
+        scaleflow will start here (strategy.num_workers without strategy.hosts), else 1."""
+        if launcher.JOINED_ENV not in environ:
+            return 1 if cfg.strategy.hosts else max(1, int(cfg.strategy.num_workers))
+        size = str(environ.get("HOROVOD_LOCAL_SIZE", ""))
         return int(size) if size.isdigit() and int(size) > 0 else 1
 
     def launches(self, cfg) -> bool:
