@@ -28,11 +28,16 @@ ratios as noise, and re-run on a quiet machine):
   before issue 14 (3 epochs, run.json throughput; load 0.3 -> 4.5):
     compute: 1 process 15,614 ex/s (16.4 ms/step); multi_worker 3,165 (0.20x, 81 ms); horovod 11,979 (0.77x)
     default: 1 process 163,329 ex/s (0.39 ms/step); multi_worker 3,156 (0.02x, 20 ms); horovod 12,841 (0.08x)
-  this benchmark after it, `--epochs 2 --steps 60 --jobs default` (load 7.9 -> 6.8):
-    default: 1 process 23,609 ex/s (2.71 ms/step, 7x its quiet time); multi_worker 15,721 (0.67x, 4.07 ms,
-             all-reduce 2.5 ms); horovod 9,067 (0.38x, 7.06 ms, all-reduce 2.67 ms)
-  `--epochs 2 --steps 20 --jobs compute` (load 10.3 -> 13.3 -> 9.7): 1 process 198 ms/step (12x its
-    quiet time): no usable ratio.
+  after it, with a calibration profile (mode=calibrate at load 5.2: 182 GFLOP/s, step overhead 0.55 ms,
+  TF all-reduce 0.38 GB/s and 1.15 ms), `--epochs 2 --steps 60 --jobs default --plan-profile ...`
+  (load 4.6 -> 3.8) and `--epochs 2 --steps 40 --jobs compute --plan-profile ...` (load 4.2 -> 3.8):
+    default: 1 process 85,433 ex/s (0.75 ms/step, planner 0.59 ms calibrated); multi_worker 14,828
+             (0.17x, 4.32 ms, planner 3.67; all-reduce 2.0 ms); horovod 21,201 (0.25x, 3.02 ms, planner 3.67)
+    compute: 1 process 16,569 ex/s (15.5 ms/step, planner 11.7); multi_worker 4,440 (0.27x, 57.7 ms,
+             planner 28.3; compute 7.0 + all-reduce 17.1 ms of it); horovod 8,747 (0.53x, 29.3 ms,
+             planner 28.3; compute 12.8 + all-reduce 14.9 + input 0.8 + overhead 0.6 ms)
+  Uncalibrated planner (5e10 FLOP/s per core x 2, the schema's links) against the quiet figures above:
+    compute 1 process 20.8 ms predicted vs 16.4 measured; default 0.58 vs 0.39; horovod compute 25.7 vs 21.
   Single levers, same load within each pair (2 workers, compute job, a bare Keras MWMS script):
     TensorFlow's thread defaults 82 ms/step -> 1 intra + 1 inter-op thread per worker 41 ms (load ~5).
 
@@ -133,7 +138,8 @@ def summarise(job: str, strategy: str, m: dict, load_before: str, load_after: st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=2, help="epochs per run (throughput: the epochs after the first)")
-    parser.add_argument("--steps", type=int, default=None, help="trainer.steps_per_epoch (default: one pass)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="trainer.steps_per_epoch (default: one pass); steps_per_execution then divides it in >= 2 calls")
     parser.add_argument("--jobs", default="compute,default")
     parser.add_argument("--strategies", default="default,multi_worker,horovod")
     parser.add_argument("--plan-profile", default=None, help="a hardware profile from mode=calibrate")
@@ -148,7 +154,10 @@ def main() -> None:
     common = [f"trainer.epochs={opts.epochs}", "export=none", "trainer.verbose=quiet",
               "profile=off" if opts.no_profile else "profile=summary", *opts.overrides]
     if opts.steps:
-        common.append(f"trainer.steps_per_epoch={opts.steps}")
+        # At least 2 calls per epoch: profile=summary samples one call of the first epoch step by step,
+        # and with one call per epoch the compiling first full-speed call would land in the measured epochs.
+        spe = max(d for d in range(1, max(1, min(32, opts.steps // 2)) + 1) if opts.steps % d == 0)
+        common += [f"trainer.steps_per_epoch={opts.steps}", f"trainer.steps_per_execution={spe}"]
     if opts.plan_profile:
         common.append(f"plan.profile={os.path.abspath(opts.plan_profile)}")
     rows = []

@@ -103,9 +103,10 @@ class StepBreakdown:
                 if not sampled:
                     began = time.perf_counter()
                     outputs = self._keras_function(iterator)
-                    if self._calls > 1:  # the run's first call compiles the multi-step function
+                    if self._full_speed_compiled:  # the first full-speed call compiles the multi-step function
                         e["full_speed_s"] += time.perf_counter() - began
                         e["full_speed_steps"] += self.model.steps_per_execution
+                    self._full_speed_compiled = True
                     return outputs
                 self._sampled_once = True
                 times: dict[int, float] = {}
@@ -133,6 +134,7 @@ class StepBreakdown:
                 return outputs
 
             _fetch_overhead = None
+            _full_speed_compiled = False  # a sampled first call leaves the compile to a later one
 
             def on_epoch_end(self, epoch, logs=None):
                 e = self._epoch
