@@ -264,7 +264,7 @@ class TFRecord(Dataset):
 
         ds = read_chunks(list(files), chunks, check).map(self._parser(config), num_parallel_calls=tf.data.AUTOTUNE,
                                                           deterministic=True)
-        return ds.unbatch().map(lambda x, y: (x, self.task.tf_targets(y)))
+        return ds.map(self._batch_targets).unbatch()
 
     def explain_read_error(self, config, error: BaseException, files=None):
         """A payload checksum error found by TensorFlow mid-epoch does not name the file: find it."""
@@ -288,7 +288,7 @@ class TFRecord(Dataset):
 
         ds = tf.data.TFRecordDataset([tensorflow_path(f) for f in files], compression_type=config.compression or None)
         ds = ds.batch(256).map(self._parser(config), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return ds.unbatch().map(lambda x, y: (x, self.task.tf_targets(y)))  # targets as the task's loss expects
+        return ds.map(self._batch_targets).unbatch()  # targets as the task's loss expects
 
     def read_raw(self, config):
         """Serialized examples, and their batched parser (data.service decodes after its shard)."""
@@ -306,6 +306,13 @@ class TFRecord(Dataset):
             return x, tf.vectorized_map(targets, y)  # tf_targets takes one record's label
 
         return read, decode
+
+    def _batch_targets(self, x, y):
+        """(features, targets) of a parsed batch: the task's per-record `tf_targets` vectorized over
+        the batch, so no function runs per record (a per-record map costs more than the parsing)."""
+        import tensorflow as tf
+
+        return x, tf.vectorized_map(self.task.tf_targets, y)
 
     def _parser(self, config, check_finite: bool = True):
         """records (a batch) -> (features, labels). NaN or inf in a feature stops the read with
