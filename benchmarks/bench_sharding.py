@@ -308,7 +308,7 @@ def _scan_filter_in_batches(dataset, config, plan, pipeline: int, batch: int):
     kept = tf.data.Dataset.zip(raw, masks).map(lambda r, m: tf.boolean_mask(r, m[:tf.shape(r)[0]]),
                                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     parsed = kept.map(dataset._parser(config), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return parsed.unbatch().map(lambda x, y: (x, dataset.task.tf_targets(y))).batch(batch).repeat()
+    return parsed.map(dataset._batch_targets).unbatch().batch(batch).repeat()
 
 
 def seek_cases(tfr: str, batch: int, alternatives: bool) -> dict:
