@@ -243,3 +243,19 @@ def test_killed_with_sigkill_it_resumes_to_the_weights_of_an_uninterrupted_run(t
 
     train(*overrides, run_dir=tmp_path / "whole")  # the same run, never interrupted
     assert max_abs_diff(export_weights(run_dir), export_weights(tmp_path / "whole")) <= 1e-5
+
+
+def test_inside_multi_worker_its_workers_are_ranks_of_the_run_dir_lock_and_share_the_host():
+    """The run-dir lock and the thread pools ask the strategy; inside multi_worker the pipeline answers
+    as multi_worker does (else every launched worker found the launcher's lock and exited 2)."""
+    from scaleflow.strategies.base import UNDER_LAUNCHER
+    from scaleflow.strategies.multi_worker import WORKER_ENV
+    from scaleflow.strategies.pipeline import Pipeline
+
+    hybrid = compose("strategy=pipeline", "strategy.data_parallel=multi_worker", "strategy.num_workers=2",
+                     "hardware.logical_devices=2")
+    assert Pipeline.process_rank(hybrid, {WORKER_ENV: "1"}) == UNDER_LAUNCHER
+    assert Pipeline.local_processes(hybrid, {}) == 2
+    alone = compose("strategy=pipeline", "hardware.logical_devices=2")
+    assert Pipeline.process_rank(alone, {WORKER_ENV: "1"}) is None
+    assert Pipeline.local_processes(alone, {}) == 1

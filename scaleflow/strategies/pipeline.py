@@ -224,8 +224,22 @@ class Pipeline(Strategy):
         if cfg.strategy.data_parallel != "multi_worker":
             return None
         if self._inner is None:
-            self._inner = registry.get("strategy", "multi_worker")()
+            self._inner = self._data_parallel_class(cfg)()
         return self._inner
+
+    @classmethod
+    def _data_parallel_class(cls, cfg) -> type[Strategy] | None:
+        return registry.get("strategy", "multi_worker") if cfg.strategy.data_parallel == "multi_worker" else None
+
+    @classmethod
+    def process_rank(cls, cfg, environ) -> int | None:
+        inner = cls._data_parallel_class(cfg)  # multi_worker's workers are ranks of the run dir's lock
+        return inner.process_rank(cfg, environ) if inner else None
+
+    @classmethod
+    def local_processes(cls, cfg, environ) -> int:
+        inner = cls._data_parallel_class(cfg)
+        return inner.local_processes(cfg, environ) if inner else 1
 
     def launches(self, cfg) -> bool:
         inner = self._data_parallel(cfg)
