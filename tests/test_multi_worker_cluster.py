@@ -131,6 +131,21 @@ def test_backups_at_different_epochs_are_aligned_to_the_most_advanced(tmp_path):
     assert [completed_epochs(backup_dir(str(tmp_path), r)) for r in (0, 1)] == [2, 2]
 
 
+def test_a_backup_ahead_of_run_json_history_is_not_resumed_from(tmp_path):
+    """The writer records an epoch's metrics before its own backup; a kill after another worker's save
+    but before the writer's record must not resume past run.json's history (it lost that epoch's row)."""
+    from scaleflow.training.setup import align_backups, backup_dir, completed_epochs
+
+    for rank, epoch in ((0, 2), (1, 3)):
+        os.makedirs(backup_dir(str(tmp_path), rank))
+        with open(os.path.join(backup_dir(str(tmp_path), rank), "training_metadata.json"), "w") as f:
+            json.dump({"epoch": epoch}, f)
+    with open(tmp_path / "run.json", "w") as f:
+        json.dump({"epochs_completed": 2, "metrics": {"history": {"loss": [0.9, 0.5]}}}, f)
+    align_backups(str(tmp_path))
+    assert [completed_epochs(backup_dir(str(tmp_path), r)) for r in (0, 1)] == [2, 2]
+
+
 def test_global_batch_must_split_evenly_between_workers():
     from conftest import compose
 

@@ -8,6 +8,8 @@ import logging
 import os
 import shutil
 
+from scaleflow.manifest import Manifest
+
 log = logging.getLogger("scaleflow")
 
 OPTIMIZERS = {"adam": "Adam", "sgd": "SGD", "rmsprop": "RMSprop", "adamw": "AdamW", "adagrad": "Adagrad",
@@ -94,14 +96,17 @@ def prepare_resume(directory: str, resume: bool) -> int:
 
 def align_backups(run_dir: str) -> None:
     """The one resume policy of every multi-process strategy: every worker resumes from the same
-    epoch, the most advanced one any worker completed.
+    epoch, the most advanced one any worker completed that run.json's history also records.
 
     Each worker keeps its own backup dir (Keras' BackupAndRestore has no chief logic), and a kill can
     land between two workers' end-of-epoch saves, leaving them an epoch apart; workers resuming from
     different epochs would run different step counts and wait on each other forever. After every
     synchronous epoch all workers hold identical weights and optimizer state, so the most advanced
-    backup is copied over the others. Called by `mode=train` before a strategy launches its
-    processes (no worker runs yet), for the backups this host sees in the run dir.
+    backup is copied over the others. Only the writer records metrics, before its own backup
+    (train.py), so another worker's backup may be one epoch ahead of run.json's history: resuming
+    from it would leave that epoch's metrics out of run.json forever. So the epoch is capped at the
+    history's (`epochs_completed`): at most one epoch is trained again. Called by `mode=train` before
+    a strategy launches its processes (no worker runs yet), for the backups this host sees.
     """
     root = os.path.join(run_dir, "backup")
     if not os.path.isdir(root):
@@ -110,7 +115,9 @@ def align_backups(run_dir: str) -> None:
     epochs = {d: completed_epochs(d) for d in dirs if os.path.isdir(d)}
     if not epochs or len(set(epochs.values())) == 1:
         return
-    best = max(epochs, key=lambda d: (epochs[d], -dirs.index(d)))
+    recorded = (Manifest.load(run_dir) or {}).get("epochs_completed")
+    usable = {d: e for d, e in epochs.items() if not isinstance(recorded, int) or e <= recorded} or epochs
+    best = max(usable, key=lambda d: (usable[d], -dirs.index(d)))
     log.warning("worker backups are at different epochs %s; resuming every worker from %s's (epoch %d)",
                 {os.path.basename(d): e for d, e in epochs.items()}, os.path.basename(best), epochs[best])
     for d, epoch in epochs.items():
