@@ -396,9 +396,9 @@ def plan_parallelism(work: Workload, figs: Figures, p: Parallelism, placements: 
     compute_s, model_axis_s, send_s = K * t["compute"], K * t["model_axis"], K * t["send"]
     bubble_s = (S - 1) * sum(t.values())  # (S-1) of the K+S-1 slots: a share (S-1)/(K+S-1)
     grad_bytes = max(st["gradient_bytes_per_device"] for st in stages)
+    # One collective per step, as cost_model has it: TensorFlow packs the gradients into one, and XLA's
+    # all-reduce combiner merges JAX's per-variable reductions on the data axis.
     data_axis_s = ring_allreduce_s(D, grad_bytes, data_bw, data_lat)
-    if multi_process and D > 1:  # one collective per gradient tensor across processes (cost_model)
-        data_axis_s += ring_allreduce_s(D, 0, data_bw, data_lat) * (work.gradient_tensors - 1)
     overhead_s = figs.step_overhead_s * (min(p.devices, figs.devices_per_host) if figs.shared_compute else 1)
     step = ParallelStep(compute_s, model_axis_s, send_s, bubble_s, data_axis_s, overhead_s)
 
