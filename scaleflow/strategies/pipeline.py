@@ -534,17 +534,8 @@ def _pipelined_class():
                                                   output_gradients=upstream,
                                                   unconnected_gradients=tf.UnconnectedGradients.NONE)
                         upstream = grads[0]
-                        for i, g in zip(wanted, grads[1:]):
-                            if g is None:
-                                continue
-                            with tf.device(trainable[i].value.device):  # summed where the variable lives
-                                g = tf.identity(g)
-                                totals[i] = g if totals[i] is None else totals[i] + g
-            gradients = [g if g is not None else tf.zeros_like(v) for g, v in zip(totals, trainable)]
-            self.optimizer.apply_gradients(zip(gradients, trainable))
-            with tf.device(devices[-1]):
-                y_pred = tf.concat(predictions, 0)
-            return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+                        _accumulate(totals, trainable, zip(wanted, grads[1:]))
+            return self._apply(totals, predictions, devices[-1], x, y, sample_weight)
 
         def _recomputing_train_step(self, x, y, sample_weight):
             """GPipe with re-materialisation: stages 0..S-2 run in a tf.custom_gradient that keeps
@@ -576,17 +567,26 @@ def _pipelined_class():
                 with tf.device(devices[-1]):  # each recomputed stage's backward runs under its own device
                     grads = tape.gradient(target, [v.value for v in trainable],
                                           unconnected_gradients=tf.UnconnectedGradients.NONE)
-                for i, g in enumerate(grads):
-                    if g is None:
-                        continue
-                    with tf.device(trainable[i].value.device):  # summed where the variable lives
-                        g = tf.identity(g)
-                        totals[i] = g if totals[i] is None else totals[i] + g
+                _accumulate(totals, trainable, enumerate(grads))
+            return self._apply(totals, predictions, devices[-1], x, y, sample_weight)
+
+        def _apply(self, totals, predictions, last_device, x, y, sample_weight):
+            """One optimizer step on the micro-batches' summed gradients; metrics on the whole batch."""
+            trainable = self.trainable_variables
             gradients = [g if g is not None else tf.zeros_like(v) for g, v in zip(totals, trainable)]
             self.optimizer.apply_gradients(zip(gradients, trainable))
-            with tf.device(devices[-1]):
+            with tf.device(last_device):
                 y_pred = tf.concat(predictions, 0)
             return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def _accumulate(totals, trainable, indexed_gradients):
+        """Adds each (variable index, gradient) into `totals`, summed where the variable lives."""
+        for i, g in indexed_gradients:
+            if g is None:
+                continue
+            with tf.device(trainable[i].value.device):
+                g = tf.identity(g)
+                totals[i] = g if totals[i] is None else totals[i] + g
 
     def _recomputed(stage, device):
         """`stage` on `device` keeping only its input: its backward pass recomputes it there."""
