@@ -307,3 +307,25 @@ def test_a_run_on_a_local_service_ends_it_on_sigterm_and_kill_9_and_resumes_with
     assert final["status"] == "ok" and final["resumed_from_epoch"] >= 1, done.stdout
     assert final["data"]["input"]["jobs"] != interrupted["data"]["input"]["jobs"]  # fresh jobs on a fresh service
     assert not [p for p in _pids(pids_file) if _alive(p)]
+
+
+@pytest.mark.parametrize("kind,reader", [("parquet", "data=parquet"), ("csv", "a streamed CSV")])
+def test_a_python_reader_with_a_service_is_a_config_error_before_anything_starts(tmp_path, kind, reader):
+    """Parquet and the streamed CSV run Python (tf.numpy_function): refused at validation, not after
+    the service's processes have started."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    from scaleflow.errors import ConfigError
+    from scaleflow.validation import validate
+
+    table = pa.table({"a": np.arange(40, dtype="float32"), "b": np.ones(40, "float32"), "label": np.arange(40) % 2})
+    path = tmp_path / f"d.{kind}"
+    pq.write_table(table, path) if kind == "parquet" else pcsv.write_csv(table, path)
+    overrides = [f"data={kind}", f"data.path={path}", "data.label_column=label", "data.service=local"]
+    with pytest.raises(ConfigError, match=reader) as e:
+        validate(compose(*overrides, *(["data.in_memory=false"] if kind == "csv" else [])))
+    assert e.value.key == "data.service"
+    if kind == "csv":  # read into memory, it can run on the service
+        validate(compose(*overrides, "data.in_memory=true"))

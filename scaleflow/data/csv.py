@@ -87,9 +87,12 @@ class CSV(InMemoryDataset):
     @classmethod
     def check_reader(cls, cfg) -> None:
         """data.in_memory=false where only the in-memory reader works is a ConfigError (before TF)."""
+        from scaleflow.data.service_config import check_in_process_reader
         from scaleflow.tasks import get
 
-        reader_choice(cfg.data, get(cfg).name)
+        streams, why = reader_choice(cfg.data, get(cfg).name)
+        if streams:
+            check_in_process_reader(cfg, f"a streamed CSV ({why})", "data.in_memory=true reads it into memory")
 
     def for_inference(self, metadata: dict, labelled: bool) -> "CSV":
         encoding = metadata.get("encoding")

@@ -113,6 +113,9 @@ class Parquet(Dataset):
         if encryption.get("key_env") or encryption.get("key_file"):
             raise ConfigError("data.encryption", "a key", "no key for data=parquet",
                               "Encrypted inputs are read by data=csv, npz and tfrecord")
+        from scaleflow.data.service_config import check_in_process_reader
+
+        check_in_process_reader(cfg, "data=parquet", "data=tfrecord, npz or an in-memory CSV can use one")
         if cfg.get("mode", "train") == "train":
             from scaleflow.tasks import get
 

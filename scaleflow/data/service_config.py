@@ -113,6 +113,14 @@ def check_config(cfg) -> None:
                           "a tf.data service worker; use data.service=off")
 
 
+def check_in_process_reader(cfg, reader: str, instead: str) -> None:
+    """A reader that runs Python (tf.numpy_function, from_generator) cannot run on a tf.data service
+    worker: refused here, before TensorFlow and before any service process starts."""
+    if parse(cfg.data.get("service")).kind != "off":
+        raise ConfigError("data.service", cfg.data.service, f"off with {reader}",
+                          f"This reader runs Python code, which a tf.data service worker cannot run; {instead}")
+
+
 def describe(cfg, num_pipelines: int | None = None) -> dict:
     """Where input runs, for `mode=plan` and run.json (`data.input`)."""
     spec = parse(cfg.data.get("service"))
