@@ -36,7 +36,15 @@ ratios as noise, and re-run on a quiet machine):
     compute: 1 process 16,569 ex/s (15.5 ms/step, planner 11.7); multi_worker 4,440 (0.27x, 57.7 ms,
              planner 28.3; compute 7.0 + all-reduce 17.1 ms of it); horovod 8,747 (0.53x, 29.3 ms,
              planner 28.3; compute 12.8 + all-reduce 14.9 + input 0.8 + overhead 0.6 ms)
-  Uncalibrated planner (5e10 FLOP/s per core x 2, the schema's links) against the quiet figures above:
+  Quiet machine (load 0.1 -> 1.3), `--epochs 3 --steps 40 --calibrate`, the lead's re-run:
+    compute: 1 process 29,293 ex/s (8.74 ms); multi_worker 10,215 (0.35x, 25.1 ms: compute 5.9 +
+             all-reduce 10.9 + input 6.5); horovod 12,200 (0.42x, 21.0 ms: compute 9.3 + all-reduce 6.8)
+    default: 1 process 122,535 ex/s (0.52 ms); multi_worker 17,266 (0.14x, 3.71 ms); horovod 20,914
+             (0.17x, 3.06 ms)
+  hardware=cpu's defaults then became 1e11 FLOP/s per core and, between processes, 0.5 GB/s and 0.5 ms
+  (loopback TCP collectives); mode=plan with them predicts 10.6 / 22.7 / 22.7 ms (compute) and
+  0.54 / 2.22 / 2.22 ms (default): measured/predicted 0.82-1.67, within 2x uncalibrated.
+  Uncalibrated planner before that (5e10 FLOP/s per core x 2, the schema's links) against the figures above:
     compute 1 process 20.8 ms predicted vs 16.4 measured; default 0.58 vs 0.39; horovod compute 25.7 vs 21.
   Single levers, same load within each pair (2 workers, compute job, a bare Keras MWMS script):
     TensorFlow's thread defaults 82 ms/step -> 1 intra + 1 inter-op thread per worker 41 ms (load ~5).

@@ -9,11 +9,12 @@ from scaleflow.config.schema import HardwareConfig, bounded
 from scaleflow.errors import ScaleflowError
 from scaleflow.hardware.base import Hardware
 
-# A typical core's achieved float32 rate in a dense matmul (AVX2/AVX-512 FMA at ~3 GHz, about half of
-# its peak): the planner's figure for hardware=cpu is this times the cores this process may use,
-# unless hardware.peak_flops (or a mode=calibrate profile) says otherwise. Measured here: the MLP
-# [1024, 1024] at batch 256 ran at ~61 GFLOP/s per core (2 cores, 16.4 ms per 2.0 GFLOP step).
-PEAK_FLOPS_PER_CORE = 5.0e10
+# A typical core's achieved float32 rate in a dense matmul (AVX2/AVX-512 FMA at ~3 GHz, about two
+# thirds of its peak): the planner's figure for hardware=cpu is this times the cores this process may
+# use, unless hardware.peak_flops (or a mode=calibrate profile) says otherwise. Measured here on a
+# quiet machine: the MLP [1024, 1024] at batch 256 ran at ~115 GFLOP/s per core (2 cores, 8.7 ms per
+# 2.0 GFLOP step; benchmarks/bench_scaling.py); 5e10 predicted it 2.4x too slow.
+PEAK_FLOPS_PER_CORE = 1.0e11
 
 
 @dataclass
