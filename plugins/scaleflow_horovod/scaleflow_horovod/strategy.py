@@ -24,20 +24,26 @@ class HorovodConfig(StrategyConfig):
     # of at most this many bytes. null: Horovod's 128 MiB, which holds every gradient of models up to
     # 32M float32 parameters, so each step's grouped all-reduce is one collective; 0 turns fusion off.
     fusion_threshold_bytes: Optional[int] = bounded(None, min=0)
-    # HOROVOD_CYCLE_TIME: how often Horovod's background thread looks for submitted tensors, in ms. null:
-    # Horovod's 1 ms (a shorter cycle polls more, which on a machine whose cores the ranks already fill
-    # takes time from the step; measured on 2 cores: 0.1 ms was not faster than 1 ms).
+    # HOROVOD_CYCLE_TIME: how often Horovod's background thread looks for submitted tensors, in ms; a
+    # step's all-reduce waits on average half a cycle before it starts. null: 0.1 ms for ranks on CPUs
+    # (CPU_CYCLE_TIME_MS, measured below), Horovod's 1 ms for GPU ranks.
     cycle_time_ms: Optional[float] = bounded(None, min=0.01, max=1000.0)
 
 
 # Horovod's own defaults (0.28), stated so run.json says what was used.
 FUSION_THRESHOLD_DEFAULT = 128 * 1024 * 1024
 CYCLE_TIME_MS_DEFAULT = 1.0
+# CPU ranks: a 0.1 ms cycle. Measured on 2 cores, 2 ranks, bare Keras + Horovod (no scaleflow), one run
+# each: MLP [128,128] batch 64 3.11 -> 1.53 ms/step; MLP [1024,1024] batch 256 25.6 -> 17.3 ms/step;
+# and benchmarks/bench_scaling.py (scaleflow, interleaved repeats) in the README. 0.03 ms was not faster.
+# Horovod's 1 ms suits GPU ranks, whose fused NCCL all-reduces are long next to it (not measured here).
+CPU_CYCLE_TIME_MS = 0.1
 
 
 def collective_settings(cfg, environ) -> dict:
     """{HOROVOD_FUSION_THRESHOLD: (value, why), HOROVOD_CYCLE_TIME: (value, why)}: the config key,
-    else the rank's environment (e.g. horovodrun --fusion-threshold-mb), else Horovod's default."""
+    else the rank's environment (e.g. horovodrun --fusion-threshold-mb), else the automatic choice
+    (Horovod's defaults, except a 0.1 ms cycle for CPU ranks)."""
     out = {}
     for env, key, default in (("HOROVOD_FUSION_THRESHOLD", "fusion_threshold_bytes", FUSION_THRESHOLD_DEFAULT),
                               ("HOROVOD_CYCLE_TIME", "cycle_time_ms", CYCLE_TIME_MS_DEFAULT)):
@@ -46,6 +52,9 @@ def collective_settings(cfg, environ) -> dict:
             out[env] = (configured, f"strategy.{key}={configured}")
         elif environ.get(env):
             out[env] = (environ[env], f"{env}={environ[env]} in the environment")
+        elif env == "HOROVOD_CYCLE_TIME" and cfg.hardware.name == "cpu":
+            out[env] = (CPU_CYCLE_TIME_MS, f"auto: {CPU_CYCLE_TIME_MS} ms for CPU ranks (their all-reduces are "
+                                           "short: a 1 ms cycle is most of a small step)")
         else:
             out[env] = (default, "auto: Horovod's default")
     return out
