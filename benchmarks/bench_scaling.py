@@ -66,6 +66,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -143,6 +144,42 @@ def summarise(job: str, strategy: str, m: dict, load_before: str, load_after: st
             "load_before": load_before, "load_after": load_after, "wall_s": m.get("_wall_s")}
 
 
+def report(row: dict, profile: str | None, repeats: int) -> None:
+    parts = row["parts"]
+    goal = f" (goal >= {row['goal']:.2f}x)" if row["goal"] else ""
+    ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
+    meas, p = row["measured_step_s"], row["predicted_step_s"]
+    which = f"[{row['round'] + 1}/{repeats}] " if repeats > 1 else ""
+    print(f"{which}{row['job']:>8} {row['strategy']:>12}: {row['examples_per_s']:>9.0f} examples/s  {ratio}{goal}  "
+          f"step {ms(meas)} ms, planner {ms(p)} ms (measured/predicted {row['measured_over_predicted']})"
+          + (f", calibrated {ms(row['calibrated_predicted_step_s'])} ms (measured/predicted "
+             f"{row['measured_over_calibrated']})" if profile else "") + "  "
+          f"load {row['load_before']} -> {row['load_after']}", flush=True)
+    if parts:
+        print(f"{'':>22}step parts (ms): compute {ms(parts.get('compute_s'))}, all-reduce "
+              f"{ms(parts.get('allreduce_s'))}, input {ms(parts.get('input_s'))}, overhead "
+              f"{ms(parts.get('overhead_s'))}   tuning {json.dumps(row['tuning'])}", flush=True)
+
+
+def summary(rows: list[dict], profile: str | None) -> None:
+    """Per job and strategy: the median over rounds of examples/s, of the ratio to its round's one
+    process, and of measured/predicted step time, with the ratio's range."""
+    print("\nmedian over rounds (ratio range):")
+    for key in dict.fromkeys((r["job"], r["strategy"]) for r in rows):
+        mine = [r for r in rows if (r["job"], r["strategy"]) == key]
+        ratios = [r["ratio"] for r in mine if r["ratio"] is not None]
+        line = (f"{key[0]:>8} {key[1]:>12}: {statistics.median(r['examples_per_s'] for r in mine):>9.0f} examples/s  "
+                f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})")
+        goal = GOALS.get(key)
+        if goal:
+            line += f" goal >= {goal:.2f}x: {'met' if statistics.median(ratios) >= goal else 'not met'}"
+        for name, field in (("planner", "measured_over_predicted"), ("calibrated", "measured_over_calibrated")):
+            values = [r[field] for r in mine if r.get(field)]
+            if values:
+                line += f"; measured/{name} {statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+        print(line, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=2, help="epochs per run (throughput: the epochs after the first)")
@@ -155,6 +192,8 @@ def main() -> None:
                         help="first run mode=calibrate (~1 min), then print the calibrated planner's step time "
                              "(mode=plan plan.profile=...) beside the uncalibrated one for every run")
     parser.add_argument("--no-profile", action="store_true", help="profile=off (no step breakdown)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="rounds of every run, interleaved; with more than one, also print the medians")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("overrides", nargs="*", help="extra scaleflow overrides for every run")
@@ -174,40 +213,36 @@ def main() -> None:
         profile = calibrate(tmp, opts.timeout) if opts.calibrate else None
         if profile:
             print(f"calibrated: {profile} (load {load()})", flush=True)
-        for job in opts.jobs.split(","):
-            base = None
-            for strategy in opts.strategies.split(","):
-                run_dir = os.path.join(tmp, f"{job}-{strategy}")
-                os.makedirs(run_dir)
-                before = load()
-                m = train(STRATEGIES[strategy] + JOBS[job] + common, run_dir, opts.timeout)
-                row = summarise(job, strategy, m, before, load())
-                if strategy == "default":
-                    base = row["examples_per_s"]
-                row["ratio"] = round(row["examples_per_s"] / base, 3) if base else None
-                row["goal"] = GOALS.get((job, strategy))
-                p, meas = row["predicted_step_s"], row["measured_step_s"]
-                row["measured_over_predicted"] = round(meas / p, 2) if p and meas else None
-                if profile:
-                    plan_args = [a for a in STRATEGIES[strategy] + JOBS[job] + common
-                                 if not a.startswith(("profile=", "trainer.verbose", "plan.profile"))]
-                    row["calibrated_predicted_step_s"] = planned_step_s(plan_args + [f"plan.profile={profile}"], tmp,
-                                                                        f"{job}-{strategy}")
-                    c = row["calibrated_predicted_step_s"]
-                    row["measured_over_calibrated"] = round(meas / c, 2) if c and meas else None
-                rows.append(row)
-                parts = row["parts"]
-                goal = f" (goal >= {row['goal']:.2f}x)" if row["goal"] else ""
-                ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
-                print(f"{job:>8} {strategy:>12}: {row['examples_per_s']:>9.0f} examples/s  {ratio}{goal}  "
-                      f"step {ms(meas)} ms, planner {ms(p)} ms (measured/predicted {row['measured_over_predicted']})"
-                      + (f", calibrated {ms(row['calibrated_predicted_step_s'])} ms (measured/predicted "
-                         f"{row['measured_over_calibrated']})" if profile else "") + "  "
-                      f"load {row['load_before']} -> {row['load_after']}", flush=True)
-                if parts:
-                    print(f"{'':>22}step parts (ms): compute {ms(parts.get('compute_s'))}, all-reduce "
-                          f"{ms(parts.get('allreduce_s'))}, input {ms(parts.get('input_s'))}, overhead "
-                          f"{ms(parts.get('overhead_s'))}   tuning {json.dumps(row['tuning'])}", flush=True)
+        # Rounds interleave the strategies, and each ratio is against the baseline of its own round:
+        # on a machine whose speed drifts (a shared VM here ran the same job 8 and 13 ms/step minutes
+        # apart) the drift then moves baseline and ratio together, and the median of rounds is stable.
+        for r in range(opts.repeats):
+            for job in opts.jobs.split(","):
+                base = None
+                for strategy in opts.strategies.split(","):
+                    run_dir = os.path.join(tmp, f"{job}-{strategy}-{r}")
+                    os.makedirs(run_dir)
+                    before = load()
+                    m = train(STRATEGIES[strategy] + JOBS[job] + common, run_dir, opts.timeout)
+                    row = summarise(job, strategy, m, before, load())
+                    row["round"] = r
+                    if strategy == "default":
+                        base = row["examples_per_s"]
+                    row["ratio"] = round(row["examples_per_s"] / base, 3) if base else None
+                    row["goal"] = GOALS.get((job, strategy))
+                    p, meas = row["predicted_step_s"], row["measured_step_s"]
+                    row["measured_over_predicted"] = round(meas / p, 2) if p and meas else None
+                    if profile:
+                        plan_args = [a for a in STRATEGIES[strategy] + JOBS[job] + common
+                                     if not a.startswith(("profile=", "trainer.verbose", "plan.profile"))]
+                        row["calibrated_predicted_step_s"] = planned_step_s(plan_args + [f"plan.profile={profile}"],
+                                                                            tmp, f"{job}-{strategy}-{r}")
+                        c = row["calibrated_predicted_step_s"]
+                        row["measured_over_calibrated"] = round(meas / c, 2) if c and meas else None
+                    rows.append(row)
+                    report(row, profile, opts.repeats)
+        if opts.repeats > 1:
+            summary(rows, profile)
     if opts.json:
         with open(opts.json, "w") as f:
             json.dump(rows, f, indent=2)
