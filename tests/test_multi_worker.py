@@ -105,6 +105,9 @@ def test_two_workers_end_with_the_same_weights_as_one_on_the_same_global_batches
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     two = json.loads((two_dir / "run.json").read_text())
     assert two["data"]["train"]["steps"] == one["data"]["train"]["steps"] == 1
+    # pinned, as multi_worker chooses: the chief (place 0 on this host) on the first half of the cores
+    cores = sorted(os.sched_getaffinity(0))
+    assert two["tuning"]["threads"]["cpus"] == cores[:max(1, len(cores) // 2)], two["tuning"]["threads"]
 
     def weights(manifest):
         loaded = tf.saved_model.load(manifest["export"]["path"])

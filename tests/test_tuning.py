@@ -56,6 +56,81 @@ def test_each_strategy_says_how_many_of_its_processes_share_this_host():
                                            "strategy.num_workers=4"), {}) == 1
 
 
+def test_pinning_gives_each_process_on_a_host_its_own_block_of_cores_when_its_strategy_or_the_config_asks():
+    pinned = compose("hardware.pin_processes=true")
+    assert threads.choose(pinned, local_processes=2, cores=4, environ={}, local_rank=0)["cpus"] == [0, 1]
+    second = threads.choose(pinned, local_processes=2, cores=4, environ={}, local_rank=1)
+    assert second["cpus"] == [2, 3] and second["source"]["cpus"] == "hardware.pin_processes=true: place 1 of 2 on this host"
+    assert threads.choose(pinned, local_processes=4, cores=2, environ={}, local_rank=3)["cpus"] == [1]  # more places than cores
+    assert threads.choose(pinned, local_processes=1, cores=4, environ={}, local_rank=0)["cpus"] is None  # alone: every core
+    assert threads.choose(pinned, local_processes=2, cores=4, environ={}, local_rank=None)["cpus"] is None  # place unknown
+    # null: the strategy's choice; false beats it
+    assert threads.choose(compose(), local_processes=2, cores=4, environ={}, local_rank=1)["cpus"] is None
+    auto = threads.choose(compose(), local_processes=2, cores=4, environ={}, local_rank=1, pin_default=True)
+    assert auto["cpus"] == [2, 3] and auto["source"]["cpus"].startswith("auto: the strategy pins")
+    assert threads.choose(compose("hardware.pin_processes=false"), local_processes=2, cores=4, environ={},
+                          local_rank=1, pin_default=True)["cpus"] is None
+
+
+def test_multi_worker_pins_its_processes_and_horovod_does_not():
+    from scaleflow.strategies.default import Default
+    from scaleflow.strategies.multi_worker import MultiWorker
+    from scaleflow.strategies.pipeline import Pipeline
+    from scaleflow_horovod.strategy import Horovod
+
+    assert MultiWorker.pins_processes(compose("strategy=multi_worker")) is True
+    assert Horovod.pins_processes(compose("strategy=horovod")) is False  # its background thread needs a free core
+    assert Pipeline.pins_processes(compose("strategy=pipeline", "strategy.data_parallel=multi_worker",
+                                           "hardware.logical_devices=2")) is True
+    assert Pipeline.pins_processes(compose("strategy=pipeline", "hardware.logical_devices=2")) is False
+    assert Default.pins_processes(compose()) is False
+
+
+def test_each_strategy_says_its_place_among_its_processes_on_this_host():
+    from scaleflow.cluster.tf_config import local_tf_config
+    from scaleflow.strategies.default import Default
+    from scaleflow.strategies.multi_worker import MultiWorker
+    from scaleflow_horovod.strategy import Horovod
+
+    cfg = compose("strategy=multi_worker")
+    cluster = {"cluster": {"worker": ["a:1", "b:1", "a:2", "b:2"]}}
+    for index, place in ((0, 0), (1, 0), (2, 1), (3, 1)):
+        environ = {"TF_CONFIG": json.dumps({**cluster, "task": {"type": "worker", "index": index}})}
+        assert MultiWorker.local_rank(cfg, environ) == place
+    assert MultiWorker.local_rank(cfg, {"TF_CONFIG": local_tf_config([1, 2], 1)}) == 1
+    assert MultiWorker.local_rank(cfg, {}) is None  # the launcher itself trains nothing
+    slurm = compose("strategy=multi_worker", "strategy.cluster=slurm")
+    assert MultiWorker.local_rank(slurm, {"SLURM_LOCALID": "3"}) == 3
+    hvd = compose("strategy=horovod")
+    assert Horovod.local_rank(hvd, {"HOROVOD_RANK": "3", "HOROVOD_LOCAL_RANK": "1"}) == 1
+    assert Horovod.local_rank(hvd, {}) is None
+    assert Default.local_rank(compose(), {}) is None
+
+
+def test_pin_moves_every_thread_the_process_has_and_the_threads_it_starts_later(tmp_path):
+    probe = """
+import os, threading, time
+from scaleflow.hardware import threads
+stop = threading.Event()
+before = threading.Thread(target=stop.wait); before.start()
+cpus = threads.job_cpus()
+threads.pin([0])
+assert threads.job_cpus() == cpus  # the job's cores on this host, not this process's share
+seen = {}
+def report():
+    seen["later"] = os.sched_getaffinity(0)
+later = threading.Thread(target=report); later.start(); later.join()
+allowed = {t: open(f"/proc/self/task/{t}/status").read().split("Cpus_allowed_list:")[1].split()[0]
+           for t in os.listdir("/proc/self/task")}
+stop.set(); before.join()
+print(sorted(set(allowed.values())), len(allowed), sorted(seen["later"]), "tensorflow" in __import__("sys").modules)
+"""
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    pinned_to, threads_seen, later, tf_loaded = result.stdout.split()
+    assert (pinned_to, later, tf_loaded) == ("['0']", "[0]", "False") and int(threads_seen) >= 2, result.stdout
+
+
 def test_horovod_fusion_and_cycle_time_come_from_the_config_then_the_environment_then_the_automatic_choice():
     from scaleflow_horovod.strategy import collective_settings
 
@@ -79,6 +154,7 @@ def test_horovod_fusion_and_cycle_time_come_from_the_config_then_the_environment
     ("strategy=multi_worker strategy.bytes_per_pack=-4", "strategy.bytes_per_pack"),
     ("strategy=horovod strategy.fusion_threshold_bytes=-1", "strategy.fusion_threshold_bytes"),
     ("strategy=horovod strategy.cycle_time_ms=0", "strategy.cycle_time_ms"),
+    ("hardware.pin_processes=maybe", "hardware.pin_processes"),
 ])
 def test_a_bad_tuning_value_is_a_config_error_naming_its_key(override, key):
     with pytest.raises(ConfigError) as info:

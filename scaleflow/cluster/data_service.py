@@ -37,6 +37,7 @@ from scaleflow.cluster.logs import LogStream
 from scaleflow.cluster.relay import READY as RELAY_READY
 from scaleflow.cluster.ports import free_ports
 from scaleflow.errors import ScaleflowError
+from scaleflow.hardware.threads import job_cpus
 
 log = logging.getLogger("scaleflow")
 GRACE_S = 2.0
@@ -114,7 +115,10 @@ class LocalService:
         return self
 
     def _spawn(self, name: str, command: list[str], env: dict, ready: str, inside: bool) -> None:
+        cpus = job_cpus()  # a pinned trainer's service processes still get every core of the job
+
         def before_exec() -> None:  # in the forked child
+            os.sched_setaffinity(0, cpus)
             if inside and self.netns is not None:
                 self.netns.enter()
             _die_with_parent()  # after setns: a change of credentials (a user namespace) would clear it

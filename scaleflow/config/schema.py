@@ -133,6 +133,10 @@ class HardwareConfig:
     # TensorFlow's default); 0: TensorFlow's default (every core); N: N threads. run.json: tuning.threads.
     intra_op_threads: Optional[int] = bounded(None, min=0, max=4096)
     inter_op_threads: Optional[int] = bounded(None, min=0, max=4096)
+    # Pin each of the job's processes on this host to its own block of cores (cores // processes, by its
+    # place on the host), with every thread it has and will start. null: the strategy's choice
+    # (Strategy.pins_processes: multi_worker pins, horovod does not; measured in hardware/threads.py).
+    pin_processes: Optional[bool] = None
 
 
 # --------------------------------------------------------------------------------------- trainer

@@ -529,6 +529,20 @@ class Strategy(abc.ABC):
         (hardware/threads.py). The default: 1 (one process per host)."""
         return 1
 
+    @classmethod
+    def pins_processes(cls, cfg: Any) -> bool:
+        """Whether each of this strategy's processes on a host runs on its own cores unless
+        `hardware.pin_processes` says otherwise (hardware/threads.py has the measurements). The
+        default: no, the kernel places every thread."""
+        return False
+
+    @classmethod
+    def local_rank(cls, cfg: Any, environ: Mapping[str, str]) -> int | None:
+        """This process's place (0 .. local_processes - 1) among the job's processes on this host,
+        from its environment, before TensorFlow: `hardware.pin_processes` gives each place its own
+        cores. The default: None (one process per host: nothing to share)."""
+        return None
+
     def join(self, cfg: Any) -> None:
         """In every training process, before the hardware step initialises TensorFlow: connect to
         the peers if the strategy needs to (collective ops must be configured at program startup)."""

@@ -225,6 +225,30 @@ class MultiWorker(Strategy):
         host = info.addresses[info.rank].rsplit(":", 1)[0]
         return max(1, sum(a.rsplit(":", 1)[0] == host for a in info.addresses))
 
+    @classmethod
+    def pins_processes(cls, cfg) -> bool:
+        # gRPC collectives run on TensorFlow's threads in each worker: pinned beside their worker
+        # they stop preempting the other worker's compute (measured in hardware/threads.py).
+        return True
+
+    @classmethod
+    def local_rank(cls, cfg, environ) -> int | None:
+        """Among the TF_CONFIG members with this task's host, this task's position (the local
+        launcher's workers all share 127.0.0.1); Slurm's SLURM_LOCALID."""
+        if cfg.strategy.cluster == "slurm":
+            local = str(environ.get("SLURM_LOCALID", ""))
+            return int(local) if local.isdigit() else None
+        from scaleflow.cluster import tf_config
+
+        if not environ.get(tf_config.ENV):
+            return None
+        try:
+            info = tf_config.read(environ)
+        except Exception:  # noqa: BLE001 - reported where the cluster is joined
+            return None
+        host = info.addresses[info.rank].rsplit(":", 1)[0]
+        return sum(a.rsplit(":", 1)[0] == host for a in info.addresses[:info.rank])
+
     # ------------------------------------------------------------------------------ the launcher
     @staticmethod
     def _in_cluster(cfg) -> bool:

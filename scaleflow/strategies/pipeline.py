@@ -241,6 +241,16 @@ class Pipeline(Strategy):
         inner = cls._data_parallel_class(cfg)
         return inner.local_processes(cfg, environ) if inner else 1
 
+    @classmethod
+    def pins_processes(cls, cfg) -> bool:
+        inner = cls._data_parallel_class(cfg)
+        return inner.pins_processes(cfg) if inner else False
+
+    @classmethod
+    def local_rank(cls, cfg, environ) -> int | None:
+        inner = cls._data_parallel_class(cfg)
+        return inner.local_rank(cfg, environ) if inner else None
+
     def launches(self, cfg) -> bool:
         inner = self._data_parallel(cfg)
         return inner.launches(cfg) if inner else False

@@ -52,7 +52,10 @@ def run(cfg, run_dir: str, strategy=None) -> dict:
         try:
             # 1. Thread pools sized to this process's share of the cores, then join the peers, then the
             #    hardware: all before TensorFlow runs any op.
-            tuning = {"threads": threads.apply(threads.choose(cfg, strategy.local_processes(cfg, os.environ)))}
+            share = threads.choose(cfg, strategy.local_processes(cfg, os.environ),
+                                   local_rank=strategy.local_rank(cfg, os.environ),
+                                   pin_default=strategy.pins_processes(cfg))
+            tuning = {"threads": threads.apply(share)}
             strategy.join(cfg)
             hardware = registry.get("hardware", cfg.hardware.name)().configure(cfg)
             distribution = strategy.create(cfg)

@@ -117,6 +117,11 @@ class Horovod(Strategy):
         size = str(environ.get("HOROVOD_LOCAL_SIZE", ""))
         return int(size) if size.isdigit() and int(size) > 0 else 1
 
+    @classmethod
+    def local_rank(cls, cfg, environ) -> int | None:
+        local = str(environ.get("HOROVOD_LOCAL_RANK", "")) if launcher.JOINED_ENV in environ else ""
+        return int(local) if local.isdigit() else None
+
     def launches(self, cfg) -> bool:
         # A missing or mismatched Horovod ends the job here, before TensorFlow is imported or any
         # process starts (config-only commands such as --cfg job still work without Horovod).
