@@ -145,6 +145,9 @@ def translate(exc: BaseException, overrides: Sequence[str] = ()) -> ConfigError:
             m = re.search(r"Key '([^']+)' (?:not in|is not in struct)", first)
             if m:
                 return _unknown_key(key or m.group(1), overrides)
+            m = re.search(r"Value '(.*)' is not a valid (\w+)", first)  # a bool given "maybe"
+            if m:
+                return ConfigError(key, m.group(1), "true or false" if m.group(2) == "bool" else f"a valid {m.group(2)}")
             if "Missing mandatory value" in first:
                 return ConfigError(key, "???", "a value", "Set it on the command line")
             return ConfigError(key or "config", "", "a valid value", first)

@@ -162,6 +162,12 @@ def test_a_bad_tuning_value_is_a_config_error_naming_its_key(override, key):
     assert str(info.value).startswith(key), str(info.value)
 
 
+def test_a_yes_no_key_given_something_else_names_the_value_and_what_is_allowed():
+    with pytest.raises(ConfigError) as info:
+        compose("hardware.pin_processes=maybe")
+    assert str(info.value).startswith("hardware.pin_processes='maybe'") and "true or false" in str(info.value)
+
+
 def test_a_bad_tuning_value_exits_2_before_tensorflow_is_imported(tmp_path):
     probe = ("import sys\nfrom scaleflow.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
              "    print('EXIT', e.code, 'TF', 'tensorflow' in sys.modules, file=sys.stderr)\n")
