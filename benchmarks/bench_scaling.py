@@ -10,7 +10,7 @@ Two jobs, each trained through the CLI exactly as a user would (`export=none`, `
 For every run it prints examples/s (run.json's throughput, epochs after the first), the ratio to one
 process of the same job, the planner's predicted step time beside the measured one (run.json's
 `step_time`; `--plan-profile` passes `plan.profile=` from `mode=calibrate`; `--calibrate` runs
-mode=calibrate first and also prints the calibrated planner's step time), where the step's time
+mode=calibrate before every round and also prints the calibrated planner's step time), where the step's time
 goes (profile=summary's `step_parts`: compute = one forward + backward pass of a replica's batch,
 all-reduce = the strategy's all-reduce of the model's gradients between the real processes, input =
 waiting for data, overhead = the rest: optimizer update, dispatch, metrics, threads competing), what
@@ -117,9 +117,9 @@ def train(args: list[str], run_dir: str, timeout_s: float) -> dict:
     return manifest
 
 
-def calibrate(tmp: str, timeout_s: float) -> str:
+def calibrate(tmp: str, timeout_s: float, round_: int = 0) -> str:
     """Run mode=calibrate; the hardware profile it wrote."""
-    run_dir = os.path.join(tmp, "calibrate")
+    run_dir = os.path.join(tmp, f"calibrate-{round_}")
     os.makedirs(run_dir)
     subprocess.run([sys.executable, "-m", "scaleflow", "mode=calibrate", f"hydra.run.dir={run_dir}"], check=True,
                    capture_output=True, text=True, timeout=timeout_s, cwd=run_dir,
@@ -203,8 +203,8 @@ def main() -> None:
     parser.add_argument("--strategies", default="default,multi_worker,horovod")
     parser.add_argument("--plan-profile", default=None, help="a hardware profile from mode=calibrate")
     parser.add_argument("--calibrate", action="store_true",
-                        help="first run mode=calibrate (~1 min), then print the calibrated planner's step time "
-                             "(mode=plan plan.profile=...) beside the uncalibrated one for every run")
+                        help="run mode=calibrate (~20 s) before every round, then print the calibrated planner's step "
+                             "time (mode=plan plan.profile=...) beside the uncalibrated one for every run of the round")
     parser.add_argument("--no-profile", action="store_true", help="profile=off (no step breakdown)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="rounds of every run, interleaved; with more than one, also print the medians")
@@ -224,13 +224,14 @@ def main() -> None:
     rows = []
     print(f"cpu cores: {os.cpu_count()}, load average (1/5/15 min) at start: {load()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp:
-        profile = calibrate(tmp, opts.timeout) if opts.calibrate else None
-        if profile:
-            print(f"calibrated: {profile} (load {load()})", flush=True)
+        profile = None
         # Rounds interleave the strategies, and each ratio is against the baseline of its own round:
         # on a machine whose speed drifts (a shared VM here ran the same job 8 and 13 ms/step minutes
         # apart) the drift then moves baseline and ratio together, and the median of rounds is stable.
         for r in range(opts.repeats):
+            if opts.calibrate:  # every round: this machine's speed drifts more than the planner's goal
+                profile = calibrate(tmp, opts.timeout, r)
+                print(f"calibrated: {profile} (load {load()})", flush=True)
             for job in opts.jobs.split(","):
                 base = None
                 for strategy in opts.strategies.split(","):

@@ -25,7 +25,7 @@ def run(cfg, run_dir: str) -> dict:
           flush=True)
     socket_link = measure_allreduce()
     link = measure_tf_collective()
-    print("calibrating: compute (TensorFlow float32 matmul) and a Keras training step ...", flush=True)
+    print("calibrating: compute (a TensorFlow dense layers' forward + backward) and a Keras training step ...", flush=True)
     compute = measure_compute()
     step = measure_step_overhead(compute["peak_flops"])
     figures = {"peak_flops": compute["peak_flops"], "step_overhead_s": step["step_overhead_s"],
