@@ -48,7 +48,7 @@ def test_ring_allreduce_cost_follows_the_formula():
     assert ring_allreduce_s(4, 1e6, 1e9, 1e-5) == pytest.approx(2 * 3 / 4 * 1e6 / 1e9 + 2 * 3 * 1e-5)
 
 
-def test_step_time_is_compute_plus_allreduce_plus_overhead():
+def test_step_time_is_compute_plus_allreduce_plus_optimizer_update_plus_overhead():
     from scaleflow.planning.cost_model import Workload, step_time
     from scaleflow.planning.topology import figures, layout
 
@@ -60,6 +60,11 @@ def test_step_time_is_compute_plus_allreduce_plus_overhead():
     assert st.compute_s == pytest.approx(3 * 1000 * 32 / 0.5e9)
     assert st.allreduce_s == pytest.approx(2 * 1 / 2 * 500 * 4 / 1e8 + 2 * 1e-5)
     assert st.overhead_s == pytest.approx(2 * 0.001)  # each replica pays it on the shared CPU
+    # each replica updates its own copy of the 500 parameters, streaming ~40 bytes each (Adam)
+    assert st.update_s == pytest.approx(2 * 500 * 40 / 2.8e10)
+    assert st.total_s == pytest.approx(st.compute_s + st.allreduce_s + st.update_s + st.overhead_s)
+    sgd = step_time(Workload(1000.0, 500, 64, 10.0, optimizer="sgd"), figs, layout(cfg, figs))
+    assert sgd.update_s == pytest.approx(st.update_s * 6 / 40)  # no slots: far less to stream
 
 
 def test_tpu_topology_plans_one_input_pipeline_per_host(tmp_path):

@@ -128,6 +128,10 @@ class HardwareConfig:
     # Fixed cost of one training step beyond its FLOPs (dispatch, optimizer update, input), per replica
     # when replicas share one CPU; `mode=calibrate` measures it.
     step_overhead_s: float = bounded(5.0e-4, min=0.0)
+    # Bytes/s an optimizer update streams variables, gradients and slots at: the update is memory-bound
+    # (TF-backend Adam here: 1.4 ns per parameter, ~40 bytes at 2.8e10 B/s; 2 ms a step for 1.3M
+    # parameters, which the planner left out). 0: not modelled.
+    update_bytes_s: float = bounded(2.8e10, min=0.0)
     # TensorFlow's thread pools per training process (hardware/threads.py). null: chosen from the cores
     # and the job's processes on this host (cores // processes when several share it, else
     # TensorFlow's default); 0: TensorFlow's default (every core); N: N threads. run.json: tuning.threads.

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 from scaleflow.config.schema import HardwareConfig
 
 FIGURE_KEYS = ("peak_flops", "memory_bytes", "bandwidth_bytes_s", "latency_s", "inter_host_bandwidth_bytes_s",
-               "inter_host_latency_s", "step_overhead_s")
+               "inter_host_latency_s", "step_overhead_s", "update_bytes_s")
 
 
 class Hardware(abc.ABC):

@@ -93,6 +93,7 @@ class TPUConfig(HardwareConfig):
     inter_host_bandwidth_bytes_s: Optional[float] = bounded(None, min=0.0)
     inter_host_latency_s: Optional[float] = bounded(None, min=0.0)
     step_overhead_s: float = bounded(1.0e-4, min=0.0)
+    update_bytes_s: float = bounded(1.0e12, min=0.0)  # HBM, order of magnitude (not measured here)
 
 
 def describe_address(address: str) -> str:
@@ -172,7 +173,8 @@ class TPU(Hardware):
                  "inter_host_bandwidth_bytes_s": g.ici_bandwidth_bytes_s, "inter_host_latency_s": ICI_LATENCY_S}
         out = {k: (hw.get(k) if hw.get(k) is not None else v) for k, v in table.items()}
         out.update(hosts=s.hosts, devices_per_host=s.replicas_per_host, precision=hw.precision,
-                   step_overhead_s=hw.step_overhead_s, shared_compute=False, single_host=False)
+                   step_overhead_s=hw.step_overhead_s, update_bytes_s=hw.update_bytes_s, shared_compute=False,
+                   single_host=False)
         return out
 
     def describe_figures(self, cfg) -> str:

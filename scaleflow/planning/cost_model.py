@@ -7,6 +7,8 @@
                  into one with bytes_per_pack=0, TensorFlow's log says "6 all_reduces ... num_packs = 1";
                  Horovod's grouped all-reduce fuses them), so the number of gradient tensors does not
                  multiply the latency
+    update     = parameters x bytes one update streams per parameter / update_bytes_s   (memory-bound;
+                 per replica where replicas share one CPU)
     overhead   = the fixed cost of a step (dispatch, optimizer update, input): once per step on
                  separate devices; per replica where replicas share one CPU, whose cores then run
                  every replica's share (measured on 2 cores, Mirrored over 2 logical devices against
@@ -32,6 +34,17 @@ OPTIMIZER_SLOTS = {"adam": 2, "adamw": 2, "nadam": 2, "rmsprop": 1, "adagrad": 1
 # op materialises a full-size tensor), JAX 0.22-0.27x (XLA fuses the update and donates the state
 # buffers); rounded up.
 OPTIMIZER_WORKSPACE = {"tensorflow": 4.35, "jax": 0.3}
+# Bytes one optimizer update streams per parameter (variables, gradients, slots and the temporaries
+# each TensorFlow update op makes). Measured here, Keras 3.15 TF backend on CPU, marginal time per
+# parameter between 22k and 1.3M parameters at update_bytes_s 2.8e10: Adam 1.4 ns (~40 B), SGD
+# 0.19 ns (~6 B). One-slot optimizers: between the two (not measured).
+UPDATE_BYTES_PER_PARAMETER = {"adam": 40, "adamw": 40, "nadam": 40, "rmsprop": 24, "adagrad": 24, "sgd": 6}
+
+
+def update_s(parameters: float, optimizer: str, figs) -> float:
+    """One optimizer update of `parameters` parameters on one device."""
+    bandwidth = figs.update_bytes_s
+    return parameters * UPDATE_BYTES_PER_PARAMETER.get(optimizer, 40) / bandwidth if bandwidth else 0.0
 
 
 @dataclass(frozen=True)
@@ -60,14 +73,16 @@ class StepTime:
     allreduce_s: float
     overhead_s: float
     per_replica_batch: float
+    update_s: float = 0.0
 
     @property
     def total_s(self) -> float:
-        return self.compute_s + self.allreduce_s + self.overhead_s
+        return self.compute_s + self.allreduce_s + self.update_s + self.overhead_s
 
     @property
     def dominant(self) -> str:
-        terms = {"compute": self.compute_s, "all-reduce": self.allreduce_s, "overhead": self.overhead_s}
+        terms = {"compute": self.compute_s, "all-reduce": self.allreduce_s, "optimizer update": self.update_s,
+                 "overhead": self.overhead_s}
         return max(terms, key=terms.get)
 
     def report(self) -> dict:
@@ -98,8 +113,11 @@ def step_time(work: Workload, figs: Figures, layout: Layout, global_batch: int |
     compute = 3.0 * work.flops_per_example * b / rate
     bandwidth, latency = links(figs, layout)
     allreduce = ring_allreduce_s(layout.replicas, work.parameters * GRADIENT_BYTES, bandwidth, latency)
-    overhead = figs.step_overhead_s * (layout.replicas_per_host if shared else 1)
-    return StepTime(compute, allreduce, overhead, b)
+    per_host = layout.replicas_per_host if shared else 1
+    overhead = figs.step_overhead_s * per_host
+    # every replica updates its own copy of the variables; on one CPU they share its memory bandwidth
+    update = update_s(work.parameters, work.optimizer, figs) * per_host
+    return StepTime(compute, allreduce, overhead, b, update)
 
 
 def optimizer_workspace_bytes(largest_values: float, optimizer: str, backend: str = "tensorflow") -> int:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from scaleflow.errors import ConfigError
 from scaleflow.planning.cost_model import ACTIVATION_BYTES, GRADIENT_BYTES, OPTIMIZER_SLOTS, Workload, \
-    optimizer_workspace_bytes, ring_allreduce_s
+    optimizer_workspace_bytes, ring_allreduce_s, update_s
 from scaleflow.planning.topology import Figures
 from scaleflow.strategies.base import DATA_AXIS, MODEL_AXIS, Parallelism
 
@@ -284,17 +284,19 @@ class ParallelStep:
     bubble_s: float
     data_axis_s: float
     overhead_s: float
+    update_s: float = 0.0
 
     @property
     def total_s(self) -> float:
         return self.compute_s + self.model_axis_s + self.pipeline_send_s + self.bubble_s + self.data_axis_s \
-            + self.overhead_s
+            + self.update_s + self.overhead_s
 
     @property
     def dominant(self) -> str:
         terms = {"compute": self.compute_s, "model-axis collectives": self.model_axis_s,
                  "pipeline sends": self.pipeline_send_s, "pipeline bubble": self.bubble_s,
-                 "data-axis all-reduce": self.data_axis_s, "overhead": self.overhead_s}
+                 "data-axis all-reduce": self.data_axis_s, "optimizer update": self.update_s,
+                 "overhead": self.overhead_s}
         return max(terms, key=terms.get)
 
     def report(self) -> dict:
@@ -399,8 +401,11 @@ def plan_parallelism(work: Workload, figs: Figures, p: Parallelism, placements: 
     # One collective per step, as cost_model has it: TensorFlow packs the gradients into one, and XLA's
     # all-reduce combiner merges JAX's per-variable reductions on the data axis.
     data_axis_s = ring_allreduce_s(D, grad_bytes, data_bw, data_lat)
-    overhead_s = figs.step_overhead_s * (min(p.devices, figs.devices_per_host) if figs.shared_compute else 1)
-    step = ParallelStep(compute_s, model_axis_s, send_s, bubble_s, data_axis_s, overhead_s)
+    sharing = min(p.devices, figs.devices_per_host) if figs.shared_compute else 1
+    overhead_s = figs.step_overhead_s * sharing
+    # each device updates its own share of the variables (the largest stage's); a shared CPU runs them all
+    update = update_s(max(st["parameters_per_device"] for st in stages), work.optimizer, figs) * sharing
+    step = ParallelStep(compute_s, model_axis_s, send_s, bubble_s, data_axis_s, overhead_s, update)
 
     worst = max(stages, key=lambda st: st["memory"]["total_bytes"])
     memory = dict(worst["memory"])

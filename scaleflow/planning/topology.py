@@ -42,6 +42,7 @@ class Figures:
     inter_host_bandwidth_bytes_s: float
     inter_host_latency_s: float
     step_overhead_s: float
+    update_bytes_s: float  # what an optimizer update streams its state at (memory bandwidth)
     precision: str
     shared_compute: bool
     source: str
