@@ -24,21 +24,26 @@ and within 1.5x with `--plan-profile`.
 Usage on a machine whose speed drifts: `--repeats 5` interleaves the runs and prints medians (each
 ratio against the one process of its own round).
 
-Measured on this 2-core VM (AMD EPYC, 24 GB) on 2026-11-27, quiet (load 1.3-2.7: the benchmark's own
-processes), `--epochs 3 --steps 200 --repeats 5 --calibrate` (10 min; medians, ratio range):
+Measured on this 2-core VM (AMD EPYC, 24 GB) on 2026-11-27, quiet (load 0.9-2.2: the benchmark's own
+processes), `--epochs 3 --steps 200 --repeats 5 --calibrate` (13 min; medians over the 5 rounds, ratio
+range; step parts from profile=summary; measured/predicted step time):
 
-    compute 1 process   30,257 ex/s  8.46 ms  planner 10.6 (0.79x), calibrated 10.1 (0.84x)
-    compute multi_worker 10,311      0.35x (0.21-0.36)  24.8 ms: compute 6.5 + all-reduce 13.2 ms
-                                     (+ "input" 6.6, see below); planner 22.7 (1.09x), calibrated 22.2 (1.12x)
-    compute horovod     12,890       0.42x (0.39-0.54)  19.9 ms: compute 6.3 + all-reduce 6.7 + input 1.1
-                                     + overhead 4.8 ms; planner 22.7 (0.87x), calibrated 22.2 (0.90x)
-    default 1 process  158,930 ex/s  0.40 ms  planner 0.54 (0.74x), calibrated 0.28 (1.42x)
-    default multi_worker 24,935      0.17x (0.07-0.20)  2.57 ms: all-reduce 1.69 ms; planner 2.22 (1.16x)
-    default horovod     27,318       0.18x (0.15-0.21)  2.34 ms: all-reduce 1.22 ms; planner 2.22 (1.06x)
+    compute 1 process    25,737 ex/s  9.95 ms (compute 7.1)      planner 0.79, calibrated 1.38
+    compute multi_worker 10,308  0.32x (0.21-0.49)  24.8 ms: compute 5.7 + all-reduce 11.1 (+ "input" 4.7,
+                                      see below)                planner 0.94, calibrated 1.32
+    compute horovod      14,112  0.45x (0.37-0.67)  18.1 ms: compute 5.7 + all-reduce 5.5 + input 0.9
+                                      + overhead 6.0            planner 0.68, calibrated 0.94
+    default 1 process   185,255 ex/s  0.35 ms                   planner 0.60, calibrated 1.00
+    default multi_worker 23,663  0.14x (0.08-0.17)  2.70 ms: all-reduce 0.9   planner 1.19, calibrated 1.05
+    default horovod      28,407  0.15x (0.12-0.20)  2.25 ms: all-reduce 1.1   planner 0.99, calibrated 0.95
 
-The planner goals hold for the medians (uncalibrated 0.74-1.16x, calibrated 0.84-1.42x); single runs
-spread 0.61-2.04x because the measurement itself spreads: the one-process default job ran 0.33-0.53
-ms/step within these 10 minutes, and a bare Keras script the same minutes apart 7.8 and 12.7 ms/step.
+The planner goals hold for the medians (uncalibrated 0.60-1.19, calibrated 0.94-1.38, with the
+optimizer update in the cost model and a calibration before each round); single runs spread
+0.44-1.87 because the measurement itself spreads: the one-process default job ran 0.26-0.45 ms/step
+within these 13 minutes, a bare Keras script minutes apart 7.8 and 12.7 ms/step, mode=calibrate's
+compute 200 and 360 GFLOP/s. Without the update term the compute job's calibrated plan was 1.69x
+(1.38-1.77) off; with the whole round's calibration done once, before all rounds, 1.5-2.1x.
+
 The scaling goals are not met. What remains, measured, and why it stays:
 
 - The arithmetic splits evenly. Two processes with one thread each, each on half the batch, with no
