@@ -112,7 +112,7 @@ def test_pin_moves_every_thread_the_process_has_and_the_threads_it_starts_later(
 import os, threading, time
 from scaleflow.hardware import threads
 stop = threading.Event()
-before = threading.Thread(target=stop.wait); before.start()
+before = threading.Thread(target=stop.wait, daemon=True); before.start()  # a failure must not hang
 cpus = threads.job_cpus()
 threads.pin([0])
 assert threads.job_cpus() == cpus  # the job's cores on this host, not this process's share
@@ -120,8 +120,12 @@ seen = {}
 def report():
     seen["later"] = os.sched_getaffinity(0)
 later = threading.Thread(target=report); later.start(); later.join()
-allowed = {t: open(f"/proc/self/task/{t}/status").read().split("Cpus_allowed_list:")[1].split()[0]
-           for t in os.listdir("/proc/self/task")}
+allowed = {}
+for t in os.listdir("/proc/self/task"):
+    try:  # a joined thread can still be listed for a moment, then vanish
+        allowed[t] = open(f"/proc/self/task/{t}/status").read().split("Cpus_allowed_list:")[1].split()[0]
+    except FileNotFoundError:
+        pass
 stop.set(); before.join()
 print(sorted(set(allowed.values())), len(allowed), sorted(seen["later"]), "tensorflow" in __import__("sys").modules)
 """

@@ -92,8 +92,7 @@ def choose(cfg, local_processes: int, cores: int | None = None, environ=None, lo
     cpus = None
     configured = cfg.hardware.get("pin_processes")
     if (pin_default if configured is None else configured) and k > 1 and local_rank is not None:
-        share = max(1, cores // k)
-        place = local_rank % k
+        place = local_rank % k  # each place owns `share` consecutive cores
         cpus = allowed[place * share:(place + 1) * share] or allowed[-1:]
         source["cpus"] = ("hardware.pin_processes=true" if configured else "auto: the strategy pins its processes") + \
             f": place {place} of {k} on this host"

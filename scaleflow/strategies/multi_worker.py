@@ -144,6 +144,21 @@ class MultiWorkerDistribution(TFDistribution):
         return [CollectiveTimeout()] + ([beat] if beat else [])
 
 
+def _same_host(environ) -> tuple[list[int], int] | None:
+    """From TF_CONFIG: the ranks of the members on this task's host (in rank order) and this task's
+    rank; None without a TF_CONFIG, or with a malformed one (reported where the cluster is joined)."""
+    from scaleflow.cluster import tf_config
+
+    if not environ.get(tf_config.ENV):
+        return None
+    try:
+        info = tf_config.read(environ)
+    except Exception:  # noqa: BLE001 - reported where the cluster is joined
+        return None
+    host = info.addresses[info.rank].rsplit(":", 1)[0]
+    return [r for r, a in enumerate(info.addresses) if a.rsplit(":", 1)[0] == host], info.rank
+
+
 class MultiWorker(Strategy):
     """MultiWorkerMirroredStrategy over `strategy.num_workers` processes.
 
@@ -218,12 +233,8 @@ class MultiWorker(Strategy):
 
         if not environ.get(tf_config.ENV):
             return max(1, int(cfg.strategy.num_workers)) if cfg.strategy.cluster == "local" else 1
-        try:
-            info = tf_config.read(environ)
-        except Exception:  # noqa: BLE001 - a malformed TF_CONFIG is reported where the cluster is joined
-            return 1
-        host = info.addresses[info.rank].rsplit(":", 1)[0]
-        return max(1, sum(a.rsplit(":", 1)[0] == host for a in info.addresses))
+        here = _same_host(environ)
+        return max(1, len(here[0])) if here else 1
 
     @classmethod
     def pins_processes(cls, cfg) -> bool:
@@ -238,16 +249,8 @@ class MultiWorker(Strategy):
         if cfg.strategy.cluster == "slurm":
             local = str(environ.get("SLURM_LOCALID", ""))
             return int(local) if local.isdigit() else None
-        from scaleflow.cluster import tf_config
-
-        if not environ.get(tf_config.ENV):
-            return None
-        try:
-            info = tf_config.read(environ)
-        except Exception:  # noqa: BLE001 - reported where the cluster is joined
-            return None
-        host = info.addresses[info.rank].rsplit(":", 1)[0]
-        return sum(a.rsplit(":", 1)[0] == host for a in info.addresses[:info.rank])
+        here = _same_host(environ)
+        return here[0].index(here[1]) if here else None
 
     # ------------------------------------------------------------------------------ the launcher
     @staticmethod
