@@ -14,10 +14,11 @@ Keras 3.15.1 fails out of the box with 2 workers, in `keras/src/backend/tensorfl
 3. `steps_per_execution` > 1 fails in the multi-step function's `tf.while_loop`, which draws each batch
    with `get_next_as_optional` inside a `tf.cond` ("You must feed a value for placeholder tensor
    'while/.../Placeholder'"). The fix runs the `steps_per_execution` steps of one call in a plain
-   `tf.while_loop` drawing with `get_next` (every scaleflow input repeats, and steps_per_execution divides the epoch's
-   steps, so a call never runs out of data), and reduces the returned logs across workers once, after
-   the call's last step (Keras returns only the last step's logs; the metric states are updated at
-   every step either way), instead of one collective per metric per step. Python iterators (the
+   `tf.while_loop` drawing with `get_next` (every scaleflow input repeats, and
+   steps_per_execution divides the epoch's steps, so a call never runs out of data), and reduces
+   the returned logs across workers once, after the call's last step (Keras returns only the last
+   step's logs; the metric states are updated at every step either way), instead of one collective
+   per metric per step. Python iterators (the
    profilers' one-step-per-call path) keep Keras' own function.
 
 `patched()` installs the fixes only while its block runs, and only on the Keras versions listed in

@@ -44,19 +44,20 @@ def collective_settings(cfg, environ) -> dict:
     """{HOROVOD_FUSION_THRESHOLD: (value, why), HOROVOD_CYCLE_TIME: (value, why)}: the config key,
     else the rank's environment (e.g. horovodrun --fusion-threshold-mb), else the automatic choice
     (Horovod's defaults, except a 0.1 ms cycle for CPU ranks)."""
+    horovods = "auto: Horovod's default"
+    cpu_cycle = f"auto: {CPU_CYCLE_TIME_MS} ms for CPU ranks (short all-reduces: 1 ms is most of a small step)"
+    automatic = {"HOROVOD_FUSION_THRESHOLD": (FUSION_THRESHOLD_DEFAULT, horovods),
+                 "HOROVOD_CYCLE_TIME": (CPU_CYCLE_TIME_MS, cpu_cycle) if cfg.hardware.name == "cpu"
+                 else (CYCLE_TIME_MS_DEFAULT, horovods)}
     out = {}
-    for env, key, default in (("HOROVOD_FUSION_THRESHOLD", "fusion_threshold_bytes", FUSION_THRESHOLD_DEFAULT),
-                              ("HOROVOD_CYCLE_TIME", "cycle_time_ms", CYCLE_TIME_MS_DEFAULT)):
+    for env, key in (("HOROVOD_FUSION_THRESHOLD", "fusion_threshold_bytes"), ("HOROVOD_CYCLE_TIME", "cycle_time_ms")):
         configured = cfg.strategy.get(key)
         if configured is not None:
             out[env] = (configured, f"strategy.{key}={configured}")
         elif environ.get(env):
             out[env] = (environ[env], f"{env}={environ[env]} in the environment")
-        elif env == "HOROVOD_CYCLE_TIME" and cfg.hardware.name == "cpu":
-            out[env] = (CPU_CYCLE_TIME_MS, f"auto: {CPU_CYCLE_TIME_MS} ms for CPU ranks (their all-reduces are "
-                                           "short: a 1 ms cycle is most of a small step)")
         else:
-            out[env] = (default, "auto: Horovod's default")
+            out[env] = automatic[env]
     return out
 
 
